@@ -1,0 +1,71 @@
+"""Backend dispatch by the *input's* type, through TensorLy's backend objects.
+
+sekron never calls ``tl.set_backend`` or ``tl.backend_context``: those write TensorLy's global
+(or thread) state. Instead it loads the TensorLy ``Backend`` object that matches the array it was
+given and calls that object's methods. The caller's active backend is untouched.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from tensorly.backend import BackendManager
+
+__all__ = ["backend_name_of", "get_backend", "is_array", "to_numpy", "like"]
+
+
+@lru_cache(maxsize=None)
+def get_backend(name: str) -> Any:
+    """The TensorLy ``Backend`` object called ``name``, loaded without activating it."""
+    return BackendManager.load_backend(name)
+
+
+def _is_torch(x: object) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_jax(x: object) -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, jax.Array)
+
+
+def backend_name_of(x: object) -> str | None:
+    """TensorLy backend name for an array, or None when ``x`` is not a supported array."""
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    if _is_torch(x):
+        return "pytorch"
+    if _is_jax(x):
+        return "jax"
+    return None
+
+
+def is_array(x: object) -> bool:
+    return backend_name_of(x) is not None
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A numpy copy or view of ``x`` (detached from any autograd graph)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if _is_torch(x):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def like(data: Any, ref: Any) -> Any:
+    """``data`` (numpy) as an array of ``ref``'s kind, dtype and device."""
+    name = backend_name_of(ref)
+    if name == "numpy":
+        return np.asarray(data, dtype=ref.dtype)
+    if name == "pytorch":
+        import torch
+
+        return torch.as_tensor(np.ascontiguousarray(data), dtype=ref.dtype, device=ref.device)
+    import jax.numpy as jnp
+
+    return jnp.asarray(data, dtype=ref.dtype)

@@ -1,0 +1,195 @@
+"""Checks at the public boundary. Each error names the argument, what was expected and what came.
+
+Internal code trusts its inputs: validate once, here.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from math import prod
+from typing import Any
+
+import numpy as np
+
+from ._backend import backend_name_of
+from ._plan import Ranks, Shapes, factor_sizes
+
+FORMS = ("nested", "chain")
+
+
+def _type_name(x: object) -> str:
+    t = type(x)
+    return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
+
+
+def is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool | np.bool_)
+
+
+def check_positive_int(x: object, name: str) -> int:
+    if not is_int(x):
+        raise TypeError(f"{name} must be a positive int; got {x!r} of type {_type_name(x)}.")
+    if int(x) < 1:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be a positive int; got {x!r}.")
+    return int(x)  # type: ignore[call-overload]
+
+
+def check_form(form: object) -> str:
+    if form not in FORMS:
+        raise ValueError(f"form must be 'nested' or 'chain'; got {form!r}.")
+    return str(form)
+
+
+def array_dtype_kind(x: Any) -> str:
+    """'f' for float32/64, 'c' complex, 'i' integer or bool, 'h' half precision, '?' other."""
+    name = str(x.dtype).rsplit(".", 1)[-1]
+    if name in ("float32", "float64"):
+        return "f"
+    if name.startswith("complex"):
+        return "c"
+    if name in ("float16", "bfloat16"):
+        return "h"
+    if name == "bool" or name.startswith(("int", "uint")):
+        return "i"
+    return "?"
+
+
+def check_tensor(tensor: object, name: str = "tensor") -> tuple[Any, str]:
+    """Validate an input array; return it as floating point, with its TensorLy backend name.
+
+    Integers are cast to floating point (float64 for numpy, the library default otherwise).
+    """
+    backend = backend_name_of(tensor)
+    if backend is None:
+        raise TypeError(
+            f"{name} must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(tensor)}."
+        )
+    t: Any = tensor
+    kind = array_dtype_kind(t)
+    if kind == "c":
+        raise TypeError(
+            f"{name} has complex dtype {t.dtype}; sekron decomposes real tensors only. "
+            "Decompose the real and imaginary parts separately."
+        )
+    if kind in ("h", "?"):
+        raise TypeError(
+            f"{name} has dtype {t.dtype}; sekron supports float32 and float64 "
+            "(and integers, which are cast). Cast it first, e.g. to float32."
+        )
+    if kind == "i":
+        if backend == "numpy":
+            t = t.astype(np.float64)
+        elif backend == "pytorch":
+            import torch
+
+            t = t.to(torch.get_default_dtype())
+        else:
+            import jax.numpy as jnp
+
+            t = t.astype(jnp.result_type(float))
+    if backend == "pytorch":
+        t = t.detach()
+    if t.ndim == 0:
+        raise ValueError(f"{name} must have at least one mode; got a 0-d array.")
+    if prod(t.shape) == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); every mode must have size >= 1.")
+    finite = _all_finite(t, backend)
+    if not finite:
+        raise ValueError(f"{name} contains NaN or Inf; decompose needs finite values.")
+    return t, backend
+
+
+def _all_finite(t: Any, backend: str) -> bool:
+    if backend == "numpy":
+        return bool(np.isfinite(t).all())
+    if backend == "pytorch":
+        return bool(t.isfinite().all())
+    import jax.numpy as jnp
+
+    return bool(jnp.isfinite(t).all())
+
+
+def check_shapes(shapes: object, tensor_shape: tuple[int, ...] | None) -> Shapes:
+    """``shapes``: S >= 2 tuples of positive ints, one size per tensor mode, multiplying out."""
+    if isinstance(shapes, str | bytes) or not isinstance(shapes, Sequence):
+        raise TypeError(
+            "shapes must be a sequence of S >= 2 tuples of ints (one per factor); "
+            f"got {_type_name(shapes)}."
+        )
+    if len(shapes) < 2:
+        raise ValueError(
+            f"shapes must hold at least 2 factor shapes (S >= 2); got {len(shapes)}."
+        )
+    out = []
+    n_modes = None if tensor_shape is None else len(tensor_shape)
+    for k, s in enumerate(shapes):
+        if isinstance(s, str | bytes) or not isinstance(s, Sequence):
+            raise TypeError(f"shapes[{k}] must be a tuple of ints; got {_type_name(s)}.")
+        if n_modes is None:
+            n_modes = len(s)
+        if len(s) != n_modes:
+            what = "the tensor has" if tensor_shape is not None else "shapes[0] has"
+            raise ValueError(
+                f"shapes[{k}] has {len(s)} modes but {what} {n_modes}; "
+                "give one size per tensor mode."
+            )
+        for n, size in enumerate(s):
+            if not is_int(size):
+                raise TypeError(
+                    f"shapes[{k}][{n}] must be a positive int; got {size!r} of type "
+                    f"{_type_name(size)}."
+                )
+            if int(size) < 1:
+                raise ValueError(f"shapes[{k}][{n}] must be a positive int; got {size!r}.")
+        out.append(tuple(int(v) for v in s))
+    if n_modes == 0:
+        raise ValueError("shapes[0] is empty; each factor shape needs one size per tensor mode.")
+    if tensor_shape is not None:
+        for n in range(len(tensor_shape)):
+            p = prod(s[n] for s in out)
+            if p != tensor_shape[n]:
+                raise ValueError(
+                    f"mode {n}: prod(s[{n}] for s in shapes) == {p} but tensor.shape[{n}] == "
+                    f"{tensor_shape[n]}."
+                )
+    return tuple(out)
+
+
+def check_rank(rank: object, n_levels: int, name: str = "rank") -> Ranks | None:
+    """None, an int for every level, or a sequence of one positive int per level (S - 1)."""
+    if rank is None:
+        return None
+    if is_int(rank):
+        return (check_positive_int(rank, name),) * n_levels
+    if isinstance(rank, str | bytes) or not isinstance(rank, Sequence):
+        raise TypeError(
+            f"{name} must be an int or a sequence of {n_levels} ints (one per level); "
+            f"got {_type_name(rank)}."
+        )
+    if len(rank) != n_levels:
+        raise ValueError(
+            f"{name} has {len(rank)} entries but there are {n_levels} levels "
+            f"(S - 1 for S = {n_levels + 1} factors); got {tuple(rank)!r}."
+        )
+    return tuple(check_positive_int(r, f"{name}[{i}]") for i, r in enumerate(rank))
+
+
+def check_tol(tol: object) -> float:
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a float in (0, 1); got {_type_name(tol)}.")
+    t = float(tol)
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"tol must be in the open interval (0, 1); got {tol!r}.")
+    return t
+
+
+def check_max_params(max_params: object, shapes: Shapes) -> int:
+    budget = check_positive_int(max_params, "max_params")
+    smallest = sum(factor_sizes(shapes))
+    if budget < smallest:
+        raise ValueError(
+            f"max_params={budget} is too small for any structure with these shapes: "
+            f"ranks of 1 already need {smallest} parameters (the sum of the factor sizes)."
+        )
+    return budget

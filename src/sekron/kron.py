@@ -1,0 +1,153 @@
+"""The N-way Kronecker product and the rearrangement R that turns it into an outer product."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._backend import backend_name_of, get_backend
+from ._plan import Shapes, factor_sizes, is_identity, rearrange_plan, unrearrange_plan
+from ._validation import _type_name, check_shapes
+
+__all__ = ["kron", "rearrange", "unrearrange"]
+
+
+def _kron2(B: Any, a: Any, b: Any) -> Any:
+    n = len(a.shape)
+    a_view = B.reshape(a, tuple(v for s in a.shape for v in (s, 1)))
+    b_view = B.reshape(b, tuple(v for s in b.shape for v in (1, s)))
+    return B.reshape(a_view * b_view, tuple(a.shape[i] * b.shape[i] for i in range(n)))
+
+
+def kron(*arrays: Any) -> Any:
+    """Kronecker product of N-way arrays of equal ndim (SPEC §1).
+
+    Parameters
+    ----------
+    *arrays : array
+        One or more arrays with the same number of modes, all of one kind (numpy, torch or jax).
+
+    Returns
+    -------
+    array
+        ``(A ⊗ B)[i_1..i_N] = A[i_1 // b_1, ..] * B[i_1 % b_1, ..]``, of shape
+        ``(a_1 b_1, .., a_N b_N)``; the first array is the slowest (most significant) digit.
+
+    Raises
+    ------
+    TypeError
+        If an argument is not an array, or the arrays are of different kinds.
+    ValueError
+        If no array is given or their numbers of modes differ.
+
+    Notes
+    -----
+    For two arrays this equals ``np.kron`` / ``torch.kron`` / ``jnp.kron``; the product is
+    associative, so more arrays are folded left to right.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron import kron
+    >>> A, B = np.arange(4.0).reshape(2, 2), np.ones((3, 1))
+    >>> np.array_equal(kron(A, B), np.kron(A, B))
+    True
+    >>> kron(np.ones((2, 1, 3)), np.ones((1, 4, 1)), np.ones((2, 2, 2))).shape
+    (4, 8, 6)
+    """
+    if not arrays:
+        raise ValueError("kron needs at least one array; got none.")
+    names = []
+    for i, a in enumerate(arrays):
+        name = backend_name_of(a)
+        if name is None:
+            raise TypeError(
+                f"arrays[{i}] must be a numpy.ndarray, torch.Tensor or jax.Array; "
+                f"got {_type_name(a)}."
+            )
+        names.append(name)
+    if len(set(names)) > 1:
+        raise TypeError(f"all arrays must be of one kind; got {names}.")
+    ndims = [a.ndim for a in arrays]
+    if len(set(ndims)) > 1:
+        raise ValueError(f"all arrays must have the same number of modes; got ndims {ndims}.")
+    B = get_backend(names[0])
+    out = arrays[0]
+    for a in arrays[1:]:
+        out = _kron2(B, out, a)
+    return out
+
+
+def _apply(B: Any, x: Any, plan: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]) -> Any:
+    split, perm, out_shape = plan
+    if is_identity(perm):
+        return B.reshape(x, out_shape)
+    return B.reshape(B.transpose(B.reshape(x, split), perm), out_shape)
+
+
+def rearrange(tensor: Any, shapes: Sequence[Sequence[int]]) -> Any:
+    """The rearrangement R(W): an S-way tensor of shape ``(|a^(1)|, .., |a^(S)|)``.
+
+    Under R a Kronecker product becomes an outer product,
+    ``R(A_1 ⊗ .. ⊗ A_S) = vec A_1 ∘ .. ∘ vec A_S``, where ``vec`` flattens row-major.
+
+    Parameters
+    ----------
+    tensor : array
+        The N-way tensor W.
+    shapes : sequence of S tuples of N ints
+        Factor shapes; ``prod_k shapes[k][n] == tensor.shape[n]``.
+
+    Returns
+    -------
+    array
+        R(W). It is a view (no copy) when the permutation is trivial, e.g. one mode per factor.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron import kron, rearrange
+    >>> A, B = np.random.default_rng(0).random((2, 3, 2, 2))
+    >>> T = rearrange(kron(A, B), [(2, 3), (2, 2)])
+    >>> np.allclose(T, np.outer(A.ravel(), B.ravel()))
+    True
+    """
+    name = backend_name_of(tensor)
+    if name is None:
+        raise TypeError(
+            f"tensor must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(tensor)}."
+        )
+    checked = check_shapes(shapes, tuple(tensor.shape))
+    return _apply(get_backend(name), tensor, rearrange_plan(checked))
+
+
+def unrearrange(T: Any, shapes: Sequence[Sequence[int]]) -> Any:
+    """The inverse of :func:`rearrange`: W from R(W).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron import rearrange, unrearrange
+    >>> W = np.random.default_rng(0).random((6, 4))
+    >>> shapes = [(2, 2), (3, 2)]
+    >>> np.array_equal(unrearrange(rearrange(W, shapes), shapes), W)
+    True
+    """
+    name = backend_name_of(T)
+    if name is None:
+        raise TypeError(
+            f"T must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(T)}."
+        )
+    checked = check_shapes(shapes, None)
+    expected = factor_sizes(checked)
+    if tuple(T.shape) != expected:
+        raise ValueError(f"T has shape {tuple(T.shape)} but shapes give R(W) shape {expected}.")
+    return _apply(get_backend(name), T, unrearrange_plan(checked))
+
+
+def rearrange_unchecked(B: Any, tensor: Any, shapes: Shapes) -> Any:
+    return _apply(B, tensor, rearrange_plan(shapes))
+
+
+def unrearrange_unchecked(B: Any, T: Any, shapes: Shapes) -> Any:
+    return _apply(B, T, unrearrange_plan(shapes))

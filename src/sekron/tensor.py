@@ -1,0 +1,260 @@
+"""SeKronTensor: the immutable result container, in nested or chain form (SPEC §2)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+from typing import Any
+
+from ._backend import backend_name_of, get_backend
+from ._plan import (
+    Ranks,
+    Shapes,
+    contraction,
+    factor_sizes,
+    n_params,
+    reconstruction_equation,
+    tensor_shape,
+)
+from ._validation import _type_name, check_form
+from .kron import unrearrange_unchecked
+
+__all__ = ["SeKronTensor"]
+
+
+def _infer(factors: Sequence[Any], form: str) -> tuple[Shapes, Ranks]:
+    """Factor shapes and ranks from the factors' array shapes; precise errors on mismatch."""
+    n_factors = len(factors)
+    if form == "nested":
+        n_modes = factors[0].ndim - 1
+        if n_modes < 1:
+            raise ValueError(
+                f"factors[0] of a nested SeKronTensor has shape (R_1, *shapes[0]); got "
+                f"{tuple(factors[0].shape)}, which has no mode."
+            )
+        ranks = tuple(int(r) for r in factors[-2].shape[: n_factors - 1])
+        shapes = []
+        for k, f in enumerate(factors):
+            n_rank_dims = min(k + 1, n_factors - 1)
+            want_ndim = n_rank_dims + n_modes
+            if f.ndim != want_ndim:
+                raise ValueError(
+                    f"factors[{k}] has {f.ndim} dims but a nested factor {k} of {n_factors} "
+                    f"with {n_modes} modes has {want_ndim}: (R_1..R_{n_rank_dims}, *shapes[{k}])."
+                )
+            got = tuple(int(r) for r in f.shape[:n_rank_dims])
+            if got != ranks[:n_rank_dims]:
+                raise ValueError(
+                    f"factors[{k}] has leading rank dims {got} but the ranks are "
+                    f"{ranks[:n_rank_dims]} (from factors[{n_factors - 2}])."
+                )
+            shapes.append(tuple(int(v) for v in f.shape[n_rank_dims:]))
+        return tuple(shapes), ranks
+    n_modes = factors[0].ndim - 2
+    if n_modes < 1:
+        raise ValueError(
+            f"factors[0] of a chain SeKronTensor has shape (1, R_1, *shapes[0]); got "
+            f"{tuple(factors[0].shape)}."
+        )
+    shapes = []
+    for k, f in enumerate(factors):
+        if f.ndim != n_modes + 2:
+            raise ValueError(
+                f"factors[{k}] has {f.ndim} dims but a chain factor with {n_modes} modes has "
+                f"{n_modes + 2}: (R_{k}, R_{k + 1}, *shapes[{k}])."
+            )
+        shapes.append(tuple(int(v) for v in f.shape[2:]))
+    if factors[0].shape[0] != 1 or factors[-1].shape[1] != 1:
+        raise ValueError(
+            "a chain's boundary ranks must be 1: factors[0].shape[0] == 1 and "
+            f"factors[-1].shape[1] == 1; got {factors[0].shape[0]} and {factors[-1].shape[1]}."
+        )
+    for k in range(n_factors - 1):
+        if factors[k].shape[1] != factors[k + 1].shape[0]:
+            raise ValueError(
+                f"chain ranks disagree: factors[{k}].shape[1] == {factors[k].shape[1]} but "
+                f"factors[{k + 1}].shape[0] == {factors[k + 1].shape[0]}."
+            )
+    ranks = tuple(int(f.shape[1]) for f in factors[:-1])
+    return tuple(shapes), ranks
+
+
+class SeKronTensor:
+    """A tensor stored as a sequence of Kronecker products (SeKron), nested or chain form.
+
+    Parameters
+    ----------
+    factors : sequence of S >= 2 arrays
+        All numpy, all torch or all jax, of one dtype. Layouts (SPEC §2), with ``N`` modes:
+
+        - ``form="nested"``: factor k < S has shape ``(R_1..R_k, *shapes[k])``; the last has
+          ``(R_1..R_{S-1}, *shapes[S-1])``.
+        - ``form="chain"``: factor k has shape ``(R_{k-1}, R_k, *shapes[k])`` with
+          ``R_0 = R_S = 1``.
+    form : {"nested", "chain"}
+    error : float, optional
+        Relative Frobenius error ``||W - Ŵ|| / ||W||`` of the approximation this tensor is of.
+        Set by :func:`sekron.decompose`; ``None`` for a tensor built from factors.
+
+    Notes
+    -----
+    Nested form::
+
+        Ŵ = Σ_{r1} A1[r1] ⊗ Σ_{r2} A2[r1, r2] ⊗ … ⊗ A_S[r1..r_{S-1}]
+
+    Chain form::
+
+        Ŵ = Σ_r A1[0, r1] ⊗ A2[r1, r2] ⊗ … ⊗ A_S[r_{S-1}, 0]
+
+    The container is immutable: its attributes are read-only and it is validated once, here.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron import SeKronTensor
+    >>> A1, A2 = np.ones((2, 4, 4, 3, 1)), np.ones((2, 16, 16, 1, 3))
+    >>> st = SeKronTensor([A1, A2])
+    >>> st
+    nested SeKronTensor of shape (64, 64, 3, 3): 2 factors, ranks (2,), 1,568 params
+    >>> st.to_tensor().shape
+    (64, 64, 3, 3)
+    """
+
+    __slots__ = ("_factors", "_form", "_shapes", "_ranks", "_error", "_backend")
+
+    def __init__(
+        self, factors: Sequence[Any], form: str = "nested", *, error: float | None = None
+    ) -> None:
+        form = check_form(form)
+        if isinstance(factors, str | bytes) or not isinstance(factors, Sequence):
+            raise TypeError(f"factors must be a sequence of arrays; got {_type_name(factors)}.")
+        if len(factors) < 2:
+            raise ValueError(f"factors must hold at least 2 arrays (S >= 2); got {len(factors)}.")
+        names = []
+        for k, f in enumerate(factors):
+            name = backend_name_of(f)
+            if name is None:
+                raise TypeError(
+                    f"factors[{k}] must be a numpy.ndarray, torch.Tensor or jax.Array; "
+                    f"got {_type_name(f)}."
+                )
+            names.append(name)
+        if len(set(names)) > 1:
+            raise TypeError(f"factors must all be of one kind; got {names}.")
+        dtypes = [str(f.dtype) for f in factors]
+        if len(set(dtypes)) > 1:
+            raise TypeError(f"factors must share one dtype; got {dtypes}.")
+        shapes, ranks = _infer(factors, form)
+        for k, s in enumerate(shapes):
+            if any(v < 1 for v in s):
+                raise ValueError(f"factors[{k}] has an empty mode: shapes[{k}] == {s}.")
+        if any(r < 1 for r in ranks):
+            raise ValueError(f"ranks must be >= 1; got {ranks}.")
+        if error is not None:
+            error = float(error)
+        self._factors = tuple(factors)
+        self._form = form
+        self._shapes = shapes
+        self._ranks = ranks
+        self._error = error
+        self._backend = names[0]
+
+    # -- read-only attributes ------------------------------------------------------------------
+    @property
+    def factors(self) -> tuple[Any, ...]:
+        """The factor arrays, in the layout of :attr:`form` (SPEC §2)."""
+        return self._factors
+
+    @property
+    def form(self) -> str:
+        """'nested' (the paper's form) or 'chain' (TT over Kronecker groups)."""
+        return self._form
+
+    @property
+    def shapes(self) -> Shapes:
+        """The S factor shapes, each with one size per tensor mode."""
+        return self._shapes
+
+    @property
+    def ranks(self) -> Ranks:
+        """The S - 1 ranks ``(R_1..R_{S-1})``."""
+        return self._ranks
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the full tensor: ``prod_k shapes[k][n]`` for every mode n."""
+        return tensor_shape(self._shapes)
+
+    @property
+    def ndim(self) -> int:
+        return len(self._shapes[0])
+
+    @property
+    def n_factors(self) -> int:
+        return len(self._factors)
+
+    @property
+    def n_params(self) -> int:
+        """Number of stored numbers: the total size of the factors."""
+        return n_params(self._shapes, self._ranks, self._form)
+
+    @property
+    def compression(self) -> float:
+        """``prod(shape) / n_params``."""
+        return prod(self.shape) / self.n_params
+
+    @property
+    def error(self) -> float | None:
+        """Exact relative Frobenius error of the approximation (None if built from factors)."""
+        return self._error
+
+    @property
+    def backend(self) -> str:
+        """TensorLy backend name of the factors: 'numpy', 'pytorch' or 'jax'."""
+        return self._backend
+
+    @property
+    def dtype(self) -> Any:
+        return self._factors[0].dtype
+
+    # -- computation ---------------------------------------------------------------------------
+    def to_rearranged(self) -> Any:
+        """R(Ŵ), the S-way tensor of shape ``(|a^(1)|, .., |a^(S)|)``, by one planned einsum."""
+        B = get_backend(self._backend)
+        d = factor_sizes(self._shapes)
+        flat = []
+        for f, dk in zip(self._factors, d, strict=True):
+            n_rank_dims = f.ndim - self.ndim
+            flat.append(B.reshape(f, tuple(f.shape[:n_rank_dims]) + (dk,)))
+        expr = contraction(
+            reconstruction_equation(len(flat), self._form), *(tuple(f.shape) for f in flat)
+        )
+        return expr(*flat)
+
+    def to_tensor(self) -> Any:
+        """The full tensor Ŵ, an array of the factors' kind, dtype and device.
+
+        Differentiable with respect to the factors on autograd backends.
+        """
+        B = get_backend(self._backend)
+        return unrearrange_unchecked(B, self.to_rearranged(), self._shapes)
+
+    def with_error(self, error: float | None) -> SeKronTensor:
+        """A copy sharing the factors, with :attr:`error` set."""
+        return SeKronTensor(self._factors, self._form, error=error)
+
+    def __repr__(self) -> str:
+        text = (
+            f"{self._form} SeKronTensor of shape {self.shape}: {len(self._factors)} factors, "
+            f"ranks {self._ranks}, {self.n_params:,} params"
+        )
+        if self._error is not None:
+            text += f", rel. error {self._error:.3g}"
+        return text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (self._factors, self._form, self._error))
+
+
+def _rebuild(factors: tuple[Any, ...], form: str, error: float | None) -> SeKronTensor:
+    return SeKronTensor(factors, form, error=error)
