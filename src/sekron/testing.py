@@ -31,8 +31,11 @@ def tolerance(dtype: Any) -> float:
 
     About 6e-8 for float64 and 1.4e-3 for float32. Accepts numpy, torch and jax dtypes.
     """
-    name = str(dtype).rsplit(".", 1)[-1]
-    return 4.0 * float(np.sqrt(np.finfo(np.dtype(name)).eps))
+    try:
+        np_dtype = np.dtype(dtype)
+    except TypeError:  # torch dtypes: "torch.float32"
+        np_dtype = np.dtype(str(dtype).rsplit(".", 1)[-1])
+    return 4.0 * float(np.sqrt(np.finfo(np_dtype).eps))
 
 
 def rel_error(actual: Any, expected: Any) -> float:

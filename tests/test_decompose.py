@@ -1,0 +1,294 @@
+"""Property suite for decompose (SPEC §3 and §6): identities, bounds, recovery, rank selection."""
+
+from __future__ import annotations
+
+import itertools
+from math import prod
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import sekron
+from sekron._backend import to_numpy
+from sekron._plan import factor_sizes, full_ranks, n_params
+from sekron.testing import (
+    Problem,
+    assert_close,
+    kron_shapes,
+    rel_error,
+    sekron_problems,
+    tolerance,
+)
+
+TOL64 = tolerance(np.float64)
+
+
+def measured(W: np.ndarray, st_: sekron.SeKronTensor) -> float:
+    return rel_error(st_.to_tensor(), W)
+
+
+# -- oracles: the slow, obvious paths -------------------------------------------------------------
+def nested_error_oracle(W: np.ndarray, shapes, ranks) -> float:
+    """Explicit recursion with one np.linalg.svd per branch and the path-product formula."""
+    d = [int(np.prod(s)) for s in shapes]
+    T = sekron.rearrange(W, shapes)
+
+    def rec(block: np.ndarray, level: int) -> float:
+        if level == len(d) - 1:
+            return 0.0
+        M = block.reshape(d[level], -1)
+        U, s, Vh = np.linalg.svd(M, full_matrices=False)
+        R = min(ranks[level], s.size)
+        err2 = float(np.sum(s[R:] ** 2))
+        for r in range(R):
+            # branch r carries sigma_r; its subtree error scales with sigma_r^2
+            err2 += s[r] ** 2 * rec(Vh[r], level + 1)
+        return err2
+
+    norm2 = float(np.sum(W**2))
+    return float(np.sqrt(rec(T, 0) / norm2)) if norm2 else 0.0
+
+
+def unfolding_errors(W: np.ndarray, shapes, ranks) -> list[float]:
+    """ε_k: best rank-R_k error of the k-th unfolding of R(W), relative."""
+    T = sekron.rearrange(W, shapes)
+    d = [int(np.prod(s)) for s in shapes]
+    out = []
+    norm = np.linalg.norm(W)
+    for k, R in enumerate(ranks):
+        s = np.linalg.svd(T.reshape(prod(d[: k + 1]), -1), compute_uv=False)
+        out.append(float(np.sqrt(np.sum(s[R:] ** 2)) / norm))
+    return out
+
+
+# -- identities and exactness -----------------------------------------------------------------------
+@given(p=sekron_problems())
+def test_reported_error_equals_measured(p: Problem) -> None:
+    st_ = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form)
+    assert st_.error is not None
+    assert abs(st_.error - measured(p.tensor, st_)) <= TOL64
+
+
+@given(p=sekron_problems(forms=("nested",)))
+def test_nested_error_identity_matches_branch_by_branch_oracle(p: Problem) -> None:
+    st_ = sekron.decompose(p.tensor, p.shapes, p.ranks)
+    assert abs(st_.error - nested_error_oracle(p.tensor, p.shapes, st_.ranks)) <= TOL64
+
+
+@given(p=sekron_problems())
+def test_full_ranks_are_exact(backend, float_dtype, p: Problem) -> None:
+    W = backend.asarray(p.tensor, float_dtype)
+    st_ = sekron.decompose(W, p.shapes, form=p.form)
+    assert st_.ranks == full_ranks(p.shapes, p.form) or p.form == "chain"
+    assert_close(st_.to_tensor(), W)
+    assert st_.error <= tolerance(float_dtype)
+
+
+@given(ks=kron_shapes(min_factors=2, max_factors=2, max_modes=3), seed=st.integers(0, 2**32 - 1),
+       data=st.data())
+def test_two_factors_error_is_eckart_young_tail(ks, seed: int, data) -> None:
+    W = np.random.default_rng(seed).standard_normal(ks.tensor_shape)
+    s = np.linalg.svd(sekron.rearrange(W, ks.shapes), compute_uv=False)
+    R = data.draw(st.integers(1, s.size))
+    expected = np.sqrt(np.sum(s[R:] ** 2)) / np.linalg.norm(W)
+    for form in ("nested", "chain"):
+        st_ = sekron.decompose(W, ks.shapes, R, form=form)
+        assert abs(st_.error - expected) <= TOL64
+
+
+@given(ks=kron_shapes(min_factors=2, max_factors=2, max_modes=3), seed=st.integers(0, 2**32 - 1),
+       data=st.data())
+def test_two_factors_no_competitor_of_same_shapes_and_rank_does_better(ks, seed: int, data) -> None:
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal(ks.tensor_shape)
+    d = factor_sizes(ks.shapes)
+    R = data.draw(st.integers(1, min(d)))
+    best = sekron.decompose(W, ks.shapes, R).error
+    T = sekron.rearrange(W, ks.shapes)
+    norm = np.linalg.norm(W)
+    for _ in range(5):
+        # random first factors, second factors fitted by least squares: the strongest
+        # competitor given the first ones
+        A = rng.standard_normal((d[0], R))
+        Bls = np.linalg.lstsq(A, T, rcond=None)[0]
+        competitor = np.linalg.norm(T - A @ Bls) / norm
+        assert competitor >= best - TOL64
+        pure = sekron.random_sekron(ks.shapes, R, random_state=rng).to_tensor()
+        assert np.linalg.norm(W - pure) / norm >= best - TOL64
+
+
+@given(p=sekron_problems(forms=("chain",), max_factors=4))
+def test_chain_error_bounds(p: Problem) -> None:
+    st_ = sekron.decompose(p.tensor, p.shapes, p.ranks, form="chain")
+    eps = unfolding_errors(p.tensor, p.shapes, st_.ranks)
+    assert max(eps) <= st_.error + TOL64
+    assert st_.error <= np.sqrt(np.sum(np.square(eps))) + TOL64
+    assert st_.error <= np.sqrt(len(p.shapes) - 1) * max(eps) + TOL64
+    # the lower bound holds for ANY chain of those ranks: a random chain can't beat it
+    rnd = sekron.random_sekron(p.shapes, st_.ranks, form="chain", random_state=0).to_tensor()
+    assert rel_error(rnd, p.tensor) >= max(eps) - TOL64
+
+
+@given(p=sekron_problems(max_factors=4), data=st.data())
+def test_error_is_monotone_in_each_rank(p: Problem, data) -> None:
+    base = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form)
+    k = data.draw(st.integers(0, len(p.ranks) - 1))
+    bigger = list(base.ranks)
+    bigger[k] += 1
+    more = sekron.decompose(p.tensor, p.shapes, bigger, form=p.form)
+    assert more.error <= base.error + TOL64
+
+
+# -- planted tensors ---------------------------------------------------------------------------------
+@given(ks=kron_shapes(min_factors=2, max_factors=4, max_modes=3), seed=st.integers(0, 2**16),
+       data=st.data())
+def test_planted_chain_is_recovered_at_its_ranks(backend, float_dtype, ks, seed, data) -> None:
+    ranks = data.draw(st.tuples(*(st.integers(1, 3) for _ in range(len(ks.shapes) - 1))))
+    planted = sekron.random_sekron(ks.shapes, ranks, form="chain", random_state=seed)
+    W = backend.asarray(to_numpy(planted.to_tensor()), float_dtype)
+    st_ = sekron.decompose(W, ks.shapes, ranks, form="chain")
+    assert_close(st_.to_tensor(), W, rtol=10 * tolerance(float_dtype))
+    assert st_.error <= 10 * tolerance(float_dtype)
+
+
+@given(ks=kron_shapes(min_factors=3, max_factors=4, max_modes=3, max_side=3),
+       seed=st.integers(0, 2**16), data=st.data())
+def test_planted_nested_is_recovered_at_cumulative_ranks(ks, seed, data) -> None:
+    ranks = data.draw(st.tuples(*(st.integers(1, 3) for _ in range(len(ks.shapes) - 1))))
+    W = sekron.random_sekron(ks.shapes, ranks, random_state=seed).to_tensor()
+    cumulative = tuple(int(np.prod(ranks[: k + 1])) for k in range(len(ranks)))
+    st_ = sekron.decompose(W, ks.shapes, cumulative)
+    assert st_.error <= TOL64
+    assert rel_error(st_.to_tensor(), W) <= TOL64
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_planted_nested_needs_refine_at_its_own_ranks(seed: int) -> None:
+    shapes = [(4, 4, 3, 1), (4, 4, 1, 3), (4, 4, 1, 1)]
+    ranks = (3, 2)
+    W = sekron.random_sekron(shapes, ranks, random_state=seed).to_tensor()
+    greedy = sekron.decompose(W, shapes, ranks)
+    assert greedy.error > 1e-3  # the level-1 SVD mixes the branches
+    refined = sekron.decompose(W, shapes, ranks, refine=60)
+    assert refined.error <= 1e-6
+    assert abs(refined.error - measured(W, refined)) <= TOL64
+
+
+@given(p=sekron_problems(max_factors=3), sweeps=st.integers(1, 4))
+def test_refine_never_increases_the_error(p: Problem, sweeps: int) -> None:
+    base = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form)
+    refined = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form, refine=sweeps)
+    assert refined.error <= base.error + TOL64
+    assert abs(refined.error - measured(p.tensor, refined)) <= TOL64
+    assert refined.ranks == base.ranks
+
+
+# -- rank selection: tol and max_params ---------------------------------------------------------------
+def all_rank_tuples(shapes, form):
+    return itertools.product(*(range(1, f + 1) for f in full_ranks(shapes, form)))
+
+
+@given(p=sekron_problems(max_factors=3, max_size=600), tol=st.floats(0.01, 0.99))
+def test_tol_is_never_violated(p: Problem, tol: float) -> None:
+    st_ = sekron.decompose(p.tensor, p.shapes, form=p.form, tol=tol)
+    assert st_.error <= tol + TOL64
+    assert measured(p.tensor, st_) <= tol + TOL64
+
+
+@given(p=sekron_problems(forms=("nested",), max_factors=3, max_size=300),
+       tol=st.floats(0.01, 0.99))
+def test_nested_tol_gives_the_cheapest_ranks(p: Problem, tol: float) -> None:
+    chosen = sekron.decompose(p.tensor, p.shapes, tol=tol)
+    for R in all_rank_tuples(p.shapes, "nested"):
+        if n_params(p.shapes, R, "nested") < chosen.n_params:
+            assert sekron.decompose(p.tensor, p.shapes, R).error > tol - TOL64
+
+
+@given(p=sekron_problems(max_factors=3, max_size=600), data=st.data())
+def test_max_params_is_never_exceeded(p: Problem, data) -> None:
+    lo = sum(factor_sizes(p.shapes))
+    budget = data.draw(st.integers(lo, max(lo, prod(p.tensor.shape) * 2)))
+    st_ = sekron.decompose(p.tensor, p.shapes, form=p.form, max_params=budget)
+    assert st_.n_params <= budget
+    assert abs(st_.error - measured(p.tensor, st_)) <= TOL64
+
+
+@given(p=sekron_problems(forms=("nested",), max_factors=3, max_size=300), data=st.data())
+def test_nested_max_params_gives_the_lowest_error(p: Problem, data) -> None:
+    lo = sum(factor_sizes(p.shapes))
+    budget = data.draw(st.integers(lo, max(lo, prod(p.tensor.shape))))
+    chosen = sekron.decompose(p.tensor, p.shapes, max_params=budget)
+    for R in all_rank_tuples(p.shapes, "nested"):
+        if n_params(p.shapes, R, "nested") <= budget:
+            assert sekron.decompose(p.tensor, p.shapes, R).error >= chosen.error - TOL64
+
+
+def test_rank_acts_as_a_cap_with_tol_and_max_params() -> None:
+    W = np.random.default_rng(0).standard_normal((16, 16, 3, 3))
+    shapes = [(4, 4, 3, 1), (4, 4, 1, 3)]
+    st_ = sekron.decompose(W, shapes, rank=5, max_params=10**6)
+    assert st_.ranks == (5,)
+    with pytest.raises(ValueError, match="tol=0.01 cannot be met with the rank cap rank=\\(2,\\)"):
+        sekron.decompose(W, shapes, rank=2, tol=0.01)
+    with pytest.raises(ValueError, match="tol=0.01 cannot be met.*rank=\\(2, 2\\)"):
+        sekron.decompose(W, [(4, 4, 3, 1), (4, 4, 1, 3), (1, 1, 1, 1)], rank=2, tol=0.01,
+                         form="chain")
+
+
+def test_ranks_above_full_rank_are_capped() -> None:
+    W = np.random.default_rng(0).standard_normal((6, 4))
+    st_ = sekron.decompose(W, [(2, 2), (3, 2)], rank=100)
+    assert st_.ranks == (4,)
+    assert st_.error <= TOL64
+
+
+# -- svd kernels ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("svd", ["exact", "gram", "randomized", "auto"])
+@pytest.mark.parametrize("form", ["nested", "chain"])
+def test_every_svd_kernel_reports_the_exact_error(svd: str, form: str) -> None:
+    rng = np.random.default_rng(1)
+    W = rng.standard_normal((32, 32, 3, 3))
+    if form == "nested":
+        shapes = [(8, 8, 3, 1), (4, 4, 1, 3)]
+    else:
+        shapes = [(4, 4, 3, 1), (4, 4, 1, 3), (2, 2, 1, 1)]
+    st_ = sekron.decompose(W, shapes, rank=4, form=form, svd=svd, random_state=0)
+    assert abs(st_.error - measured(W, st_)) <= TOL64
+    exact = sekron.decompose(W, shapes, rank=4, form=form, svd="exact")
+    if form == "nested":  # S = 2: the exact SVD is optimal, no kernel can beat it
+        assert st_.error >= exact.error - TOL64
+    if svd != "randomized":
+        assert abs(st_.error - exact.error) <= 1e-6
+
+
+def test_randomized_svd_is_reproducible_with_random_state() -> None:
+    W = np.random.default_rng(3).standard_normal((64, 64, 3, 3))
+    shapes = [(8, 8, 3, 1), (8, 8, 1, 3)]
+    a = sekron.decompose(W, shapes, rank=4, svd="randomized", random_state=7)
+    b = sekron.decompose(W, shapes, rank=4, svd="randomized", random_state=7)
+    np.testing.assert_array_equal(a.factors[0], b.factors[0])
+
+
+# -- special inputs -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("form", ["nested", "chain"])
+def test_all_zero_tensor_gives_zero_error_and_no_nan(backend, form: str) -> None:
+    W = backend.asarray(np.zeros((4, 6, 2)))
+    st_ = sekron.decompose(W, [(2, 3, 1), (2, 2, 2)], form=form, tol=0.1)
+    assert st_.error == 0.0
+    assert np.all(np.isfinite(to_numpy(st_.to_tensor())))
+    assert np.all(to_numpy(st_.to_tensor()) == 0)
+
+
+def test_integer_input_is_cast_to_float() -> None:
+    W = np.arange(36).reshape(6, 6)
+    st_ = sekron.decompose(W, [(2, 3), (3, 2)])
+    assert st_.dtype == np.float64
+    assert_close(st_.to_tensor(), W.astype(np.float64))
+
+
+def test_one_dimensional_tensor() -> None:
+    w = np.random.default_rng(0).standard_normal(24)
+    st_ = sekron.decompose(w, [(2,), (3,), (4,)], rank=[2, 3])
+    assert abs(st_.error - measured(w, st_)) <= TOL64
