@@ -1,6 +1,8 @@
 """sekron: tensor decomposition by sequences of Kronecker products (SeKron, arXiv:2210.06299)."""
 
+from . import structures
 from .decomposition import decompose
+from .interop import from_tensorly, to_tensorly
 from .kron import kron, rearrange, unrearrange
 from .random import random_sekron
 from .tensor import SeKronTensor
@@ -11,8 +13,11 @@ __all__ = [
     "SeKronTensor",
     "__version__",
     "decompose",
+    "from_tensorly",
     "kron",
     "random_sekron",
     "rearrange",
+    "structures",
+    "to_tensorly",
     "unrearrange",
 ]
