@@ -19,8 +19,20 @@ __all__ = ["backend_name_of", "get_backend", "is_array", "to_numpy", "like"]
 
 @lru_cache(maxsize=None)
 def get_backend(name: str) -> Any:
-    """The TensorLy ``Backend`` object called ``name``, loaded without activating it."""
-    return BackendManager.load_backend(name)
+    """The TensorLy ``Backend`` object called ``name``, loaded without activating it.
+
+    Importing TensorLy's jax backend switches ``jax_enable_x64`` on globally; sekron restores
+    the caller's setting right after, so loading it has no global side effect.
+    """
+    if name != "jax":
+        return BackendManager.load_backend(name)
+    import jax
+
+    x64 = jax.config.read("jax_enable_x64")
+    try:
+        return BackendManager.load_backend(name)
+    finally:
+        jax.config.update("jax_enable_x64", x64)
 
 
 def _is_torch(x: object) -> bool:
