@@ -377,8 +377,8 @@ def decompose(
     >>> W = np.random.default_rng(0).standard_normal((64, 64, 3, 3))
     >>> st = sekron.decompose(W, [(8, 8, 3, 1), (8, 8, 1, 3)], rank=16)
     >>> st
-    nested SeKronTensor of shape (64, 64, 3, 3): 2 factors, ranks (16,), 3,072 params, rel. error 0.8...
-    >>> abs(st.error - np.linalg.norm(W - st.to_tensor()) / np.linalg.norm(W)) < 1e-10
+    nested SeKronTensor of shape (64, 64, 3, 3): 2 factors, ranks (16,), 6,144 params, rel. error 0.855
+    >>> bool(abs(st.error - np.linalg.norm(W - st.to_tensor()) / np.linalg.norm(W)) < 1e-10)
     True
     >>> sekron.decompose(W, [(8, 8, 3, 1), (8, 8, 1, 3)], tol=0.5).error <= 0.5
     True

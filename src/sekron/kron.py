@@ -107,7 +107,8 @@ def rearrange(tensor: Any, shapes: Sequence[Sequence[int]]) -> Any:
     --------
     >>> import numpy as np
     >>> from sekron import kron, rearrange
-    >>> A, B = np.random.default_rng(0).random((2, 3, 2, 2))
+    >>> rng = np.random.default_rng(0)
+    >>> A, B = rng.random((2, 3)), rng.random((2, 2))
     >>> T = rearrange(kron(A, B), [(2, 3), (2, 2)])
     >>> np.allclose(T, np.outer(A.ravel(), B.ravel()))
     True

@@ -67,7 +67,7 @@ def random_sekron(
     --------
     >>> from sekron import random_sekron
     >>> random_sekron([(4, 4, 3, 1), (4, 4, 1, 3), (4, 4, 1, 1)], [3, 2], random_state=0)
-    nested SeKronTensor of shape (64, 64, 3, 3): 3 factors, ranks (3, 2), 432 params
+    nested SeKronTensor of shape (64, 64, 3, 3): 3 factors, ranks (3, 2), 528 params
     """
     form = check_form(form)
     checked = check_shapes(shapes, None)

@@ -115,7 +115,7 @@ class SeKronTensor:
     >>> A1, A2 = np.ones((2, 4, 4, 3, 1)), np.ones((2, 16, 16, 1, 3))
     >>> st = SeKronTensor([A1, A2])
     >>> st
-    nested SeKronTensor of shape (64, 64, 3, 3): 2 factors, ranks (2,), 1,568 params
+    nested SeKronTensor of shape (64, 64, 3, 3): 2 factors, ranks (2,), 1,632 params
     >>> st.to_tensor().shape
     (64, 64, 3, 3)
     """

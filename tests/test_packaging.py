@@ -1,0 +1,40 @@
+"""The README's promises: its test command is what CI runs, and its example runs as shown."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def bash_blocks() -> list[str]:
+    return re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+
+
+def test_ci_runs_exactly_the_readme_test_command() -> None:
+    test_cmd = [b for b in bash_blocks() if "pytest" in b]
+    assert len(test_cmd) == 1, "README must give exactly one test command"
+    ci_lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+                if ln.strip() and not ln.lstrip().startswith("#")]
+    assert test_cmd[0].strip() in [ln.strip() for ln in ci_lines]
+
+
+def test_readme_main_job_is_sekron_compare() -> None:
+    main = [b for b in bash_blocks() if "pytest" not in b]
+    assert len(main) == 1 and main[0].strip().endswith("sekron compare")
+
+
+def test_readme_python_example_runs_and_prints_what_it_says() -> None:
+    code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[0]
+    assert len(code.splitlines()) <= 10
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("nested SeKronTensor of shape (64, 64, 3, 3): 3 factors, ranks (8, 4)")
+    reported, measured = map(float, lines[1].split())
+    assert abs(reported - measured) < 1e-10
