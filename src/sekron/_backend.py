@@ -81,3 +81,23 @@ def like(data: Any, ref: Any) -> Any:
     import jax.numpy as jnp
 
     return jnp.asarray(data, dtype=ref.dtype)
+
+
+def sq_norm(x: Any, batch: bool = False) -> np.ndarray:
+    """Squared Frobenius norm (per leading index if ``batch``) in float64, without a temporary
+    array of x's size."""
+    name = backend_name_of(x)
+    if name == "pytorch":
+        import torch
+
+        dims = tuple(range(1, x.ndim)) if batch else None
+        return np.asarray(to_numpy(torch.linalg.vector_norm(x, dim=dims)), np.float64) ** 2
+    if name == "jax":
+        import jax.numpy as jnp
+
+        flat = jnp.reshape(x, (x.shape[0], -1)) if batch else jnp.reshape(x, (1, -1))
+        out = np.asarray(jnp.einsum("pi,pi->p", flat, flat), np.float64)
+        return out if batch else out[0]
+    flat = x.reshape(x.shape[0], -1) if batch else x.reshape(1, -1)
+    out = np.einsum("pi,pi->p", flat, flat).astype(np.float64)
+    return out if batch else out[0]

@@ -18,11 +18,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._backend import like, to_numpy
+from ._backend import like, sq_norm, to_numpy
 
 METHODS = ("auto", "exact", "gram", "randomized")
 # "auto" switches to the Gram path for levels at least this large and this rectangular
-GRAM_MIN_SIZE = 1 << 22
+GRAM_MIN_SIZE = 1 << 18
 GRAM_MIN_ASPECT = 4
 RANDOMIZED_OVERSAMPLE = 10
 RANDOMIZED_POWER_ITERS = 2
@@ -72,8 +72,8 @@ def _gram(B: Any, X: Any, k: int) -> Level:
     XV = B.matmul(X, Vk)
     U, _ = B.qr(XV)  # re-orthonormalise: exact projection even for tiny singular values
     Y = B.matmul(_transpose(B, U), X)
-    kept = _np64(B.sum(Y * Y, axis=(1, 2)))
-    total = _np64(B.sum(X * X, axis=(1, 2)))
+    kept = sq_norm(Y, batch=True)
+    total = sq_norm(X, batch=True)
     sig2 = w_np[:, :k]
     return Level(U, Y, sig2, np.clip(total - kept, 0.0, None))
 
@@ -92,7 +92,7 @@ def _randomized(B: Any, X: Any, k: int, rng: np.random.Generator) -> Level:
     s2 = _np64(s) ** 2
     U = B.matmul(Q, Ub[:, :, :k])
     Y = B.reshape(s[:, :k], (P, k, 1)) * Vh[:, :k, :]
-    total = _np64(B.sum(X * X, axis=(1, 2)))
+    total = sq_norm(X, batch=True)
     return Level(U, Y, s2[:, :k], np.clip(total - s2[:, :k].sum(axis=1), 0.0, None))
 
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _ranks
-from ._backend import get_backend, to_numpy
+from ._backend import get_backend, sq_norm, to_numpy
 from ._plan import Ranks, Shapes, contraction, factor_sizes, full_ranks
 from ._svd import METHODS, truncated_svd
 from ._validation import (
@@ -76,7 +76,7 @@ def nested_tree(
 
 
 def _ranks_norm2(B: Any, T: Any) -> float:
-    return float(to_numpy(B.sum(T * T)))
+    return float(sq_norm(T))
 
 
 def _slice_nested(tree: NestedTree, ranks: Ranks, shapes: Shapes, B: Any) -> list[Any]:
@@ -321,7 +321,7 @@ def decompose(
         Gram matrix (fastest and no copy; loses relative accuracy below ~1e-8·σ_max).
         ``"randomized"``: a sketch with oversampling and power iterations for levels whose rank
         is below half their smaller side; needs ``rank``. ``"auto"``: ``"gram"`` for levels of
-        at least 2**22 entries with aspect ratio >= 4, else ``"exact"``. Every kernel is an
+        at least 2**18 entries with aspect ratio >= 4, else ``"exact"``. Every kernel is an
         orthogonal projection, so the reported error stays exact.
     random_state : None, int or numpy Generator
         Seed for ``svd="randomized"``.
