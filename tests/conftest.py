@@ -53,6 +53,12 @@ class Backend:
         return jnp.asarray(data)
 
     @property
+    def max_examples(self) -> int:
+        """Hypothesis examples for property tests on this backend: JAX compiles every new shape,
+        so it gets fewer (run such tests through ``settings(max_examples=...)`` inside)."""
+        return 8 if self.name == "jax" else 40
+
+    @property
     def supports_float64(self) -> bool:
         if self.name != "jax":
             return True
