@@ -1,0 +1,124 @@
+"""The ``method="auto"`` choice between the factorized and the reconstructed convolution.
+
+A choice is made per key ``(signature, input shape, stride, padding, dilation, dtype, device)``:
+
+1. Cost model first: if the factorized plan needs more than ``1 / MIN_MAC_RATIO`` of the dense
+   multiply-adds it cannot win by enough, and "reconstructed" is chosen (and cached) at once.
+2. Otherwise, when measuring is allowed, both candidates (the factorized plan, channels-last,
+   and kernel-building + dense conv) are timed ``_REPEATS`` times, interleaved, after a warm-up;
+   the factorized plan is cached as the choice only if its best time is below ``MARGIN`` times
+   the dense one's (best-of-n, because noise from other processes only ever adds time).
+   Measuring is allowed only with autograd off, outside tracing/scripting/compiling, and
+   when neither the ``measure=False`` argument nor ``SEKRON_AUTO_MEASURE=0`` forbids it.
+3. When measuring is not allowed, the cost model decides (factorized when the MAC ratio is at
+   least ``MODEL_MAC_RATIO``); that guess is not cached, so a later measurable call still
+   measures.
+
+The cache is this module's ``_CACHE`` dict; :func:`clear_cache` empties it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ._conv_plan import dense_macs, factorized_macs
+
+__all__ = [
+    "MARGIN", "MIN_MAC_RATIO", "MODEL_MAC_RATIO", "cached_choices", "choose", "clear_cache",
+]
+
+MIN_MAC_RATIO = 2.0
+MODEL_MAC_RATIO = 4.0
+_REPEATS = 5
+# the factorized plan must beat the dense conv by this factor to be chosen (timing noise)
+MARGIN = 0.9
+_CACHE: dict[tuple[Any, ...], tuple[str, str]] = {}
+
+
+def clear_cache() -> None:
+    """Forget every measured choice."""
+    _CACHE.clear()
+
+
+def cached_choices() -> dict[tuple[Any, ...], tuple[str, str]]:
+    """A copy of the cache: key -> (method, layout)."""
+    return dict(_CACHE)
+
+
+def _measuring_allowed(measure: bool | None) -> bool:
+    if measure is False:
+        return False
+    if measure is None and os.environ.get("SEKRON_AUTO_MEASURE", "1").strip() in ("0", "false"):
+        return False
+    if torch.is_grad_enabled():
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return False
+    return True
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(candidates: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, float]:
+    """Best of ``_REPEATS`` timings of each candidate, interleaved, after one warm-up each."""
+    for fn in candidates.values():
+        fn()
+    best = {name: float("inf") for name in candidates}
+    for _ in range(_REPEATS):
+        for name, fn in candidates.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
+def choose(
+    x: torch.Tensor,
+    st: Any,
+    stride: tuple[int, int],
+    pad4: tuple[int, int, int, int],
+    dilation: tuple[int, int],
+    measure: bool | None,
+    make: Callable[..., Callable[[], Any]],
+) -> tuple[str, str]:
+    """(method, layout) for this call; ``make(x, st, stride, pad4, dilation, layout)`` builds
+    a timed candidate (layout "dense" for the reconstructed one)."""
+    n, c, h, w = (int(v) for v in x.shape)
+    in_shape = (n, c, h, w)
+    key = (
+        st.shapes, st.ranks, st.form, in_shape, stride, pad4, dilation, x.dtype,
+        x.device, x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
+    )
+    hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    fact = factorized_macs(st.shapes, st.ranks, st.form, in_shape, stride, pad4, dilation)
+    dense = dense_macs(st.shapes, in_shape, stride, pad4, dilation)
+    ratio = dense / max(fact, 1)
+    if ratio < MIN_MAC_RATIO:
+        _CACHE[key] = ("reconstructed", "nchw")
+        return _CACHE[key]
+    if not _measuring_allowed(measure):
+        return ("factorized", "nhwc") if ratio >= MODEL_MAC_RATIO else ("reconstructed", "nchw")
+    with torch.no_grad():
+        names = {"dense": "dense", "nhwc": "nhwc"}
+        timings = _time(
+            {n: make(x, st, stride, pad4, dilation, layout) for n, layout in names.items()},
+            x.device,
+        )
+    fast = timings["nhwc"] < MARGIN * timings["dense"]
+    _CACHE[key] = ("factorized", "nhwc") if fast else ("reconstructed", "nchw")
+    return _CACHE[key]

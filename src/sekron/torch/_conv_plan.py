@@ -1,0 +1,385 @@
+"""Stage plans for convolution with a SeKron kernel (SPEC §5), and their MAC counts.
+
+Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``;
+arrays are only touched by :mod:`sekron.torch._functional` when it executes a plan.
+
+Notation. The kernel W has shape (F, C, Kh, Kw); factor k (1-based in the maths, 0-based here)
+has shape ``(f_k, c_k, h_k, w_k)``, with ``f_1`` the most significant digit of F, and so on.
+The input, once padded, is viewed with named axes ``n, c1..cS, H, W``. Stage k (run from S down
+to 1) contracts ``(r_k, c_k)`` and the spatial window ``(h_k, w_k)`` (dilated by
+``dilation * prod_{l>k} h_l``) and emits ``f_k``:
+
+- nested form: the earlier ranks ``r_1..r_{k-1}`` are carried as conv *groups*; stage S emits
+  all ranks ``r_1..r_{S-1}`` together with ``f_S``;
+- chain form: no groups; stage k contracts ``(r_k, c_k)`` and emits ``(r_{k-1}, f_k)``.
+
+Axes not taken by a stage (``n``, the remaining ``c_<k`` and the finished ``f_>k``) are folded
+into the batch. A stage whose window is 1x1 is a plain (batched) matrix product.
+
+Stride (SPEC §5.3): in each spatial dim the stride is applied by the stage with the smallest k
+whose extent in that dim is > 1 (it runs last among those that move data spatially); if there is
+none (a 1x1 kernel) the input is subsampled first.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from itertools import permutations
+from math import prod
+from typing import NamedTuple
+
+__all__ = [
+    "ConvPlan",
+    "ELEMENT_COST",
+    "Stage",
+    "best_order",
+    "conv_output_size",
+    "conv_plan",
+    "dense_macs",
+    "factorized_macs",
+    "normalize_padding",
+    "plan_cost",
+    "spec_order",
+    "stage_macs",
+]
+
+Shapes = tuple[tuple[int, ...], ...]
+Ranks = tuple[int, ...]
+Pair = tuple[int, int]
+Pad4 = tuple[int, int, int, int]  # (top, bottom, left, right)
+LAYOUTS = ("nchw", "nhwc")
+
+
+class Stage(NamedTuple):
+    """One stage: permute/reshape the state, apply factor ``factor`` as a conv or a matmul.
+
+    ``perm`` takes the current named axes to the layout this stage reads, ``in_shape`` is the
+    shape the permuted state is reshaped to, ``w_perm``/``w_shape`` give the weight, and
+    ``out_axes``/``out_sizes`` name the axes of the result.
+    """
+
+    factor: int
+    kind: str  # "conv" (F.conv2d) or "mm" (1x1 window: matrix product)
+    perm: tuple[int, ...]
+    in_shape: tuple[int, ...]
+    w_perm: tuple[int, ...]
+    w_shape: tuple[int, ...]
+    groups: int
+    stride: Pair
+    dilation: Pair
+    out_axes: tuple[str, ...]
+    out_sizes: tuple[int, ...]
+    macs: int
+
+
+class ConvPlan(NamedTuple):
+    """A whole factorized convolution: pad, subsample, split channels, stages, final view."""
+
+    pad: Pad4
+    subsample: Pair
+    split_shape: tuple[int, ...]  # input (N, c1..cS, H, W) after padding and subsampling
+    split_shape_unpadded: tuple[int, ...]  # input (N, c1..cS, H, W) as given
+    stages: tuple[Stage, ...]
+    final_perm: tuple[int, ...]
+    out_shape: tuple[int, int, int, int]
+    macs: int
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """``floor((size + pad - dilation (kernel - 1) - 1) / stride) + 1`` with ``pad`` the total."""
+    return (size + pad - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@lru_cache(maxsize=1024)
+def normalize_padding(padding: int | Pair | str, kernel: Pair, dilation: Pair) -> Pad4:
+    """(top, bottom, left, right) zero padding equal to ``F.conv2d``'s ``padding`` argument.
+
+    ``"same"`` pads ``dilation * (k - 1)`` in total, the smaller half first, like PyTorch.
+    """
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        out = []
+        for k, d in zip(kernel, dilation, strict=True):
+            total = d * (k - 1)
+            out += [total // 2, total - total // 2]
+        return (out[0], out[1], out[2], out[3])
+    assert not isinstance(padding, str)
+    if isinstance(padding, int):
+        return (padding, padding, padding, padding)
+    return (padding[0], padding[0], padding[1], padding[1])
+
+
+def _suffix_products(sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """``prod_{l>k} sizes[l]`` for every k."""
+    return tuple(prod(sizes[k + 1 :]) for k in range(len(sizes)))
+
+
+def _factor_axes(k: int, n_factors: int, form: str) -> tuple[str, ...]:
+    """Named axes of factor k's array (0-based k; rank ``r{j}`` joins factors j-1 and j)."""
+    if form == "nested":
+        n_r = min(k + 1, n_factors - 1)
+        return (*(f"r{j}" for j in range(1, n_r + 1)), f"f{k}", f"c{k}", "h", "w")
+    return (f"r{k}", f"r{k + 1}", f"f{k}", f"c{k}", "h", "w")
+
+
+def spec_order(n_factors: int) -> tuple[int, ...]:
+    """SPEC §5's execution order: the last factor first (0-based indices S-1, .., 0)."""
+    return tuple(reversed(range(n_factors)))
+
+
+@lru_cache(maxsize=1024)
+def conv_plan(
+    shapes: Shapes,
+    ranks: Ranks,
+    form: str,
+    in_shape: tuple[int, int, int, int],
+    stride: Pair = (1, 1),
+    padding: Pad4 = (0, 0, 0, 0),
+    dilation: Pair = (1, 1),
+    layout: str = "nhwc",
+    order: tuple[int, ...] | None = None,
+) -> ConvPlan:
+    """The factorized convolution plan for one SeKron signature and one input shape.
+
+    Parameters
+    ----------
+    shapes, ranks, form
+        The SeKron signature: S factor shapes ``(f_k, c_k, h_k, w_k)``, S - 1 ranks, the form.
+    in_shape
+        ``(N, C, H, W)`` of the (batched, unpadded) input.
+    stride, padding, dilation
+        As for ``F.conv2d``; ``padding`` already as (top, bottom, left, right).
+    layout : {"nchw", "nhwc"}
+        Where the spatial axes sit in the state: before the channel axes (``"nhwc"``, matrix
+        products over contiguous channels, channels-last convs) or after them (``"nchw"``).
+    order : tuple of ints, optional
+        The order in which the factors (0-based) are applied. Any order is exact: the spatial
+        offsets of the factors add up, and a rank index is carried (as groups) from the first
+        stage that touches it to the last, which contracts it. ``None`` picks the order of
+        lowest :func:`plan_cost` among all orders (S <= 5) or SPEC's order.
+
+    Notes
+    -----
+    Stage for factor k, with the current state's axes: ``c_k`` and every rank axis of factor k
+    that no later stage needs are contracted (K); rank axes still needed later and already in
+    the state are groups (G); ``f_k`` and rank axes first met here are emitted (Out); the
+    rest is batch. In SPEC's order (S first) this is exactly SPEC §5's plan.
+    """
+    n_factors = len(shapes)
+    if order is None:
+        order = best_order(shapes, ranks, form, in_shape, stride, padding, dilation, layout)
+    f = tuple(s[0] for s in shapes)
+    c = tuple(s[1] for s in shapes)
+    h = tuple(s[2] for s in shapes)
+    w = tuple(s[3] for s in shapes)
+    n_batch, _, height, width = in_shape
+    height += padding[0] + padding[1]
+    width += padding[2] + padding[3]
+
+    # stride (SPEC §5.3, for any order): the last-run stage whose extent in that dim is > 1;
+    # the stages after it are 1x1 there and commute with subsampling. None: subsample first.
+    stride_at: list[int | None] = []
+    for ext in (h, w):
+        ks = [k for k in order if ext[k] > 1]
+        stride_at.append(ks[-1] if ks else None)
+    sub = (
+        stride[0] if stride_at[0] is None else 1,
+        stride[1] if stride_at[1] is None else 1,
+    )
+    height = (height - 1) // sub[0] + 1
+    width = (width - 1) // sub[1] + 1
+    dil_h = tuple(dilation[0] * p for p in _suffix_products(h))
+    dil_w = tuple(dilation[1] * p for p in _suffix_products(w))
+
+    size: dict[str, int] = {"n": n_batch, "H": height, "W": width}
+    for k in range(n_factors):
+        size[f"c{k}"] = c[k]
+        size[f"f{k}"] = f[k]
+    size["r0"] = size[f"r{n_factors}"] = 1
+    for k in range(1, n_factors):
+        size[f"r{k}"] = ranks[k - 1]
+    rank_users: dict[str, set[int]] = {}
+    for k in range(n_factors):
+        for a in _factor_axes(k, n_factors, form):
+            if a.startswith("r"):
+                rank_users.setdefault(a, set()).add(k)
+
+    axes = ("n", *(f"c{k}" for k in range(n_factors)), "H", "W")
+    split_shape = tuple(size[a] for a in axes)
+    split_unpadded = (*split_shape[:-2], in_shape[2], in_shape[3])
+    stages = []
+    total = 0
+    for pos, k in enumerate(order):
+        later = set(order[pos + 1 :])
+        w_axes = _factor_axes(k, n_factors, form)
+        ranks_k = [a for a in w_axes if a.startswith("r") and size[a] > 1]
+        G = tuple(a for a in ranks_k if a in axes and rank_users[a] & later)
+        K = (*(a for a in ranks_k if a in axes and not rank_users[a] & later), f"c{k}")
+        Out = (*(a for a in ranks_k if a not in axes), f"f{k}")
+        unit = tuple(a for a in w_axes if a.startswith("r") and size[a] == 1)
+        w_order = (*G, *Out, *K, *unit, "h", "w")
+        w_perm = tuple(w_axes.index(a) for a in w_order)
+        g, o, kk = (prod(size[a] for a in grp) for grp in (G, Out, K))
+        bt = tuple(a for a in axes if a not in (*G, *K, "H", "W"))
+        b = prod(size[a] for a in bt)
+        st_h = stride[0] if stride_at[0] == k else 1
+        st_w = stride[1] if stride_at[1] == k else 1
+        out_h = conv_output_size(size["H"], h[k], st_h, 0, dil_h[k])
+        out_w = conv_output_size(size["W"], w[k], st_w, 0, dil_w[k])
+        kind = "mm" if h[k] == w[k] == 1 and st_h == st_w == 1 else "conv"
+        if layout == "nhwc" and kind == "mm" and pos == len(order) - 1:
+            # a matrix product does not care about row order: rows (n, H, W, f..) make the
+            # result channels-last with the f digits adjacent, so no final copy is needed
+            rest = tuple(a for a in bt if a != "n")
+            order_in = ("n", "H", "W", *rest, *G, *K)
+            in_shape_k = (b, size["H"], size["W"], g * kk)
+            out_axes = ("n", "H", "W", *rest, *G, *Out)
+        elif layout == "nhwc":
+            order_in = (*bt, "H", "W", *G, *K)
+            in_shape_k = (b, size["H"], size["W"], g * kk)
+            out_axes = (*bt, "H", "W", *G, *Out)
+        else:
+            order_in = (*bt, *G, *K, "H", "W")
+            in_shape_k = (b, g * kk, size["H"], size["W"])
+            out_axes = (*bt, *G, *Out, "H", "W")
+        perm = tuple(axes.index(a) for a in order_in)
+        size["H"], size["W"] = out_h, out_w
+        macs = b * g * o * out_h * out_w * kk * h[k] * w[k]
+        total += macs
+        stages.append(
+            Stage(
+                factor=k,
+                kind=kind,
+                perm=perm,
+                in_shape=in_shape_k,
+                w_perm=w_perm,
+                w_shape=(g * o, kk, h[k], w[k]),
+                groups=g,
+                stride=(st_h, st_w),
+                dilation=(dil_h[k], dil_w[k]),
+                out_axes=out_axes,
+                out_sizes=tuple(size[a] for a in out_axes),
+                macs=macs,
+            )
+        )
+        axes = out_axes
+    final = ("n", *(f"f{k}" for k in range(n_factors)), "H", "W")
+    final_perm = tuple(axes.index(a) for a in final)
+    out_shape = (n_batch, prod(f), size["H"], size["W"])
+    return ConvPlan(
+        padding, sub, split_shape, split_unpadded, tuple(stages), final_perm, out_shape, total
+    )
+
+
+# memory traffic weight: one element read or written costs about this many multiply-adds
+# (CPU, float32, small inner dimensions; calibrated on the benchmark layers)
+ELEMENT_COST = 24
+
+
+def plan_cost(plan: ConvPlan) -> float:
+    """A cost model for a plan: MACs plus ``ELEMENT_COST`` per element each stage moves.
+
+    Each stage reads its input (after a possible permuting copy: counted twice) and writes
+    its output; small channel counts make the stages memory bound, which MACs alone miss.
+    """
+    cost = float(plan.macs)
+    for s in plan.stages:
+        n_in = prod(s.in_shape)
+        n_out = prod(s.out_sizes)
+        moved = 2 * n_in if s.perm != tuple(range(len(s.perm))) else n_in
+        cost += ELEMENT_COST * (moved + n_out)
+    return cost
+
+
+@lru_cache(maxsize=1024)
+def best_order(
+    shapes: Shapes,
+    ranks: Ranks,
+    form: str,
+    in_shape: tuple[int, int, int, int],
+    stride: Pair = (1, 1),
+    padding: Pad4 = (0, 0, 0, 0),
+    dilation: Pair = (1, 1),
+    layout: str = "nhwc",
+) -> tuple[int, ...]:
+    """The execution order of lowest :func:`plan_cost` (all S! orders for S <= 5)."""
+    n_factors = len(shapes)
+    if n_factors > 5:
+        return spec_order(n_factors)
+    best, best_cost = spec_order(n_factors), float("inf")
+    for order in [spec_order(n_factors), *permutations(range(n_factors))]:
+        plan = conv_plan(shapes, ranks, form, in_shape, stride, padding, dilation, layout, order)
+        cost = plan_cost(plan)
+        if cost < best_cost:
+            best, best_cost = order, cost
+    return best
+
+
+def factorized_macs(
+    shapes: Shapes,
+    ranks: Ranks,
+    form: str,
+    in_shape: tuple[int, int, int, int],
+    stride: Pair = (1, 1),
+    padding: Pad4 = (0, 0, 0, 0),
+    dilation: Pair = (1, 1),
+    order: tuple[int, ...] | None = None,
+) -> int:
+    """Multiply-accumulates of the factorized convolution (the sum over its stages).
+
+    ``order`` is the execution order of the factors (0-based); ``None`` means the order the
+    planner picks (the one :func:`sekron.torch.conv2d` runs), ``spec_order(S)`` SPEC §5's.
+
+    Stage k costs ``B_k * L_k * g_k * o_k * kk_k * h_k * w_k``: batch fold, output positions
+    of that stage, groups, outputs and inputs per group, window. With stride 1 and every stage
+    at the same L this is SPEC §5.5:
+    ``N L (P_{S-1} f_S C h_S w_S + Σ_{k<S} P_k F_{≥k} C_{≤k} h_k w_k)`` (nested).
+    Earlier stages see more positions than the final output (they run before the later
+    stages' windows shrink the map), which this count includes.
+
+    Examples
+    --------
+    >>> from sekron.torch._conv_plan import dense_macs, factorized_macs
+    >>> shapes = ((8, 8, 3, 3), (8, 8, 1, 1))
+    >>> dense_macs(shapes, (1, 64, 8, 8), padding=(1, 1, 1, 1))
+    2359296
+    >>> factorized_macs(shapes, (1,), "nested", (1, 64, 8, 8), padding=(1, 1, 1, 1))
+    327680
+    """
+    return conv_plan(shapes, ranks, form, in_shape, stride, padding, dilation, "nhwc", order).macs
+
+
+def stage_macs(
+    shapes: Shapes,
+    ranks: Ranks,
+    form: str,
+    in_shape: tuple[int, int, int, int],
+    stride: Pair = (1, 1),
+    padding: Pad4 = (0, 0, 0, 0),
+    dilation: Pair = (1, 1),
+    order: tuple[int, ...] | None = None,
+) -> tuple[int, ...]:
+    """MACs of every stage, in execution order."""
+    plan = conv_plan(shapes, ranks, form, in_shape, stride, padding, dilation, "nhwc", order)
+    return tuple(s.macs for s in plan.stages)
+
+
+def dense_macs(
+    shapes: Shapes,
+    in_shape: tuple[int, int, int, int],
+    stride: Pair = (1, 1),
+    padding: Pad4 = (0, 0, 0, 0),
+    dilation: Pair = (1, 1),
+    groups: int = 1,
+) -> int:
+    """MACs of one dense ``F.conv2d`` with the kernel the factors describe: ``N L F C Kh Kw``.
+
+    With ``groups > 1`` the kernel has shape (F, C / groups, Kh, Kw) and the count is per that.
+    """
+    fo, ci, kh, kw = (prod(s[n] for s in shapes) for n in range(4))
+    n_batch, _, height, width = in_shape
+    out_h = conv_output_size(height, kh, stride[0], padding[0] + padding[1], dilation[0])
+    out_w = conv_output_size(width, kw, stride[1], padding[2] + padding[3], dilation[1])
+    del groups
+    return n_batch * out_h * out_w * fo * ci * kh * kw

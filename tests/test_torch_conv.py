@@ -1,0 +1,336 @@
+"""sekron.torch.conv2d / conv1d: every method against F.conv2d on the reconstructed kernel."""
+
+from __future__ import annotations
+
+from functools import partial
+from math import prod
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+import sekron  # noqa: E402
+from sekron import SeKronTensor, random_sekron  # noqa: E402
+from sekron.testing import kron_shapes, rel_error  # noqa: E402
+from sekron.torch import (  # noqa: E402
+    _auto,  # noqa: E402
+    conv1d,
+    conv2d,
+)
+from sekron.torch._conv_plan import (  # noqa: E402
+    conv_plan,
+    dense_macs,
+    factorized_macs,
+    normalize_padding,
+    spec_order,
+)
+from sekron.torch._functional import run_plan  # noqa: E402
+
+METHODS = ("factorized", "reconstructed", "auto")
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+
+
+@st.composite
+def conv_problems(draw: st.DrawFn, n_spatial: int = 2) -> dict:
+    """A random torch SeKron kernel (S = 2..4, either form) and conv arguments that fit it."""
+    ks = draw(kron_shapes(min_factors=2, max_factors=4, min_modes=4, max_modes=4, max_side=3))
+    shapes = ks.shapes
+    if n_spatial == 1:
+        shapes = tuple(s[:3] for s in shapes)
+    form = draw(st.sampled_from(("nested", "chain")))
+    ranks = tuple(draw(st.integers(1, 3)) for _ in range(len(shapes) - 1))
+    dtype = draw(st.sampled_from(("float32", "float64")))
+    seed = draw(st.integers(0, 2**31 - 1))
+    kern = random_sekron(shapes, ranks, form=form, backend="pytorch", dtype=dtype,
+                         random_state=seed)
+    spatial = kern.shape[2:]
+    stride = tuple(draw(st.integers(1, 3)) for _ in spatial)
+    dilation = tuple(draw(st.integers(1, 2)) for _ in spatial)
+    padding = draw(st.sampled_from(("int", "tuple", "same", "valid")))
+    if padding == "int":
+        padding = draw(st.integers(0, 2))
+    elif padding == "tuple":
+        padding = tuple(draw(st.integers(0, 2)) for _ in spatial)
+    elif padding == "same":
+        stride = (1,) * n_spatial
+    size = tuple(
+        (k - 1) * d + 1 + draw(st.integers(0, 4)) for k, d in zip(spatial, dilation, strict=True)
+    )
+    batch = draw(st.sampled_from((None, 1, 2)))
+    rng = np.random.default_rng(seed)
+    in_shape = (kern.shape[1], *size) if batch is None else (batch, kern.shape[1], *size)
+    x = torch.from_numpy(rng.standard_normal(in_shape)).to(getattr(torch, dtype))
+    bias = torch.from_numpy(rng.standard_normal(kern.shape[0])).to(getattr(torch, dtype))
+    use_bias = draw(st.booleans())
+    return {
+        "x": x, "st": kern, "bias": bias if use_bias else None, "stride": stride,
+        "padding": padding, "dilation": dilation, "dtype": dtype,
+    }
+
+
+def _reference(p: dict, fn: object) -> torch.Tensor:
+    return fn(p["x"], p["st"].to_tensor(), p["bias"], p["stride"], p["padding"], p["dilation"])
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+@given(conv_problems(2), st.sampled_from(METHODS), st.booleans())
+def test_conv2d_equals_dense_conv(p: dict, method: str, grad: bool) -> None:
+    expected = _reference(p, F.conv2d)
+    with torch.set_grad_enabled(grad):
+        got = conv2d(p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"],
+                     method=method)
+    assert got.shape == expected.shape
+    assert got.dtype == p["x"].dtype and got.device == p["x"].device
+    assert rel_error(got, expected) <= RTOL[p["dtype"]]
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+@given(conv_problems(1), st.sampled_from(METHODS))
+def test_conv1d_equals_dense_conv(p: dict, method: str) -> None:
+    expected = _reference(p, F.conv1d)
+    got = conv1d(p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"],
+                 method=method)
+    assert got.shape == expected.shape
+    assert rel_error(got, expected) <= RTOL[p["dtype"]]
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("form", ["nested", "chain"])
+def test_both_layouts_equal_dense(layout: str, form: str) -> None:
+    kern = random_sekron([(2, 3, 3, 1), (2, 1, 1, 3), (3, 2, 1, 1)], [3, 2], form=form,
+                         backend="pytorch", random_state=1)
+    x = torch.randn(2, 6, 9, 8, dtype=torch.float64)
+    pad4 = normalize_padding(1, (3, 3), (1, 2))
+    plan = conv_plan(kern.shapes, kern.ranks, form, tuple(x.shape), (2, 1), pad4, (1, 2), layout)
+    got = run_plan(x, kern.factors, plan, layout)
+    expected = F.conv2d(x, kern.to_tensor(), None, (2, 1), 1, (1, 2))
+    assert rel_error(got, expected) <= RTOL["float64"]
+
+
+@pytest.mark.parametrize("form", ["nested", "chain"])
+@pytest.mark.parametrize("stride, padding", [(1, "same"), (2, 1), ((1, 2), (0, 1))])
+def test_gradcheck_factorized(form: str, stride: object, padding: object) -> None:
+    kern = random_sekron([(2, 2, 3, 1), (1, 2, 1, 2), (2, 1, 1, 1)], [2, 2], form=form,
+                         backend="pytorch", random_state=0)
+    factors = [f.clone().requires_grad_(True) for f in kern.factors]
+    x = torch.randn(1, 4, 5, 4, dtype=torch.float64, requires_grad=True)
+
+    def fn(x: torch.Tensor, *fs: torch.Tensor) -> torch.Tensor:
+        return conv2d(x, SeKronTensor(list(fs), form), None, stride, padding,
+                      method="factorized")
+
+    assert torch.autograd.gradcheck(fn, (x, *factors), fast_mode=True)
+
+
+def test_gradients_equal_dense_gradients() -> None:
+    kern = random_sekron([(4, 2, 3, 3), (2, 4, 1, 1)], [3], backend="pytorch", random_state=3)
+    x = torch.randn(2, 8, 7, 7, dtype=torch.float64, requires_grad=True)
+    grads = {}
+    for method in METHODS:
+        factors = [f.clone().requires_grad_(True) for f in kern.factors]
+        y = conv2d(x, SeKronTensor(factors), padding=1, method=method)
+        grads[method] = torch.autograd.grad(y.square().sum(), [x, *factors])
+    for method in ("factorized", "auto"):
+        for a, b in zip(grads[method], grads["reconstructed"], strict=True):
+            assert rel_error(a, b) <= RTOL["float64"]
+
+
+# -- groups --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["reconstructed", "auto"])
+def test_grouped_conv(method: str) -> None:
+    kern = random_sekron([(4, 2, 3, 1), (2, 2, 1, 3)], 2, backend="pytorch", random_state=0)
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)  # groups=2: C * groups = 4 * 2
+    got = conv2d(x, kern, None, 1, 1, 1, 2, method=method)
+    expected = F.conv2d(x, kern.to_tensor(), None, 1, 1, 1, 2)
+    assert rel_error(got, expected) <= RTOL["float64"]
+
+
+def test_grouped_factorized_raises() -> None:
+    kern = random_sekron([(4, 2, 3, 1), (2, 2, 1, 3)], 2, backend="pytorch", random_state=0)
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    with pytest.raises(ValueError, match="groups"):
+        conv2d(x, kern, groups=2, method="factorized")
+
+
+# -- validation ----------------------------------------------------------------------------------
+def _kernel(dtype: str = "float64") -> SeKronTensor:
+    return random_sekron([(2, 2, 3, 1), (2, 2, 1, 3)], 2, backend="pytorch", dtype=dtype,
+                         random_state=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"x": np.ones((1, 4, 5, 5))}, TypeError, "x must be a torch.Tensor"),
+        ({"x": torch.ones(1, 3, 5, 5, dtype=torch.float64)}, ValueError, "3 channels"),
+        ({"x": torch.ones(4, 5, dtype=torch.float64)}, ValueError, "x must have 4 dims"),
+        ({"x": torch.ones(1, 4, 5, 5)}, TypeError, "dtype"),
+        ({"method": "fast"}, ValueError, "method must be one of"),
+        ({"stride": 0}, ValueError, "stride must be >= 1"),
+        ({"stride": (1, 2, 3)}, TypeError, "stride must be an int or a tuple of 2"),
+        ({"padding": "full"}, ValueError, "padding must be"),
+        ({"padding": "same", "stride": 2}, ValueError, "padding='same' needs stride 1"),
+        ({"dilation": 1.5}, TypeError, "dilation"),
+        ({"groups": 0}, ValueError, "groups must be a positive int"),
+        ({"bias": torch.ones(3, dtype=torch.float64)}, ValueError, r"bias must have shape \(4,\)"),
+    ],
+)
+def test_errors_name_the_argument(kwargs: dict, error: type, match: str) -> None:
+    args = {"x": torch.ones(1, 4, 5, 5, dtype=torch.float64), "st": _kernel()}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        conv2d(**args)
+
+
+def test_st_errors() -> None:
+    x = torch.ones(1, 4, 5, 5, dtype=torch.float64)
+    with pytest.raises(TypeError, match="st must be a sekron.SeKronTensor"):
+        conv2d(x, torch.ones(4, 4, 3, 3))
+    numpy_st = random_sekron([(2, 2, 3, 1), (2, 2, 1, 3)], 2, random_state=0)
+    with pytest.raises(TypeError, match="backend 'pytorch'"):
+        conv2d(x, numpy_st)
+    with pytest.raises(ValueError, match=r"conv1d needs st of shape \(F, C, K\)"):
+        conv1d(torch.ones(1, 4, 5, dtype=torch.float64), _kernel())
+
+
+def test_channels_last_and_unbatched_inputs() -> None:
+    kern = _kernel()
+    x = torch.randn(3, 4, 7, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    expected = F.conv2d(x, kern.to_tensor(), padding=1)
+    for method in METHODS:
+        assert rel_error(conv2d(x, kern, padding=1, method=method), expected) <= 1e-12
+        one = conv2d(x[0], kern, padding=1, method=method)
+        assert one.shape == expected[0].shape
+        assert rel_error(one, expected[0]) <= 1e-12
+
+
+# -- MACs ----------------------------------------------------------------------------------------
+def _counted_macs(fn: object) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("form", ["nested", "chain"])
+@pytest.mark.parametrize(
+    "shapes, ranks, stride, padding, dilation",
+    [
+        (((4, 2, 3, 3), (2, 4, 1, 1)), (3,), (1, 1), (1, 1), (1, 1)),
+        (((2, 2, 1, 3), (2, 2, 3, 1), (2, 2, 1, 1)), (2, 3), (2, 1), (1, 2), (1, 2)),
+        (((2, 2, 1, 1), (2, 2, 1, 1), (1, 2, 1, 1), (2, 1, 1, 1)), (2, 2, 3), (2, 2), (0, 0),
+         (1, 1)),
+    ],
+)
+def test_macs_match_an_independent_count(
+    form: str, shapes: tuple, ranks: tuple, stride: tuple, padding: tuple, dilation: tuple
+) -> None:
+    kern = random_sekron(shapes, ranks, form=form, backend="pytorch", random_state=0)
+    x = torch.randn(2, kern.shape[1], 9, 8, dtype=torch.float64)
+    pad4 = normalize_padding(padding, kern.shape[2:], dilation)
+    in_shape = tuple(x.shape)
+    for layout in ("nchw", "nhwc"):
+        for order in (None, spec_order(len(shapes))):
+            plan = conv_plan(
+                kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation, layout, order
+            )
+            counted = _counted_macs(partial(run_plan, x, kern.factors, plan, layout))
+            assert counted == plan.macs == factorized_macs(
+                kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation,
+                order=tuple(s.factor for s in plan.stages),
+            )
+    assert factorized_macs(kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation) == (
+        conv_plan(kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation).macs
+    )
+    W = kern.to_tensor()
+    dense = _counted_macs(lambda: F.conv2d(x, W, None, stride, padding, dilation))
+    assert dense == dense_macs(kern.shapes, in_shape, stride, pad4, dilation)
+
+
+def test_macs_equal_spec_formula_for_pointwise_kernels() -> None:
+    """1x1 kernel, stride 1: every stage sees the same L, so SPEC §5.5 holds exactly."""
+    shapes = ((2, 3, 1, 1), (4, 2, 1, 1), (3, 5, 1, 1))
+    ranks = (2, 3)
+    n, height, width = 2, 5, 4
+    L = height * width
+    f = [s[0] for s in shapes]
+    c = [s[1] for s in shapes]
+    P = [prod(ranks[:k]) for k in range(len(shapes))]  # P_0 = 1, P_1 = R_1, ...
+    C = prod(c)
+    spec = n * L * (P[2] * f[2] * C + sum(
+        P[k + 1] * prod(f[k:]) * prod(c[: k + 1]) for k in range(2)
+    ))
+    order = spec_order(len(shapes))
+    assert factorized_macs(shapes, ranks, "nested", (n, C, height, width), order=order) == spec
+    assert dense_macs(shapes, (n, C, height, width)) == n * L * prod(f) * C
+
+
+# -- auto ------------------------------------------------------------------------------------------
+def test_auto_measures_only_without_autograd() -> None:
+    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
+                         random_state=0)
+    x = torch.randn(1, 64, 12, 12)
+    _auto.clear_cache()
+    conv2d(x, kern, padding=1)  # grad enabled: cost model, nothing cached
+    assert _auto.cached_choices() == {}
+    with torch.no_grad():
+        conv2d(x, kern, padding=1, measure=False)
+    assert _auto.cached_choices() == {}
+    with torch.no_grad():
+        y = conv2d(x, kern, padding=1)
+    choices = list(_auto.cached_choices().values())
+    assert len(choices) == 1 and choices[0][0] in ("factorized", "reconstructed")
+    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= RTOL["float32"]
+    _auto.clear_cache()
+
+
+def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
+                         random_state=0)
+    monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
+    _auto.clear_cache()
+    with torch.no_grad():
+        conv2d(torch.randn(1, 64, 10, 10), kern, padding=1)
+    assert _auto.cached_choices() == {}
+
+
+def test_auto_skips_factorized_when_macs_do_not_pay() -> None:
+    # full-ish rank: the factorized plan costs more than the dense conv
+    kern = random_sekron([(2, 2, 3, 3), (2, 2, 1, 1)], 4, backend="pytorch", random_state=0)
+    _auto.clear_cache()
+    with torch.no_grad():
+        conv2d(torch.randn(1, 4, 6, 6, dtype=torch.float64), kern)
+    assert list(_auto.cached_choices().values()) == [("reconstructed", "nchw")]
+    _auto.clear_cache()
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_auto_under_jit_trace() -> None:
+    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
+                         random_state=0)
+    x = torch.randn(2, 64, 8, 8)
+    _auto.clear_cache()
+    traced = torch.jit.trace(lambda t: conv2d(t, kern, padding=1), (x,), check_trace=False)
+    assert _auto.cached_choices() == {}
+    assert rel_error(traced(x), F.conv2d(x, kern.to_tensor(), padding=1)) <= RTOL["float32"]
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo:UserWarning")  # graph-break notes, not errors
+def test_auto_under_torch_compile() -> None:
+    kern = random_sekron([(4, 4, 3, 3), (4, 4, 1, 1)], 1, backend="pytorch", dtype="float32",
+                         random_state=0)
+    x = torch.randn(2, 16, 8, 8)
+    _auto.clear_cache()
+    compiled = torch.compile(lambda t: conv2d(t, kern, padding=1), backend="eager")
+    with torch.no_grad():
+        y = compiled(x)
+    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= RTOL["float32"]
+
+
+def test_public_names() -> None:
+    assert sekron.torch.conv2d is conv2d and sekron.torch.conv1d is conv1d
