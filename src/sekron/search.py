@@ -1,0 +1,808 @@
+"""search(): the SeKron factor shapes, form and ranks with the lowest error within a budget.
+
+Every configuration is scored by its *exact* error computed from singular values (SPEC §3); the
+full tensor is never rebuilt. The expensive parts are shared:
+
+- **Level 1.** The singular values of R(W) for ``(a1 | rest)`` do not depend on how ``rest``
+  splits into later factors (that is a column permutation), so each first-factor shape ``a1`` is
+  decomposed once, at the largest rank any configuration starting with it can afford. These are
+  also the spectra of every 2-factor configuration and of every unfolding
+  ``(a1 ∘ .. ∘ ak | rest)`` that the chain form needs.
+- **Lower bounds.** A nested structure of ranks (R_1..R_{S-1}) has rank at most R_1 in the
+  unfolding ``(a1 | rest)`` and at most R_1⋯R_{S-1} in ``(a1 ∘ .. ∘ a_{S-1} | a_S)``; a chain has
+  rank R_k in ``(a1 ∘ .. ∘ ak | rest)``. Eckart-Young on those (already computed) spectra gives a
+  certified lower bound on each configuration's error within the budget. Configurations with
+  S >= 3 are evaluated in increasing order of that bound, and those whose bound cannot beat the
+  best error found so far are skipped (``exhaustive=True`` evaluates all of them).
+- **Deeper levels** are one batched SVD per level, capped at the ranks that fit the budget.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from itertools import product
+from math import log, prod
+from typing import Any, overload
+
+import numpy as np
+
+from . import _ranks
+from ._backend import get_backend, to_numpy
+from ._plan import Ranks, Shapes, factor_sizes, full_ranks, rearrange_plan
+from ._svd import METHODS, truncated_svd
+from ._validation import _type_name, check_form, check_positive_int, check_tensor, is_int
+from .decomposition import NestedTree, _choose_chain_budget, _choose_nested, decompose
+from .kron import rearrange_unchecked
+from .random import check_random_state
+from .tensor import SeKronTensor
+
+__all__ = ["Candidate", "SearchResult", "search", "enumerate_configs"]
+
+#: Bytes of level-1 singular vectors kept in memory; beyond this they are recomputed.
+_U_CACHE_BYTES = 256 << 20
+
+
+# ----------------------------------------------------------------------------------------------
+# results
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated SeKron structure: factor shapes, form and the best ranks within the budget.
+
+    Attributes
+    ----------
+    shapes : tuple of S tuples of N ints
+    form : {"nested", "chain"}
+        For S = 2 the two forms coincide; such candidates are reported as ``"nested"``.
+    ranks : tuple of S - 1 ints
+    n_params : int
+        Parameters of the structure at these ranks.
+    rel_error : float
+        Exact relative Frobenius error ``||W - Ŵ|| / ||W||`` of :meth:`to_sekron`'s result.
+    """
+
+    shapes: Shapes
+    form: str
+    ranks: Ranks
+    n_params: int
+    rel_error: float
+    _tensor: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_factors(self) -> int:
+        return len(self.shapes)
+
+    def to_sekron(self, tensor: Any = None) -> SeKronTensor:
+        """The SeKronTensor this candidate describes: ``decompose(tensor, shapes, rank=ranks)``.
+
+        Parameters
+        ----------
+        tensor : array, optional
+            Defaults to the tensor that was searched.
+        """
+        t = self._tensor if tensor is None else tensor
+        if t is None:
+            raise ValueError("this Candidate holds no tensor; pass the tensor to to_sekron().")
+        return decompose(t, self.shapes, rank=self.ranks, form=self.form)
+
+    def describe(self) -> str:
+        """A short text such as ``(16,8,3,1)⊗(8,8,1,3) nested r=(12,)``."""
+        shapes = "⊗".join("(" + ",".join(map(str, s)) + ")" for s in self.shapes)
+        ranks = ",".join(map(str, self.ranks))
+        return f"{shapes} {self.form} r=({ranks})"
+
+
+class SearchResult(Sequence[Candidate]):
+    """The Pareto front (parameters vs error) of the evaluated candidates, best first.
+
+    ``result[0]`` (also ``result.best``) has the lowest error within the budget; going down the
+    list, the error rises and the parameter count falls. Every candidate evaluated (one per
+    configuration and form) is in ``result.all``.
+
+    Attributes
+    ----------
+    best : Candidate
+    all : tuple of Candidate
+        All evaluated candidates, in evaluation order.
+    budget : int
+        The parameter budget ``max_params`` (numel / compression when given a compression).
+    tensor_shape : tuple of int
+    n_configs : int
+        Configurations (shapes x form) considered after the budget and ``max_configs`` filters.
+    n_pruned : int
+        Configurations skipped because their certified lower bound could not beat the best error.
+    interrupted : bool
+        True when the search was stopped by KeyboardInterrupt; the result holds what was found.
+    seconds : float
+        Wall time of the search.
+    """
+
+    def __init__(
+        self,
+        front: Sequence[Candidate],
+        all_: Sequence[Candidate],
+        *,
+        budget: int,
+        tensor_shape: tuple[int, ...],
+        n_configs: int,
+        n_pruned: int,
+        interrupted: bool,
+        seconds: float,
+    ) -> None:
+        self._front = tuple(front)
+        self.all = tuple(all_)
+        self.budget = budget
+        self.tensor_shape = tensor_shape
+        self.n_configs = n_configs
+        self.n_pruned = n_pruned
+        self.interrupted = interrupted
+        self.seconds = seconds
+
+    @overload
+    def __getitem__(self, i: int) -> Candidate: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Candidate, ...]: ...
+    def __getitem__(self, i: int | slice) -> Candidate | tuple[Candidate, ...]:
+        return self._front[i]
+
+    def __len__(self) -> int:
+        return len(self._front)
+
+    @property
+    def best(self) -> Candidate:
+        return self._front[0]
+
+    def __repr__(self) -> str:
+        head = (
+            f"SearchResult for shape {self.tensor_shape}, budget {self.budget:,} params: "
+            f"{len(self)} on the front of {len(self.all)} evaluated"
+            + (f" ({self.n_pruned} pruned)" if self.n_pruned else "")
+            + (", INTERRUPTED" if self.interrupted else "")
+        )
+        lines = [head]
+        for c in self._front[:10]:
+            lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
+        if len(self) > 10:
+            lines.append(f"  ... {len(self) - 10} more")
+        return "\n".join(lines)
+
+
+def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Candidates not dominated in (n_params, rel_error), lowest error first."""
+    order = sorted(cands, key=lambda c: (c.rel_error, c.n_params))
+    front: list[Candidate] = []
+    best_params = None
+    for c in order:
+        if best_params is None or c.n_params < best_params:
+            front.append(c)
+            best_params = c.n_params
+    return front
+
+
+# ----------------------------------------------------------------------------------------------
+# enumeration (pure functions of tuples of ints)
+# ----------------------------------------------------------------------------------------------
+@lru_cache(maxsize=4096)
+def ordered_factorizations(n: int, parts: int) -> tuple[tuple[int, ...], ...]:
+    """All ordered tuples of ``parts`` positive ints whose product is ``n`` (ones allowed)."""
+    if parts == 1:
+        return ((n,),)
+    out: list[tuple[int, ...]] = []
+    for d in range(1, n + 1):
+        if n % d == 0:
+            out.extend((d, *rest) for rest in ordered_factorizations(n // d, parts - 1))
+    return tuple(out)
+
+
+def enumerate_configs(tensor_shape: Sequence[int], n_factors: int) -> Iterator[Shapes]:
+    """Every factor-shape configuration with ``n_factors`` factors, none of them all ones.
+
+    Mode n of size w_n is split into an ordered factorization ``w_n = a^(1)_n ⋯ a^(S)_n``;
+    modes are combined independently. A configuration is dropped when some factor is all ones
+    (it would be a configuration with fewer factors).
+
+    Examples
+    --------
+    >>> from sekron.search import enumerate_configs
+    >>> list(enumerate_configs((4, 3), 2))
+    [((1, 3), (4, 1)), ((2, 1), (2, 3)), ((2, 3), (2, 1)), ((4, 1), (1, 3))]
+    """
+    per_mode = [ordered_factorizations(int(w), n_factors) for w in tensor_shape]
+    for combo in product(*per_mode):
+        shapes = tuple(tuple(f[k] for f in combo) for k in range(n_factors))
+        if any(all(v == 1 for v in s) for s in shapes):
+            continue
+        yield shapes
+
+
+def balance_score(shapes: Shapes) -> float:
+    """Variance of ``log |a^(k)|`` over the factors: 0 for perfectly balanced factor sizes."""
+    logs = [log(d) for d in factor_sizes(shapes)]
+    mean = sum(logs) / len(logs)
+    return sum((v - mean) ** 2 for v in logs) / len(logs)
+
+
+def _min_params(shapes: Shapes) -> int:
+    return sum(factor_sizes(shapes))
+
+
+def _prefix(shapes: Shapes, k: int) -> tuple[int, ...]:
+    """Elementwise product of the first k factor shapes: the first factor of an unfolding."""
+    return tuple(prod(s[n] for s in shapes[:k]) for n in range(len(shapes[0])))
+
+
+def _nested_caps(d: Sequence[int], shapes: Shapes, budget: int) -> Ranks:
+    full = full_ranks(shapes, "nested")
+    return tuple(
+        max(1, min(full[k], (budget - sum(d[:k])) // sum(d[k:]))) for k in range(len(d) - 1)
+    )
+
+
+def _chain_caps(d: Sequence[int], shapes: Shapes, budget: int) -> Ranks:
+    full = full_ranks(shapes, "chain")
+    return tuple(
+        max(1, min(full[k], (budget - sum(d) + d[k] + d[k + 1]) // (d[k] + d[k + 1])))
+        for k in range(len(d) - 1)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------
+def _check_budget(max_params: Any, compression: Any, numel: int) -> int:
+    if (max_params is None) == (compression is None):
+        raise ValueError(
+            "give exactly one of max_params and compression; got "
+            f"max_params={max_params!r}, compression={compression!r}."
+        )
+    if max_params is not None:
+        return check_positive_int(max_params, "max_params")
+    if isinstance(compression, bool) or not isinstance(compression, int | float | np.number):
+        raise TypeError(
+            f"compression must be a number > 1; got {compression!r} of type "
+            f"{_type_name(compression)}."
+        )
+    c = float(compression)
+    if not c > 1.0 or not np.isfinite(c):
+        raise ValueError(
+            f"compression must be a finite number > 1 (numel / n_params); got {compression!r}."
+        )
+    return max(1, int(numel / c))
+
+
+def _check_forms(forms: Any) -> tuple[str, ...]:
+    if isinstance(forms, str):
+        forms = (forms,)
+    if not isinstance(forms, Sequence) or not forms:
+        raise ValueError(f"forms must be a non-empty sequence of 'nested'/'chain'; got {forms!r}.")
+    return tuple(dict.fromkeys(check_form(f) for f in forms))
+
+
+# ----------------------------------------------------------------------------------------------
+# the engine
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    shapes: Shapes
+    form: str
+    d: tuple[int, ...]
+    caps: tuple[Ranks, ...]  # per budget
+    prefix_last: tuple[int, ...] = ()  # first factor of the unfolding (a1..a_{S-1} | a_S)
+    lower2: list[float] = field(default_factory=list)  # per budget: lower bound on err²
+
+
+class _Spectrum:
+    """Squared singular values of R(W) for ``(a | w / a)``: kept σ² and the energy beyond."""
+
+    __slots__ = ("sig2", "rest2", "cap", "_tail")
+
+    def __init__(self, sig2: np.ndarray, rest2: float) -> None:
+        self.sig2, self.rest2, self.cap = sig2, rest2, int(sig2.shape[0])
+        # _tail[R-1] = best squared error at rank R (R = 1..cap), then 0 past the cap
+        self._tail = np.concatenate([_ranks._tail(sig2, np.asarray(rest2)), [0.0]])
+
+    def tail(self, length: int) -> np.ndarray:
+        """``tail[R-1]``: squared error of the best rank-R approximation, R = 1..length."""
+        return self._tail[: min(length, self.cap)]
+
+    def tails_at(self, r: np.ndarray) -> np.ndarray:
+        """Best squared errors at ranks r (a lower bound, 0, past the computed cap)."""
+        return self._tail[np.minimum(r, self.cap + 1) - 1]
+
+    def tail_at(self, r: int) -> float:
+        """Best squared error at rank r (a lower bound, 0, past the computed cap)."""
+        return float(self._tail[min(r, self.cap + 1) - 1])
+
+
+class _Engine:
+    def __init__(
+        self, t: Any, backend: str, budgets: Sequence[int], svd: str, rng: np.random.Generator
+    ) -> None:
+        self.t = t
+        self.B = get_backend(backend)
+        self.shape = tuple(int(s) for s in t.shape)
+        self.numel = prod(self.shape)
+        self.budgets = tuple(budgets)
+        self.svd = svd
+        self.rng = rng
+        self.spectra: dict[tuple[int, ...], _Spectrum] = {}
+        self.need: dict[tuple[int, ...], int] = {}
+        self.U: dict[tuple[int, ...], Any] = {}
+        self.u_bytes = 0
+        self.y_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        flat = self.B.reshape(t, (-1,))
+        self.norm2 = float(to_numpy(self.B.sum(flat * flat)))
+
+    # -- level 1 ---------------------------------------------------------------------------
+    def _matrix(self, a: tuple[int, ...]) -> Any:
+        b = tuple(w // x for w, x in zip(self.shape, a, strict=True))
+        X = rearrange_unchecked(self.B, self.t, (a, b))
+        return self.B.reshape(X, (1, prod(a), prod(b)))
+
+    def spectrum(self, a: tuple[int, ...], cap: int) -> _Spectrum:
+        """Singular values only: eigenvalues of the smaller Gram matrix (or a thin SVD)."""
+        B, X = self.B, self._matrix(a)
+        if self.svd != "randomized":
+            sig2, rest2 = self.values2(X)[0], 0.0
+        else:
+            level = truncated_svd(B, X, cap, "randomized", self.rng)
+            sig2, rest2 = np.asarray(level.sig2[0]), float(level.rest2[0])
+        sp = _Spectrum(sig2, rest2)
+        self.spectra[a] = sp
+        return sp
+
+    def level1_Y(self, a: tuple[int, ...], rank: int, cap: int) -> Any:
+        """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a."""
+        B = self.B
+        if a in self.y_cache and self.y_cache[a].shape[0] >= rank:
+            self.y_cache.move_to_end(a)
+            return self.y_cache[a][:rank]
+        X = self._matrix(a)
+        U = self.U.get(a)
+        if U is not None and U.shape[1] >= rank:
+            Y = B.matmul(B.transpose(U, (1, 0)), X[0])
+        else:
+            method = "gram" if self.svd == "auto" else self.svd
+            level = truncated_svd(B, X, max(cap, rank), method, self.rng)
+            U, Y = level.U[0], level.Y[0]
+            nbytes = int(np.prod(U.shape)) * 8
+            if self.u_bytes + nbytes <= _U_CACHE_BYTES:
+                self.U[a] = U
+                self.u_bytes += nbytes
+        self.y_cache[a] = Y
+        if len(self.y_cache) > 2:
+            self.y_cache.popitem(last=False)
+        return Y[:rank]
+
+    # -- deeper levels ---------------------------------------------------------------------
+    def values2(self, X: Any) -> np.ndarray:
+        """All squared singular values of a stack X (P, m, n), descending, as float64 numpy.
+
+        ``"auto"``/``"gram"``: eigenvalues of the smaller Gram matrix; otherwise a thin SVD.
+        """
+        B = self.B
+        m, n = X.shape[1], X.shape[2]
+        if self.svd in ("auto", "gram"):
+            Xt = B.transpose(X, (0, 2, 1))
+            G = B.matmul(X, Xt) if m <= n else B.matmul(Xt, X)
+            w = np.linalg.eigvalsh(np.asarray(to_numpy(G), dtype=np.float64))[:, ::-1]
+            return np.clip(w, 0.0, None)
+        s = np.asarray(to_numpy(B.svd(X, full_matrices=False)[1]), dtype=np.float64)
+        return s**2
+
+    def _rest_tensor(self, shapes: Shapes, Y: Any) -> Any:
+        """Rows of Y (tensors of shape w / a1) rearranged by (a2..aS): (P, d2, d3..dS)."""
+        B = self.B
+        rest_shapes = shapes[1:]
+        P = Y.shape[0]
+        if len(rest_shapes) == 1:
+            return B.reshape(Y, (P, -1))
+        split, perm, out = rearrange_plan(rest_shapes)
+        Z = B.reshape(Y, (P, *split))
+        Z = B.transpose(Z, (0, *(p + 1 for p in perm)))
+        return B.reshape(Z, (P, *out))
+
+    def nested_tree(self, shapes: Shapes, d: Sequence[int], caps: Ranks) -> NestedTree:
+        sp = self.spectra[shapes[0]]
+        M1 = min(caps[0], sp.cap)
+        sig2s = [sp.sig2[:M1].copy()]
+        rest2s = [np.asarray(sp.rest2 + sp.sig2[M1:].sum())]
+        Ms = [M1]
+        if len(d) > 2:
+            B = self.B
+            X = self._rest_tensor(shapes, self.level1_Y(shapes[0], M1, self.need[shapes[0]]))
+            X = B.reshape(X, (M1, d[1], prod(d[2:])))
+            for k in range(1, len(d) - 1):
+                branch = tuple(Ms)
+                if k == len(d) - 2:  # the last level needs singular values only
+                    sv2 = self.values2(X)
+                    M = min(caps[k], sv2.shape[1])
+                    sig2s.append(sv2[:, :M].reshape(*branch, M))
+                    rest2s.append(sv2[:, M:].sum(axis=1).reshape(branch))
+                    Ms.append(M)
+                    break
+                level = truncated_svd(B, X, caps[k], self.svd, self.rng)
+                M = level.sig2.shape[1]
+                sig2s.append(level.sig2.reshape(*branch, M))
+                rest2s.append(level.rest2.reshape(branch))
+                Ms.append(M)
+                X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], prod(d[k + 2 :])))
+        return NestedTree([], None, sig2s, rest2s, tuple(Ms), self.norm2)
+
+    def chain_error2(self, shapes: Shapes, d: Sequence[int], ranks: Ranks) -> float:
+        """Exact squared error of TT-SVD on R(W) at ``ranks`` (level 1 shared)."""
+        sp = self.spectra[shapes[0]]
+        err2 = sp.tail_at(ranks[0])
+        if len(d) == 2:
+            return err2
+        B = self.B
+        X = self._rest_tensor(shapes, self.level1_Y(shapes[0], ranks[0], self.need[shapes[0]]))
+        X = B.reshape(X, (1, ranks[0] * d[1], prod(d[2:])))
+        for k in range(1, len(d) - 1):
+            if k == len(d) - 2:  # the last step needs singular values only
+                err2 += float(self.values2(X)[0, ranks[k] :].sum())
+                break
+            level = truncated_svd(B, X, ranks[k], self.svd, self.rng)
+            err2 += float(level.rest2.sum())
+            r = level.sig2.shape[1]
+            X = B.reshape(level.Y, (1, r * d[k + 1], prod(d[k + 2 :])))
+        return err2
+
+    # -- lower bounds ----------------------------------------------------------------------
+    def lower2(self, job: _Job, caps: Ranks, budget: int) -> float:
+        """Certified lower bound on the squared error of any ranks of ``job`` within budget.
+
+        Any structure of the job has rank <= R_1 in the unfolding ``(a1 | rest)`` and rank
+        <= P (nested: R_1⋯R_{S-1}; chain: R_{S-1}) in ``(a1..a_{S-1} | a_S)``; Eckart-Young on
+        both spectra, minimised over R_1 with the largest last rank the budget then allows.
+        """
+        d = job.d
+        first = self.spectra[job.shapes[0]]
+        last = self.spectra[job.prefix_last]
+        R1 = np.arange(1, caps[0] + 1)
+        rest = budget - R1 * d[0] - sum(d[1:-2])
+        if job.form == "nested":
+            # P = R_1⋯R_{S-1}: Σ_{k>=2} P_k d_k <= rest and P_k <= P, so P (d_{S-1} + d_S) <= rest
+            P = rest // (d[-2] + d[-1])
+        else:
+            # R_{S-1} (R_{S-2} d_{S-1} + d_S) <= rest, R_{S-2} >= 1 (= R_1 when S = 3)
+            left = R1 if len(d) == 3 else 1
+            P = rest // (left * d[-2] + d[-1])
+        ok = P >= 1
+        if not ok.any():
+            return np.inf
+        t1 = first.tails_at(R1[ok])
+        t2 = last.tails_at(P[ok])
+        return float(np.min(np.maximum(t1, t2)))
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool | Callable[[int, int], Any] | None) -> None:
+        self.total, self.done = total, 0
+        self.callback = enabled if callable(enabled) else None
+        show = enabled if isinstance(enabled, bool) else (enabled is None and sys.stderr.isatty())
+        self.bar = None
+        self.text = False
+        self.last = 0.0
+        if show and self.callback is None:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc="sekron search", unit="cfg", file=sys.stderr)
+            except ImportError:
+                self.text = True
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.text:
+            now = time.monotonic()
+            if now - self.last > 0.2 or self.done == self.total:
+                self.last = now
+                sys.stderr.write(f"\rsekron search: {self.done}/{self.total} configurations")
+                sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.text:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _run(
+    tensor: Any,
+    budgets: Sequence[int],
+    *,
+    max_factors: int,
+    forms: tuple[str, ...],
+    max_configs: int | None,
+    svd: str,
+    random_state: Any,
+    exhaustive: bool,
+    progress: bool | Callable[[int, int], Any] | None,
+) -> list[SearchResult]:
+    """Search at several budgets at once (sharing every SVD); one SearchResult per budget."""
+    start = time.perf_counter()
+    t, backend = check_tensor(tensor)
+    shape = tuple(int(s) for s in t.shape)
+    top = max(budgets)
+
+    # 1. enumerate configurations, filter by the smallest structure, cap by balance
+    configs: list[Shapes] = []
+    for S in range(2, max_factors + 1):
+        configs.extend(c for c in enumerate_configs(shape, S) if _min_params(c) <= top)
+    if not configs:
+        every = (c for S in range(2, max_factors + 1) for c in enumerate_configs(shape, S))
+        smallest = min((_min_params(c) for c in every), default=None)
+        if smallest is None:
+            raise ValueError(
+                f"tensor of shape {shape} has no SeKron configuration with 2..{max_factors} "
+                "factors: every mode size is prime or 1 and there is at most one mode > 1 to "
+                "split. Give a tensor with a composite mode or more modes."
+            )
+        raise ValueError(
+            f"the budget of {top:,} parameters is below the smallest SeKron structure of a tensor "
+            f"of shape {shape} with 2..{max_factors} factors ({smallest:,} parameters at ranks 1)."
+        )
+    configs.sort(key=lambda c: (balance_score(c), len(c), c))
+    if max_configs is not None:
+        configs = configs[:max_configs]
+
+    jobs: list[_Job] = []
+    for c in configs:
+        d = factor_sizes(c)
+        job_forms = ("nested" if "nested" in forms else "chain",) if len(c) == 2 else forms
+        for form in job_forms:
+            capf = _nested_caps if form == "nested" else _chain_caps
+            per_budget = tuple(capf(d, c, b) if _min_params(c) <= b else () for b in budgets)
+            jobs.append(_Job(c, form, d, per_budget, _prefix(c, len(c) - 1)))
+
+    eng = _Engine(t, backend, budgets, svd, check_random_state(random_state))
+
+    # 2. the spectra every job needs: a1 (nested) and every prefix (chain, lower bounds)
+    need = eng.need
+
+    def want(a: tuple[int, ...], cap: int) -> None:
+        need[a] = max(need.get(a, 0), cap)
+
+    for job in jobs:
+        for caps, b in zip(job.caps, budgets, strict=True):
+            if not caps:
+                continue
+            S = len(job.d)
+            want(job.shapes[0], caps[0])
+            if job.form == "chain":
+                for k in range(1, S - 1):
+                    want(_prefix(job.shapes, k + 1), caps[k])
+            elif S > 2:
+                want(
+                    _prefix(job.shapes, S - 1),
+                    max(1, (b - sum(job.d[:-2])) // (job.d[-2] + job.d[-1])),
+                )
+
+    pbar = _Progress(len(jobs) + len(need), progress)
+    evaluated: list[list[Candidate]] = [[] for _ in budgets]
+    best2 = [np.inf for _ in budgets]
+    n_pruned = [0 for _ in budgets]
+    interrupted = False
+
+    def record(job: _Job, bi: int, ranks: Ranks, err2: float) -> None:
+        n = (
+            _ranks.nested_params(job.d, ranks)
+            if job.form == "nested"
+            else _ranks.chain_params(job.d, ranks)
+        )
+        rel = 0.0 if eng.norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / eng.norm2))
+        evaluated[bi].append(Candidate(job.shapes, job.form, ranks, n, rel, t))
+        best2[bi] = min(best2[bi], err2)
+
+    try:
+        for a in sorted(need, key=lambda a: (-prod(a), a)):
+            eng.spectrum(a, need[a])
+            pbar.update()
+        # 3. two-factor configurations: exact from the spectra alone
+        deep = []
+        for job in jobs:
+            if len(job.d) > 2:
+                deep.append(job)
+                continue
+            sp = eng.spectra[job.shapes[0]]
+            for bi, caps in enumerate(job.caps):
+                if not caps:
+                    continue
+                M = min(caps[0], sp.cap)
+                E = sp.tail(M)
+                P = _ranks.params_table(job.d, (M,), "nested")
+                ranks = _ranks.select_from_tables(E, P, tol2=None, budget=budgets[bi])
+                if ranks is not None:
+                    record(job, bi, ranks, float(E[ranks[0] - 1]))
+            pbar.update()
+        # 4. deeper configurations, most promising first; skip those that cannot win
+        for job in deep:
+            job.lower2 = [
+                eng.lower2(job, caps, b) if caps else np.inf
+                for caps, b in zip(job.caps, budgets, strict=True)
+            ]
+        deep.sort(key=lambda j: min(j.lower2))
+        for job in deep:
+            live = [
+                bi
+                for bi, caps in enumerate(job.caps)
+                if caps and (exhaustive or job.lower2[bi] < best2[bi] * (1 - 1e-12))
+            ]
+            for bi, caps in enumerate(job.caps):
+                if caps and bi not in live:
+                    n_pruned[bi] += 1
+            if live:
+                _evaluate_deep(eng, job, [(bi, budgets[bi], job.caps[bi]) for bi in live], record)
+            pbar.update()
+    except KeyboardInterrupt:
+        interrupted = True
+        if not any(evaluated):
+            pbar.close()
+            raise
+    pbar.close()
+
+    seconds = time.perf_counter() - start
+    results = []
+    for bi, b in enumerate(budgets):
+        if not evaluated[bi]:
+            raise ValueError(
+                f"no configuration fits the budget of {b:,} parameters for shape {shape}."
+            )
+        results.append(
+            SearchResult(
+                pareto_front(evaluated[bi]),
+                evaluated[bi],
+                budget=b,
+                tensor_shape=shape,
+                n_configs=sum(1 for j in jobs if j.caps[bi]),
+                n_pruned=n_pruned[bi],
+                interrupted=interrupted,
+                seconds=seconds,
+            )
+        )
+    return results
+
+
+def _evaluate_deep(
+    eng: _Engine,
+    job: _Job,
+    live: list[tuple[int, int, Ranks]],
+    record: Callable[[_Job, int, Ranks, float], None],
+) -> None:
+    if job.form == "nested":
+        # one tree at the elementwise-largest caps serves every budget
+        caps = tuple(max(c[k] for _, _, c in live) for k in range(len(job.d) - 1))
+        tree = eng.nested_tree(job.shapes, job.d, caps)
+        for bi, b, _ in live:
+            ranks = _choose_nested(tree, job.d, None, b)
+            if ranks is not None:
+                record(job, bi, ranks, _ranks.nested_error2(tree.sig2, tree.rest2, ranks))
+        return
+    for bi, b, caps in live:
+        tails = [
+            eng.spectra[_prefix(job.shapes, k + 1)].tail(caps[k]) for k in range(len(caps))
+        ]
+        ranks = _choose_chain_budget(tails, job.d, b)
+        if ranks is not None:
+            record(job, bi, ranks, eng.chain_error2(job.shapes, job.d, ranks))
+
+
+# ----------------------------------------------------------------------------------------------
+# the public entry point
+# ----------------------------------------------------------------------------------------------
+def search(
+    tensor: Any,
+    *,
+    max_params: int | None = None,
+    compression: float | None = None,
+    max_factors: int = 3,
+    forms: Sequence[str] = ("nested", "chain"),
+    max_configs: int | None = None,
+    exhaustive: bool = False,
+    svd: str = "auto",
+    random_state: Any = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+) -> SearchResult:
+    """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget.
+
+    Parameters
+    ----------
+    tensor : array
+        Any N-way numpy, torch or jax array (1-D works: its single mode is factorized).
+    max_params : int, optional
+        Parameter budget. Give exactly one of ``max_params`` and ``compression``.
+    compression : float > 1, optional
+        Budget as a ratio: ``max_params = floor(numel / compression)``.
+    max_factors : int >= 2
+        Configurations with 2..max_factors factors are considered.
+    forms : sequence of {"nested", "chain"}
+        Forms for S >= 3 (for S = 2 they coincide and one candidate is kept).
+    max_configs : int, optional
+        Keep only this many factor-shape configurations, the most balanced first (smallest
+        variance of log factor size).
+    exhaustive : bool
+        Evaluate every configuration, even those whose certified lower bound cannot beat the best
+        error found so far. The best candidate is the same either way; the front may then hold
+        more candidates.
+    svd : {"auto", "exact", "gram", "randomized"}
+        SVD kernel (see :func:`sekron.decompose`). ``"auto"`` uses the Gram kernel for the
+        shared level-1 spectra.
+    random_state : None, int or numpy Generator
+        Seed for ``svd="randomized"``.
+    progress : bool or callable, optional
+        A progress bar on stderr (tqdm if installed, else a text line). ``None`` shows it only when
+        stderr is a terminal; ``False`` disables it; a callable receives ``(done, total)``.
+
+    Returns
+    -------
+    SearchResult
+        The Pareto front of parameters vs error, lowest error first; ``.best``, ``.all``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported array or argument kinds.
+    ValueError
+        Neither or both of ``max_params``/``compression``, ``compression <= 1``, a budget below
+        the smallest structure, ``max_factors < 2``, or a tensor with no configuration at all.
+    KeyboardInterrupt
+        Only when interrupted before any candidate was evaluated. Otherwise Ctrl-C returns what
+        was found so far, with ``result.interrupted = True``.
+
+    Notes
+    -----
+    For each configuration, ranks are chosen from one SVD tree capped at the budget: nested by the
+    exact error table of every rank tuple, chain by the certified bound ``Σ_k ε_k²`` (as in
+    :func:`sekron.decompose`); each candidate's ``rel_error`` is then the exact error of the
+    structure ``decompose(tensor, shapes, rank=ranks, form=form)`` returns, computed from singular
+    values. S = 2 is globally optimal per configuration (Eckart-Young); for S >= 3 it is the
+    paper's recursive SVD, not a joint optimum.
+
+    References
+    ----------
+    Hameed et al., "SeKron: A Decomposition Method Supporting Many Factorization Structures",
+    arXiv:2210.06299.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron.search import search
+    >>> W = np.random.default_rng(0).standard_normal((16, 8, 3, 3))
+    >>> res = search(W, compression=4, progress=False)
+    >>> res.best.n_params <= W.size // 4
+    True
+    >>> st = res.best.to_sekron()
+    >>> abs(st.error - res.best.rel_error) < 1e-8
+    True
+    """
+    if not is_int(max_factors) or int(max_factors) < 2:
+        raise ValueError(f"max_factors must be an int >= 2; got {max_factors!r}.")
+    form_t = _check_forms(forms)
+    if max_configs is not None:
+        max_configs = check_positive_int(max_configs, "max_configs")
+    if svd not in METHODS:
+        raise ValueError(f"svd must be one of {METHODS}; got {svd!r}.")
+    t, _ = check_tensor(tensor)
+    budget = _check_budget(max_params, compression, prod(t.shape))
+    return _run(
+        tensor,
+        [budget],
+        max_factors=int(max_factors),
+        forms=form_t,
+        max_configs=max_configs,
+        svd=svd,
+        random_state=random_state,
+        exhaustive=bool(exhaustive),
+        progress=progress,
+    )[0]

@@ -1,0 +1,221 @@
+"""search(): enumeration, budget, Pareto front, exact errors, pruning, interruption, validation."""
+
+from __future__ import annotations
+
+from itertools import product
+from math import prod
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sekron
+from sekron.search import enumerate_configs, pareto_front, search
+from sekron.testing import rel_error, tolerance
+
+
+def _divisor_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return [
+        s for s in product(*(range(1, w + 1) for w in shape))
+        if all(w % v == 0 for w, v in zip(shape, s, strict=True))
+    ]
+
+
+def _brute_force_count(shape: tuple[int, ...], S: int) -> int:
+    """Every S-tuple of factor shapes multiplying out to ``shape``, no factor all ones."""
+    cands = [s for s in _divisor_shapes(shape) if any(v > 1 for v in s)]
+    count = 0
+    for combo in product(cands, repeat=S):
+        if all(prod(c[n] for c in combo) == shape[n] for n in range(len(shape))):
+            count += 1
+    return count
+
+
+small_shapes = st.lists(st.integers(1, 8), min_size=1, max_size=3).map(tuple)
+
+
+@given(shape=small_shapes, S=st.integers(2, 3))
+def test_enumeration_matches_brute_force(shape: tuple[int, ...], S: int) -> None:
+    got = list(enumerate_configs(shape, S))
+    assert len(got) == len(set(got)) == _brute_force_count(shape, S)
+    for shapes in got:
+        assert len(shapes) == S
+        assert all(any(v > 1 for v in s) for s in shapes)
+
+
+tensors = st.tuples(
+    st.sampled_from([(8, 6), (8, 4, 3), (6, 4, 2), (4, 4, 3, 3), (2, 8, 3), (12, 8)]),
+    st.integers(0, 2**16),
+    st.sampled_from([2.0, 3.0]),
+    st.sampled_from([("nested", "chain"), ("nested",), ("chain",)]),
+)
+
+
+@settings(max_examples=15)
+@given(case=tensors)
+def test_front_is_pareto_within_budget_and_errors_are_exact(case) -> None:
+    shape, seed, c, forms = case
+    W = np.random.default_rng(seed).standard_normal(shape)
+    res = search(W, compression=c, forms=forms, progress=False, exhaustive=True)
+    budget = int(W.size / c)
+    assert res.budget == budget
+    assert len(res) >= 1 and res.best is res[0]
+    for cand in res.all:
+        assert cand.n_params <= budget
+        assert cand.form in forms or len(cand.shapes) == 2
+    # front: sorted by error, strictly falling params, nothing in .all dominates a front member
+    errs = [x.rel_error for x in res]
+    params = [x.n_params for x in res]
+    assert errs == sorted(errs) and all(a > b for a, b in zip(params, params[1:], strict=False))
+    for f in res:
+        for x in res.all:
+            assert not (
+                x.n_params <= f.n_params and x.rel_error < f.rel_error - 1e-12
+            ), (f, x)
+    assert res.best.rel_error == min(x.rel_error for x in res.all)
+    # the reported errors equal decompose's and the measured error
+    tol = tolerance(W.dtype)
+    for cand in [*res[:3], *res.all[:: max(1, len(res.all) // 4)]]:
+        st_ = cand.to_sekron()
+        assert st_.shapes == cand.shapes and st_.ranks == cand.ranks
+        assert st_.n_params == cand.n_params
+        assert abs(st_.error - cand.rel_error) <= tol
+        assert abs(rel_error(st_.to_tensor(), W) - cand.rel_error) <= tol
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 2**16), c=st.sampled_from([2.0, 4.0, 6.0]))
+def test_two_factor_best_beats_every_specific_configuration(seed: int, c: float) -> None:
+    W = np.random.default_rng(seed).standard_normal((8, 6, 3))
+    res = search(W, compression=c, max_factors=2, progress=False)
+    budget = int(W.size / c)
+    for shapes in enumerate_configs(W.shape, 2):
+        if sum(prod(s) for s in shapes) > budget:
+            continue
+        other = sekron.decompose(W, shapes, max_params=budget)
+        assert res.best.rel_error <= other.error + tolerance(W.dtype)
+
+
+@pytest.mark.parametrize("c", [2.0, 5.0])
+def test_pruning_keeps_the_best(c: float) -> None:
+    W = np.random.default_rng(1).standard_normal((8, 8, 3, 3))
+    full = search(W, compression=c, exhaustive=True, progress=False)
+    fast = search(W, compression=c, progress=False)
+    assert full.n_pruned == 0
+    assert len(fast.all) + fast.n_pruned == len(full.all)
+    assert fast.best.rel_error == pytest.approx(full.best.rel_error, abs=1e-12)
+
+
+def test_planted_structure_is_found() -> None:
+    shapes = ((4, 2, 3, 1), (2, 4, 1, 3))
+    planted = sekron.random_sekron(shapes, 2, random_state=0).to_tensor()
+    res = search(planted, compression=4, max_factors=2, progress=False)
+    assert res.best.rel_error <= tolerance(planted.dtype)
+
+
+def test_max_configs_prefers_balanced() -> None:
+    W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
+    res = search(W, compression=4, max_configs=7, progress=False, exhaustive=True)
+    configs = {c.shapes for c in res.all}
+    assert len(configs) <= 7
+    assert res.n_configs <= 7 * 2
+
+
+def test_torch_and_float32_inputs() -> None:
+    torch = pytest.importorskip("torch")
+    W = torch.randn(8, 4, 3, 3, generator=torch.Generator().manual_seed(0))
+    res = search(W, compression=3, progress=False)
+    st_ = res.best.to_sekron()
+    assert st_.backend == "pytorch" and st_.dtype == W.dtype
+    assert abs(st_.error - res.best.rel_error) <= tolerance(W.dtype)
+
+
+def test_one_dimensional_tensors() -> None:
+    v = np.random.default_rng(0).standard_normal(64)
+    res = search(v, compression=2, progress=False)
+    assert res.best.n_params <= 32
+    assert abs(res.best.to_sekron().error - res.best.rel_error) <= tolerance(v.dtype)
+    with pytest.raises(ValueError, match="no SeKron configuration"):
+        search(np.ones(7), compression=2, progress=False)
+
+
+def test_interrupt_returns_best_so_far() -> None:
+    W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
+    full = search(W, compression=4, progress=False, exhaustive=True)
+    calls = {"n": 0}
+
+    def stop_late(done: int, total: int) -> None:
+        calls["n"] += 1
+        if done == total - 5:
+            raise KeyboardInterrupt
+
+    res = search(W, compression=4, progress=stop_late, exhaustive=True)
+    assert res.interrupted and 0 < len(res.all) < len(full.all)
+    assert res.best.rel_error >= full.best.rel_error - 1e-12
+
+    def stop_early(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        search(W, compression=4, progress=stop_early)
+
+
+def test_progress_callback_counts_to_total() -> None:
+    seen: list[tuple[int, int]] = []
+    W = np.random.default_rng(0).standard_normal((4, 4, 3))
+    search(W, compression=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == list(
+        range(1, len(seen) + 1)
+    )
+
+
+def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    W = np.random.default_rng(0).standard_normal((4, 4, 3))
+    search(W, compression=2, progress=True)
+    out = capsys.readouterr()
+    assert out.out == "" and "sekron search" in out.err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({}, ValueError, "exactly one of max_params and compression"),
+        ({"max_params": 10, "compression": 2}, ValueError, "exactly one"),
+        ({"compression": 1.0}, ValueError, "compression must be a finite number > 1"),
+        ({"compression": "2"}, TypeError, "compression must be a number"),
+        ({"max_params": 0}, ValueError, "max_params must be a positive int"),
+        ({"max_params": 5}, ValueError, "below the smallest SeKron structure"),
+        ({"compression": 2, "max_factors": 1}, ValueError, "max_factors must be an int >= 2"),
+        ({"compression": 2, "forms": ("tt",)}, ValueError, "form must be 'nested' or 'chain'"),
+        ({"compression": 2, "max_configs": 0}, ValueError, "max_configs must be a positive"),
+        ({"compression": 2, "svd": "fast"}, ValueError, "svd must be one of"),
+    ],
+)
+def test_validation(kwargs, exc, match) -> None:
+    W = np.random.default_rng(0).standard_normal((8, 8, 3))
+    with pytest.raises(exc, match=match):
+        search(W, progress=False, **kwargs)
+
+
+def test_bad_tensor_kind() -> None:
+    with pytest.raises(TypeError, match="tensor must be"):
+        search([[1.0, 2.0]], compression=2)
+
+
+def test_pareto_front_helper() -> None:
+    from sekron.search import Candidate
+
+    a = Candidate(((2,), (2,)), "nested", (1,), 4, 0.5)
+    b = Candidate(((2,), (2,)), "nested", (2,), 8, 0.1)
+    c = Candidate(((2,), (2,)), "chain", (2,), 9, 0.2)  # dominated by b
+    assert pareto_front([a, b, c]) == [b, a]
+    with pytest.raises(ValueError, match="holds no tensor"):
+        a.to_sekron()
+
+
+def test_result_repr_and_sequence() -> None:
+    W = np.random.default_rng(0).standard_normal((8, 4, 3))
+    res = search(W, compression=2, progress=False)
+    assert "SearchResult for shape (8, 4, 3)" in repr(res)
+    assert list(res[:1]) == [res.best]
