@@ -334,3 +334,27 @@ def test_auto_under_torch_compile() -> None:
 
 def test_public_names() -> None:
     assert sekron.torch.conv2d is conv2d and sekron.torch.conv1d is conv1d
+
+
+def test_reconstructed_kernel_cache_tracks_in_place_updates_and_identity() -> None:
+    """The cached kernel is reused only for the same, unmodified factors."""
+    from sekron.torch._functional import _kernel
+
+    st = sekron.random_sekron([(4, 2, 3, 1), (2, 4, 1, 3)], 3, backend="pytorch",
+                              dtype="float32", random_state=0)
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 8, 6, 6))).float()
+    with torch.no_grad():
+        first = _kernel(st)
+        assert _kernel(st) is first
+        st.factors[1].mul_(2.0)  # in-place: version bump
+        again = _kernel(st)
+        assert again is not first
+        torch.testing.assert_close(again, st.to_tensor())
+        out = sekron.torch.conv2d(x, st, padding=1, method="reconstructed")
+        torch.testing.assert_close(out, F.conv2d(x, st.to_tensor(), padding=1))
+    other = sekron.SeKronTensor([f.clone() for f in st.factors])
+    with torch.no_grad():
+        assert _kernel(other) is not again
+    leaves = sekron.SeKronTensor([f.clone().requires_grad_(True) for f in st.factors])
+    k = _kernel(leaves)  # grad mode with leaves needing grad: always rebuilt, differentiable
+    assert k.requires_grad and _kernel(leaves) is not k

@@ -32,6 +32,15 @@ def factor_sizes(shapes: Shapes) -> tuple[int, ...]:
     return tuple(prod(s) for s in shapes)
 
 
+def _drop_unit_axes(
+    split: tuple[int, ...], perm: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Remove size-1 axes from a (split, perm) pair: a smaller transpose, the same result."""
+    keep = [i for i, size in enumerate(split) if size != 1]
+    new_index = {old: new for new, old in enumerate(keep)}
+    return tuple(split[i] for i in keep), tuple(new_index[p] for p in perm if p in new_index)
+
+
 @lru_cache(maxsize=1024)
 def rearrange_plan(shapes: Shapes) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(split shape, permutation, output shape) taking W to R(W).
@@ -42,7 +51,7 @@ def rearrange_plan(shapes: Shapes) -> tuple[tuple[int, ...], tuple[int, ...], tu
     n_factors, n_modes = len(shapes), len(shapes[0])
     split = tuple(shapes[k][n] for n in range(n_modes) for k in range(n_factors))
     perm = tuple(n * n_factors + k for k in range(n_factors) for n in range(n_modes))
-    return split, perm, factor_sizes(shapes)
+    return (*_drop_unit_axes(split, perm), factor_sizes(shapes))
 
 
 @lru_cache(maxsize=1024)
@@ -51,7 +60,7 @@ def unrearrange_plan(shapes: Shapes) -> tuple[tuple[int, ...], tuple[int, ...], 
     n_factors, n_modes = len(shapes), len(shapes[0])
     split = tuple(shapes[k][n] for k in range(n_factors) for n in range(n_modes))
     perm = tuple(k * n_modes + n for n in range(n_modes) for k in range(n_factors))
-    return split, perm, tensor_shape(shapes)
+    return (*_drop_unit_axes(split, perm), tensor_shape(shapes))
 
 
 def is_identity(perm: tuple[int, ...]) -> bool:
