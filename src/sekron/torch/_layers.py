@@ -55,7 +55,7 @@ class SeKronConv2d(nn.Module):
     st : SeKronTensor
         Kernel of shape ``(out_channels, in_channels, kh, kw)`` (4 modes), nested or chain.
         numpy or jax factors are converted to torch (dtype kept); the factors are copied into
-        new ``nn.Parameter``s.
+        new ``nn.Parameter`` objects.
     bias : torch.Tensor, optional
         Shape ``(out_channels,)``; becomes a parameter (copied).
     stride, dilation : int or (int, int)
