@@ -95,14 +95,18 @@ def embedded_structures(ch: int, k: int, budget: int) -> list[tuple[str, Any, An
 
 
 def time_round_robin(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
-    """Median milliseconds of each function, interleaved, after one warm-up call each."""
+    """Median milliseconds of each function, interleaved in rotating order, after one warm-up
+    call each."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
+    names = list(fns)
+    for rep in range(reps):
+        # rotate the order every repetition: each implementation follows each other one
+        # equally often (a memory-hungry one leaves page faults to whichever runs next)
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             times[name].append(time.perf_counter() - t0)
     return {name: 1e3 * statistics.median(v) for name, v in times.items()}
 
@@ -274,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         layers, batch, reps = [("conv3x3 64@8", 64, 8, 3, 1)], 4, args.reps or 2
     else:
-        layers, batch, reps = LAYERS, 32, args.reps or 3
+        layers, batch, reps = LAYERS, 32, args.reps or 7
     t0 = time.perf_counter()
     rows = run(layers, batch, reps)
     meta = {

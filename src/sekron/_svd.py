@@ -22,8 +22,10 @@ from ._backend import like, sq_norm, to_numpy
 
 METHODS = ("auto", "exact", "gram", "randomized")
 # "auto" switches to the Gram path for levels at least this large and this rectangular
-GRAM_MIN_SIZE = 1 << 18
+GRAM_MIN_SIZE = 1 << 12
 GRAM_MIN_ASPECT = 4
+# the Gram path's discarded energy must exceed this many times m·eps·||X||² to be trusted
+GRAM_RELIABLE = 1e3
 RANDOMIZED_OVERSAMPLE = 10
 RANDOMIZED_POWER_ITERS = 2
 
@@ -50,20 +52,28 @@ def _exact(B: Any, X: Any, k: int) -> Level:
     return Level(U[:, :, :k], Y, s2[:, :k], s2[:, k:].sum(axis=1))
 
 
+def _eps(X: Any) -> float:
+    return float(np.finfo(np.dtype(str(X.dtype).rsplit(".", 1)[-1])).eps)
+
+
 def _gram(B: Any, X: Any, k: int) -> Level:
     """Eigen-decomposition of X Xᵀ (wide X) or XᵀX (tall X): no copy of X is made.
 
-    Loses relative accuracy only in singular values below ~sqrt(eps)·σ_max, whose energy is
-    still accounted for exactly to ~eps·||X||².
+    Loses relative accuracy only in singular values below ~sqrt(eps)·σ_max; their energy is
+    still accounted for to ~eps·||X||². When the discarded energy is so small that this
+    absolute accuracy would not give it to rounding, the level is redone by the exact SVD.
     """
     m, n = X.shape[1], X.shape[2]
     if m <= n:
         G = B.matmul(X, _transpose(B, X))
         w, V = B.eigh(G)
         w_np = np.clip(_np64(w)[:, ::-1], 0.0, None)
+        rest2 = w_np[:, k:].sum(axis=1)
+        if k < m and np.any(rest2 < GRAM_RELIABLE * m * _eps(X) * w_np.sum(axis=1)):
+            return _exact(B, X, k)
         U = B.flip(V, axis=2)[:, :, :k]
         Y = B.matmul(_transpose(B, U), X)
-        return Level(U, Y, w_np[:, :k], w_np[:, k:].sum(axis=1))
+        return Level(U, Y, w_np[:, :k], rest2)
     # tall: orthonormal basis of the column space from the right singular vectors
     G = B.matmul(_transpose(B, X), X)
     w, V = B.eigh(G)
@@ -74,8 +84,10 @@ def _gram(B: Any, X: Any, k: int) -> Level:
     Y = B.matmul(_transpose(B, U), X)
     kept = sq_norm(Y, batch=True)
     total = sq_norm(X, batch=True)
-    sig2 = w_np[:, :k]
-    return Level(U, Y, sig2, np.clip(total - kept, 0.0, None))
+    rest2 = np.clip(total - kept, 0.0, None)
+    if k < n and np.any(rest2 < GRAM_RELIABLE * n * _eps(X) * total):
+        return _exact(B, X, k)
+    return Level(U, Y, w_np[:, :k], rest2)
 
 
 def _randomized(B: Any, X: Any, k: int, rng: np.random.Generator) -> Level:

@@ -318,10 +318,12 @@ def decompose(
         Choose ranks with the lowest error such that ``n_params <= max_params``.
     svd : {"auto", "exact", "gram", "randomized"}
         SVD kernel. ``"exact"``: LAPACK thin SVD. ``"gram"``: eigendecomposition of the smaller
-        Gram matrix (fastest and no copy; loses relative accuracy below ~1e-8·σ_max).
+        Gram matrix (fastest and no copy; singular values below ~sqrt(eps)·σ_max lose relative
+        accuracy, so a level whose discarded energy is too small to resolve that way is redone
+        exactly, and ``"auto"`` never uses it with ``tol < 1e-3``).
         ``"randomized"``: a sketch with oversampling and power iterations for levels whose rank
         is below half their smaller side; needs ``rank``. ``"auto"``: ``"gram"`` for levels of
-        at least 2**18 entries with aspect ratio >= 4, else ``"exact"``. Every kernel is an
+        at least 2**12 entries with aspect ratio >= 4, else ``"exact"``. Every kernel is an
         orthogonal projection, so the reported error stays exact.
     random_state : None, int or numpy Generator
         Seed for ``svd="randomized"``.
@@ -413,6 +415,8 @@ def decompose(
     T = rearrange_unchecked(B, t, checked)
     norm2 = _ranks_norm2(B, T)
     tol2 = None if tol_v is None else tol_v**2 * norm2
+    if svd == "auto" and tol_v is not None and tol_v < 1e-3:
+        svd = "exact"  # the rank tables must resolve tiny singular values
 
     if form == "nested":
         tree = nested_tree(B, T, d, caps, svd, rng)

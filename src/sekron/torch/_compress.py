@@ -291,7 +291,8 @@ def compress(
         Per-layer parameter budget ``weight.numel() / compression`` (default 4).
     structure : str, structure object or None
         ``"search"`` (default): each layer's structure, factor shapes and ranks are chosen by
-        :func:`sekron.search` within the budget. A name such as ``"cp"``, ``"tucker2"``,
+        :func:`sekron.search` within the budget, over the 200 most balanced factor
+        configurations of the layer (``sekron.torch._layers.SEARCH_MAX_CONFIGS``). A name such as ``"cp"``, ``"tucker2"``,
         ``"tt"``, ``"gkpd"`` or an object of :mod:`sekron.structures`: that structure is
         fitted to every layer (with ``rank`` or ``compression``).
     shapes : dict of name to shapes, or callable, optional

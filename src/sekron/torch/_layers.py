@@ -199,7 +199,9 @@ class SeKronConv2d(nn.Module):
         structure : str or structure object, optional
             ``"cp"``, ``"tucker"``, ``"tucker2"``, ``"tt"``, ``"tr"``, ``"gkpd"`` or an object
             from :mod:`sekron.structures`, fitted with ``rank`` or ``compression``; or
-            ``"search"``: the best candidate of :func:`sekron.search` within ``compression``.
+            ``"search"``: the best candidate of :func:`sekron.search` within ``compression``,
+            over the ``SEARCH_MAX_CONFIGS`` (200) most balanced factor configurations; for an
+            exhaustive search call :func:`sekron.search` and pass its best candidate's shapes.
         rank : int or sequence of ints, optional
             Ranks (for ``shapes``) or the structure's rank.
         tol : float, optional
@@ -409,6 +411,12 @@ def structure_name(structure: Any) -> str:
     return str(getattr(structure, "name", type(structure).__name__))
 
 
+# structure="search" evaluates this many factor configurations per layer, most balanced first
+# (sekron.search's max_configs): an exhaustive 3-factor search of a 512x512x3x3 layer takes on
+# the order of an hour on 2 cores, this one well under a minute.
+SEARCH_MAX_CONFIGS = 200
+
+
 def _search_function() -> Any:
     """:func:`sekron.search`, imported lazily (it is an optional part of the package)."""
     try:
@@ -438,7 +446,8 @@ def fit_structure(
                 "structure='search' needs a parameter budget: give compression (> 1); got "
                 "compression=None."
             )
-        result = search(weight, compression=compression, max_factors=3, progress=False)
+        result = search(weight, compression=compression, max_factors=3,
+                        max_configs=SEARCH_MAX_CONFIGS, progress=False)
         st: SeKronTensor = result.best.to_sekron()
         return st
     if not isinstance(structure, str) and not hasattr(structure, "fit"):
