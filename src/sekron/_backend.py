@@ -8,16 +8,17 @@ given and calls that object's methods. The caller's active backend is untouched.
 from __future__ import annotations
 
 import sys
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
 from tensorly.backend import BackendManager
 
-__all__ = ["backend_name_of", "get_backend", "is_array", "to_numpy", "like"]
+__all__ = ["backend_name_of", "eps", "get_backend", "is_array", "like", "numpy_dtype",
+           "sq_norm", "to_numpy"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def get_backend(name: str) -> Any:
     """The TensorLy ``Backend`` object called ``name``, loaded without activating it.
 
@@ -101,3 +102,16 @@ def sq_norm(x: Any, batch: bool = False) -> np.ndarray:
     flat = x.reshape(x.shape[0], -1) if batch else x.reshape(1, -1)
     out = np.einsum("pi,pi->p", flat, flat).astype(np.float64)
     return out if batch else out[0]
+
+
+def numpy_dtype(dtype: Any) -> np.dtype:
+    """The numpy dtype of a numpy, jax or torch dtype (torch's print as ``torch.float32``)."""
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
+def eps(x: Any) -> float:
+    """Machine epsilon of an array's floating dtype."""
+    return float(np.finfo(numpy_dtype(x.dtype)).eps)

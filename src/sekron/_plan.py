@@ -95,10 +95,25 @@ def factor_array_shapes(shapes: Shapes, ranks: Ranks, form: str) -> tuple[tuple[
     return tuple((bounds[k], bounds[k + 1], *shapes[k]) for k in range(n_factors))
 
 
-@lru_cache(maxsize=4096)
+def nested_params(d: tuple[int, ...] | list[int], ranks: tuple[int, ...] | list[int]) -> int:
+    """``Σ_{k<S} P_k d_k + P_{S-1} d_S`` with ``P_k = R_1⋯R_k`` (factor sizes ``d``)."""
+    total, P = 0, 1
+    for k, r in enumerate(ranks):
+        P *= r
+        total += P * d[k]
+    return total + P * d[-1]
+
+
+def chain_params(d: tuple[int, ...] | list[int], ranks: tuple[int, ...] | list[int]) -> int:
+    """``Σ_k R_{k-1} R_k d_k`` with ``R_0 = R_S = 1`` (factor sizes ``d``)."""
+    b = (1, *ranks, 1)
+    return sum(b[k] * b[k + 1] * d[k] for k in range(len(d)))
+
+
 def n_params(shapes: Shapes, ranks: Ranks, form: str) -> int:
     """Number of stored numbers: the sum of the factors' sizes."""
-    return sum(prod(s) for s in factor_array_shapes(shapes, ranks, form))
+    count = nested_params if form == "nested" else chain_params
+    return count(factor_sizes(shapes), ranks)
 
 
 @lru_cache(maxsize=256)

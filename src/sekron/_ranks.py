@@ -25,23 +25,22 @@ import numpy as np
 MAX_TABLE = 1 << 23
 
 
-def _tail(sig2: np.ndarray, rest2: np.ndarray) -> np.ndarray:
+def tail(sig2: np.ndarray, rest2: np.ndarray) -> np.ndarray:
     """``tail[..., R-1] = rest2 + Σ_{j >= R} sig2[..., j]`` for R = 1..M (reverse cumsum)."""
     rc = np.cumsum(sig2[..., ::-1], axis=-1)[..., ::-1]
-    tail = np.concatenate([rc[..., 1:], np.zeros_like(rc[..., :1])], axis=-1)
-    return tail + rest2[..., None]
+    out = np.concatenate([rc[..., 1:], np.zeros_like(rc[..., :1])], axis=-1)
+    return out + rest2[..., None]
 
 
 def nested_error_table(sig2: Sequence[np.ndarray], rest2: Sequence[np.ndarray]) -> np.ndarray:
     """Squared absolute error of every rank tuple: ``E[R_1 - 1, .., R_{S-1} - 1]``."""
     levels = len(sig2)
-    E = _tail(sig2[-1], rest2[-1])  # shape (M_1..M_{S-2}, M_{S-1})
+    E = tail(sig2[-1], rest2[-1])  # shape (M_1..M_{S-2}, M_{S-1})
     for k in range(levels - 2, -1, -1):
         depth = sig2[k].ndim - 1  # number of branch axes at level k
         later = E.ndim - depth - 1  # axes for R_{k+1}..R_{S-1}
         kept = np.cumsum(E, axis=depth)  # Σ_{j < R_k} E_{k+1}[b, j, ..]
-        tail = _tail(sig2[k], rest2[k]).reshape(sig2[k].shape + (1,) * later)
-        E = tail + kept
+        E = tail(sig2[k], rest2[k]).reshape(sig2[k].shape + (1,) * later) + kept
     return E
 
 
@@ -51,7 +50,7 @@ def nested_error2(
     """Squared absolute error of one rank tuple (same formula, only the kept branches)."""
     levels = len(sig2)
     idx = tuple(slice(0, r) for r in ranks[:-1])
-    E = _tail(sig2[-1][idx], rest2[-1][idx])[..., ranks[-1] - 1]
+    E = tail(sig2[-1][idx], rest2[-1][idx])[..., ranks[-1] - 1]
     for k in range(levels - 2, -1, -1):
         b = tuple(slice(0, r) for r in ranks[:k])
         s = sig2[k][b]
@@ -60,7 +59,7 @@ def nested_error2(
     return float(E)
 
 
-def _grids(M: Sequence[int]) -> list[np.ndarray]:
+def grids(M: Sequence[int]) -> list[np.ndarray]:
     """Broadcastable rank grids R_k = 1..M_k, one axis per level."""
     out = []
     for k, m in enumerate(M):
@@ -72,7 +71,7 @@ def _grids(M: Sequence[int]) -> list[np.ndarray]:
 
 def params_table(d: Sequence[int], M: Sequence[int], form: str) -> np.ndarray:
     """n_params of every rank tuple ``R <= M`` (same indexing as the error tables)."""
-    R = _grids(M)
+    R = grids(M)
     if form == "nested":
         total = np.zeros([1] * len(M), dtype=np.int64)
         P = np.ones([1] * len(M), dtype=np.int64)
@@ -85,19 +84,6 @@ def params_table(d: Sequence[int], M: Sequence[int], form: str) -> np.ndarray:
     for k in range(len(d)):
         total = total + bounds[k] * bounds[k + 1] * d[k]
     return np.broadcast_to(total, tuple(M))
-
-
-def chain_params(d: Sequence[int], ranks: Sequence[int]) -> int:
-    b = (1, *ranks, 1)
-    return sum(b[k] * b[k + 1] * d[k] for k in range(len(d)))
-
-
-def nested_params(d: Sequence[int], ranks: Sequence[int]) -> int:
-    total, P = 0, 1
-    for k, r in enumerate(ranks):
-        P *= r
-        total += P * d[k]
-    return total + P * d[-1]
 
 
 def select_from_tables(

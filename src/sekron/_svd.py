@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._backend import like, sq_norm, to_numpy
+from ._backend import eps, like, sq_norm, to_numpy
 
 METHODS = ("auto", "exact", "gram", "randomized")
 # "auto" switches to the Gram path for levels at least this large and this rectangular
@@ -52,10 +52,6 @@ def _exact(B: Any, X: Any, k: int) -> Level:
     return Level(U[:, :, :k], Y, s2[:, :k], s2[:, k:].sum(axis=1))
 
 
-def _eps(X: Any) -> float:
-    return float(np.finfo(np.dtype(str(X.dtype).rsplit(".", 1)[-1])).eps)
-
-
 def _gram(B: Any, X: Any, k: int) -> Level:
     """Eigen-decomposition of X Xᵀ (wide X) or XᵀX (tall X): no copy of X is made.
 
@@ -69,7 +65,7 @@ def _gram(B: Any, X: Any, k: int) -> Level:
         w, V = B.eigh(G)
         w_np = np.clip(_np64(w)[:, ::-1], 0.0, None)
         rest2 = w_np[:, k:].sum(axis=1)
-        if k < m and np.any(rest2 < GRAM_RELIABLE * m * _eps(X) * w_np.sum(axis=1)):
+        if k < m and np.any(rest2 < GRAM_RELIABLE * m * eps(X) * w_np.sum(axis=1)):
             return _exact(B, X, k)
         U = B.flip(V, axis=2)[:, :, :k]
         Y = B.matmul(_transpose(B, U), X)
@@ -85,7 +81,7 @@ def _gram(B: Any, X: Any, k: int) -> Level:
     kept = sq_norm(Y, batch=True)
     total = sq_norm(X, batch=True)
     rest2 = np.clip(total - kept, 0.0, None)
-    if k < n and np.any(rest2 < GRAM_RELIABLE * n * _eps(X) * total):
+    if k < n and np.any(rest2 < GRAM_RELIABLE * n * eps(X) * total):
         return _exact(B, X, k)
     return Level(U, Y, w_np[:, :k], rest2)
 

@@ -13,11 +13,18 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _ranks
-from ._backend import get_backend, sq_norm, to_numpy
-from ._plan import Ranks, Shapes, contraction, factor_sizes, full_ranks
+from ._backend import eps, get_backend, like, sq_norm, to_numpy
+from ._plan import (
+    Ranks,
+    Shapes,
+    chain_params,
+    contraction,
+    factor_sizes,
+    full_ranks,
+    nested_params,
+)
 from ._svd import METHODS, truncated_svd
 from ._validation import (
-    _type_name,
     check_form,
     check_max_params,
     check_rank,
@@ -58,7 +65,7 @@ def nested_tree(
     """Recursive nearest-Kronecker SVD of T, batched level by level (one stacked SVD each)."""
     n_levels = len(d) - 1
     X = B.reshape(T, (1, d[0], prod(d[1:])))
-    norm2 = float(_ranks_norm2(B, T))
+    norm2 = float(sq_norm(T))
     Us, sig2s, rest2s, Ms = [], [], [], []
     for k in range(n_levels):
         level = truncated_svd(B, X, caps[k], method, rng)
@@ -73,10 +80,6 @@ def nested_tree(
         X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], rest))
     last = B.reshape(X, (*Ms, d[-1]))
     return NestedTree(Us, last, sig2s, rest2s, tuple(Ms), norm2)
-
-
-def _ranks_norm2(B: Any, T: Any) -> float:
-    return float(sq_norm(T))
 
 
 def _slice_nested(tree: NestedTree, ranks: Ranks, shapes: Shapes, B: Any) -> list[Any]:
@@ -100,7 +103,7 @@ def _choose_nested(
         )
     return _ranks.greedy_select(
         lambda R: _ranks.nested_error2(tree.sig2, tree.rest2, R),
-        lambda R: _ranks.nested_params(d, R),
+        lambda R: nested_params(d, R),
         M,
         tol2=tol2,
         budget=budget,
@@ -157,7 +160,7 @@ def _unfolding_tails(B: Any, T: Any, d: Sequence[int], caps: Sequence[int]) -> l
         G = B.matmul(X, B.transpose(X, (1, 0))) if m <= n else B.matmul(B.transpose(X, (1, 0)), X)
         w = np.clip(np.sort(np.asarray(to_numpy(B.eigh(G)[0]), dtype=np.float64))[::-1], 0, None)
         sig2 = w[: caps[k]]
-        tails.append(_ranks._tail(sig2, np.asarray(w[caps[k] :].sum())))
+        tails.append(_ranks.tail(sig2, np.asarray(w[caps[k] :].sum())))
     return tails
 
 
@@ -174,7 +177,7 @@ def _choose_chain_budget(tails: list[np.ndarray], d: Sequence[int], budget: int)
         return ok
 
     if _ranks.table_fits(M):
-        grids = _ranks._grids(M)
+        grids = _ranks.grids(M)
         E = sum(t.reshape(g.shape) for t, g in zip(tails, grids, strict=True))
         E = np.where(valid(grids), E, np.inf)
         return _ranks.select_from_tables(
@@ -184,7 +187,7 @@ def _choose_chain_budget(tails: list[np.ndarray], d: Sequence[int], budget: int)
         lambda R: sum(float(t[r - 1]) for t, r in zip(tails, R, strict=True))
         if valid(R)
         else np.inf,
-        lambda R: _ranks.chain_params(d, R),
+        lambda R: chain_params(d, R),
         M,
         tol2=None,
         budget=budget,
@@ -223,8 +226,7 @@ def _als(
 
     def residual2(fs: list[Any]) -> float:
         That = contraction(rec_eq, *(tuple(f.shape) for f in fs))(*fs)
-        diff = T - That
-        return float(to_numpy(B.sum(diff * diff)))
+        return float(sq_norm(T - That))
 
     best, best_err2 = list(flat), residual2(flat)
     current = list(flat)
@@ -259,9 +261,9 @@ def _als(
             rhs = B.reshape(rhs, (p, d_k := current[k].shape[-1]))
             w, V = B.eigh(G)
             w_np = np.asarray(to_numpy(w), dtype=np.float64)
-            cutoff = max(w_np.max(), 0.0) * p * np.finfo(np.dtype(str(T.dtype).split(".")[-1])).eps
+            cutoff = max(w_np.max(), 0.0) * p * eps(T)  # pseudo-inverse of the Gram matrix
             inv = np.where(w_np > cutoff, 1.0 / np.where(w_np > cutoff, w_np, 1.0), 0.0)
-            inv_b = B.reshape(_like_vec(B, inv, T), (1, p))
+            inv_b = B.reshape(like(inv, T), (1, p))
             Vt = B.transpose(V, (1, 0))
             sol = B.matmul(V * inv_b, B.matmul(Vt, rhs))
             current[k] = B.reshape(sol, (*own, d_k))
@@ -271,12 +273,6 @@ def _als(
         else:
             break
     return best, best_err2
-
-
-def _like_vec(B: Any, v: np.ndarray, ref: Any) -> Any:
-    from ._backend import like
-
-    return like(v, ref)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -413,7 +409,7 @@ def decompose(
     full = full_ranks(checked, form)
     caps = full if caps_user is None else tuple(min(c, f) for c, f in zip(caps_user, full, strict=True))
     T = rearrange_unchecked(B, t, checked)
-    norm2 = _ranks_norm2(B, T)
+    norm2 = float(sq_norm(T))
     tol2 = None if tol_v is None else tol_v**2 * norm2
     if svd == "auto" and tol_v is not None and tol_v < 1e-3:
         svd = "exact"  # the rank tables must resolve tiny singular values
@@ -459,6 +455,3 @@ def _unreachable(
         )
     return ValueError(f"no ranks within the cap rank={caps!r} fit max_params={budget!r}.")
 
-
-# keep the name importable for tools that introspect kinds of error
-_ = _type_name

@@ -32,8 +32,16 @@ from typing import Any, overload
 import numpy as np
 
 from . import _ranks
-from ._backend import get_backend, to_numpy
-from ._plan import Ranks, Shapes, factor_sizes, full_ranks, rearrange_plan
+from ._backend import get_backend, sq_norm, to_numpy
+from ._plan import (
+    Ranks,
+    Shapes,
+    chain_params,
+    factor_sizes,
+    full_ranks,
+    nested_params,
+    rearrange_plan,
+)
 from ._svd import METHODS, truncated_svd
 from ._validation import _type_name, check_form, check_positive_int, check_tensor, is_int
 from .decomposition import NestedTree, _choose_chain_budget, _choose_nested, decompose
@@ -304,7 +312,7 @@ class _Spectrum:
     def __init__(self, sig2: np.ndarray, rest2: float) -> None:
         self.sig2, self.rest2, self.cap = sig2, rest2, int(sig2.shape[0])
         # _tail[R-1] = best squared error at rank R (R = 1..cap), then 0 past the cap
-        self._tail = np.concatenate([_ranks._tail(sig2, np.asarray(rest2)), [0.0]])
+        self._tail = np.concatenate([_ranks.tail(sig2, np.asarray(rest2)), [0.0]])
 
     def tail(self, length: int) -> np.ndarray:
         """``tail[R-1]``: squared error of the best rank-R approximation, R = 1..length."""
@@ -335,8 +343,7 @@ class _Engine:
         self.U: dict[tuple[int, ...], Any] = {}
         self.u_bytes = 0
         self.y_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
-        flat = self.B.reshape(t, (-1,))
-        self.norm2 = float(to_numpy(self.B.sum(flat * flat)))
+        self.norm2 = float(sq_norm(t))
 
     # -- level 1 ---------------------------------------------------------------------------
     def _matrix(self, a: tuple[int, ...]) -> Any:
@@ -597,9 +604,9 @@ def _run(
 
     def record(job: _Job, bi: int, ranks: Ranks, err2: float) -> None:
         n = (
-            _ranks.nested_params(job.d, ranks)
+            nested_params(job.d, ranks)
             if job.form == "nested"
-            else _ranks.chain_params(job.d, ranks)
+            else chain_params(job.d, ranks)
         )
         rel = 0.0 if eng.norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / eng.norm2))
         evaluated[bi].append(Candidate(job.shapes, job.form, ranks, n, rel, t))

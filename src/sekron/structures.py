@@ -23,8 +23,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import _ranks
-from ._backend import get_backend, like, to_numpy
-from ._plan import Ranks, Shapes, factor_sizes, full_ranks
+from ._backend import get_backend, like, sq_norm, to_numpy
+from ._plan import Ranks, Shapes, chain_params, factor_sizes, full_ranks
 from ._plan import n_params as _sekron_params
 from ._validation import (
     _type_name,
@@ -70,16 +70,11 @@ def _tensorly_random_state(random_state: Any) -> np.random.RandomState:
     return np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
 
 
-def _measured_error(B: Any, tensor: Any, st: SeKronTensor) -> float:
-    """``||W - Ŵ|| / ||W||`` computed on the input's backend (0 for a zero tensor)."""
-    diff = st.to_tensor() - tensor
-    num = float(to_numpy(B.sum(diff * diff)))
-    den = float(to_numpy(B.sum(tensor * tensor)))
-    return 0.0 if den == 0.0 else float(np.sqrt(num / den))
-
-
-def _finish(t: Any, backend: str, st: SeKronTensor) -> SeKronTensor:
-    return st.with_error(_measured_error(get_backend(backend), t, st))
+def _finish(t: Any, st: SeKronTensor) -> SeKronTensor:
+    """``st`` with ``.error`` the measured ``||W - Ŵ|| / ||W||`` (0 for a zero tensor)."""
+    den = float(sq_norm(t))
+    num = float(sq_norm(st.to_tensor() - t))
+    return st.with_error(0.0 if den == 0.0 else float(np.sqrt(num / den)))
 
 
 def _to_input(arrays: Sequence[np.ndarray], ref: Any) -> list[Any]:
@@ -159,13 +154,26 @@ def _minimal_tucker(t: Sequence[int], kept: int = 1) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------------------------
 # HOSVD rank selection (Tucker, Tucker-2)
 # ----------------------------------------------------------------------------------------------
+def _budget_ranks(
+    name: str, X: np.ndarray, modes: Sequence[int], count: Callable[[Sequence[Any]], Any],
+    budget: int, kept: int = 1,
+) -> tuple[int, ...]:
+    """Tucker-style ranks of ``modes`` for a budget: :func:`_choose_hosvd` on ``X``'s spectra."""
+    smallest = count((1,) * len(modes))
+    if budget < smallest:
+        raise _too_small(name, budget, smallest)
+    chosen = _choose_hosvd(_mode_tails(X, modes), count, budget, kept)
+    assert chosen is not None  # all-ones ranks fit and are always usable
+    return chosen
+
+
 def _mode_tails(X: np.ndarray, modes: Sequence[int]) -> list[np.ndarray]:
     """``tail[k][t-1]``: energy outside the leading t left singular vectors of unfolding k."""
     tails = []
     for m in modes:
         M = np.moveaxis(X, m, 0).reshape(X.shape[m], -1)
         w = np.clip(np.linalg.eigvalsh(M @ M.T)[::-1], 0.0, None)
-        tails.append(_ranks._tail(w, np.asarray(0.0)))
+        tails.append(_ranks.tail(w, np.asarray(0.0)))
     return tails
 
 
@@ -185,7 +193,7 @@ def _choose_hosvd(
         return ok
 
     if _ranks.table_fits(M):
-        grids = _ranks._grids(M)
+        grids = _ranks.grids(M)
         E = sum(t.reshape(g.shape) for t, g in zip(tails, grids, strict=True))
         E = np.where(usable(grids), E, np.inf)
         P = np.broadcast_to(count(grids), tuple(M))
@@ -270,7 +278,7 @@ class TT(Structure):
     def n_params(self, tensor_shape: Sequence[int], rank: Any = None) -> int:
         """``Σ_k r_{k-1} n_k r_k`` at the capped ranks."""
         shape = _check_tensor_shape(tensor_shape, self.min_modes, "TT")
-        return _ranks.chain_params(shape, self._ranks(shape, rank))
+        return chain_params(shape, self._ranks(shape, rank))
 
     def fit(
         self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
@@ -284,7 +292,7 @@ class TT(Structure):
             t, one_mode_shapes(shape), ranks, form="chain", max_params=budget,
             random_state=random_state,
         )
-        return _finish(t, backend, st)
+        return _finish(t, st)
 
 
 @dataclass(frozen=True)
@@ -377,7 +385,7 @@ class TR(Structure):
             )
             tr = tensor_ring(X, rank=q, random_state=rs)
         st = SeKronTensor(_tr_factors(get_backend(backend), _to_input(tr.factors, t)), "nested")
-        return _finish(t, backend, st)
+        return _finish(t, st)
 
 
 @dataclass(frozen=True)
@@ -451,7 +459,7 @@ class CP(Structure):
                          random_state=rs)
         weights, *factors = _to_input([cp.weights, *cp.factors], t)
         st = SeKronTensor(_cp_factors(get_backend(backend), weights, factors), "nested")
-        return _finish(t, backend, st)
+        return _finish(t, st)
 
 
 @dataclass(frozen=True)
@@ -511,21 +519,16 @@ class Tucker(Structure):
         ranks = self._ranks(shape, rank)
         X = np.asarray(to_numpy(t), dtype=np.float64)
         if budget is not None:
-            smallest = self._count(shape, (1,) * len(shape))
-            if budget < smallest:
-                raise _too_small("Tucker", budget, smallest)
-            chosen = _choose_hosvd(
-                _mode_tails(X, range(len(shape))), lambda g: self._count(shape, g), budget
+            ranks = _budget_ranks(
+                "Tucker", X, range(len(shape)), lambda g: self._count(shape, g), budget
             )
-            assert chosen is not None
-            ranks = chosen
         rs = _tensorly_random_state(random_state)
         with thread_backend("numpy"):
             tk = tucker(X, rank=list(ranks), n_iter_max=self.n_iter_max, init="svd",
                         tol=self.tol, random_state=rs)
         core, *factors = _to_input([tk.core, *tk.factors], t)
         st = SeKronTensor(_tucker_factors(get_backend(backend), core, factors), "nested")
-        return _finish(t, backend, st)
+        return _finish(t, st)
 
 
 @dataclass(frozen=True)
@@ -592,14 +595,9 @@ class Tucker2(Structure):
         ranks: tuple[int, ...] = self._ranks(shape, rank)
         X = np.asarray(to_numpy(t), dtype=np.float64)
         if budget is not None:
-            smallest = self._count(shape, (1, 1))
-            if budget < smallest:
-                raise _too_small("Tucker2", budget, smallest)
-            chosen = _choose_hosvd(
-                _mode_tails(X, (0, 1)), lambda g: self._count(shape, g), budget, prod(shape[2:])
+            ranks = _budget_ranks(
+                "Tucker2", X, (0, 1), lambda g: self._count(shape, g), budget, prod(shape[2:])
             )
-            assert chosen is not None
-            ranks = chosen
         rs = _tensorly_random_state(random_state)
         with thread_backend("numpy"):
             (core, (UF, UC)), _ = partial_tucker(
@@ -619,7 +617,7 @@ class Tucker2(Structure):
             B.reshape(A2, (*ranks, *shapes[1])),
             B.reshape(A3, (*ranks, *shapes[2])),
         ]
-        return _finish(t, backend, SeKronTensor(factors, "nested"))
+        return _finish(t, SeKronTensor(factors, "nested"))
 
 
 def _ctx_of(B: Any, x: Any) -> dict[str, Any]:
@@ -763,7 +761,7 @@ def _general_fit(
     t, backend = check_tensor(tensor)
     shapes = structure.shapes_for(tuple(int(v) for v in t.shape))
     st = decompose(t, shapes, rank, form=form, max_params=budget, random_state=random_state)
-    return _finish(t, backend, st)
+    return _finish(t, st)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._backend import to_numpy
+from ._backend import numpy_dtype, to_numpy
 from ._plan import Ranks, Shapes, full_ranks, tensor_shape
 
 __all__ = [
@@ -31,11 +31,7 @@ def tolerance(dtype: Any) -> float:
 
     About 6e-8 for float64 and 1.4e-3 for float32. Accepts numpy, torch and jax dtypes.
     """
-    try:
-        np_dtype = np.dtype(dtype)
-    except TypeError:  # torch dtypes: "torch.float32"
-        np_dtype = np.dtype(str(dtype).rsplit(".", 1)[-1])
-    return 4.0 * float(np.sqrt(np.finfo(np_dtype).eps))
+    return 4.0 * float(np.sqrt(np.finfo(numpy_dtype(dtype)).eps))
 
 
 def rel_error(actual: Any, expected: Any) -> float:
