@@ -47,6 +47,14 @@ def _pair(value: Any, name: str, n_spatial: int, *, minimum: int) -> Pair:
     return (1, out[0]) if n_spatial == 1 else (out[0], out[1])
 
 
+def _check_method_groups(method: object, groups: object) -> int:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
+        raise ValueError(f"groups must be a positive int; got {groups!r}.")
+    return int(groups)
+
+
 def _check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
     if not isinstance(st, SeKronTensor):
         raise TypeError(f"st must be a sekron.SeKronTensor; got {_type_name(st)}.")
@@ -346,12 +354,8 @@ def conv2d(
     >>> bool(torch.allclose(y, F.conv2d(x, st.to_tensor(), padding=1)))
     True
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+    groups = _check_method_groups(method, groups)
     st = _check_st(st, 2, "conv2d")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive int; got {groups!r}.")
-    groups = int(groups)
     if groups > 1 and method == "factorized":
         raise ValueError(
             f"method='factorized' supports groups=1 only; got groups={groups}. "
@@ -411,12 +415,9 @@ def conv1d(
     >>> bool(torch.allclose(y, F.conv1d(x, st.to_tensor(), stride=2)))
     True
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
+    groups = _check_method_groups(method, groups)
     st = _check_st(st, 1, "conv1d")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive int; got {groups!r}.")
-    x = _check_x(x, st, int(groups), 1, "conv1d")
+    x = _check_x(x, st, groups, 1, "conv1d")
     stride_p = _pair(stride, "stride", 1, minimum=1)
     dilation_p = _pair(dilation, "dilation", 1, minimum=1)
     padding_c = _check_padding(padding, 1, stride_p)
@@ -425,7 +426,7 @@ def conv1d(
     if not isinstance(padding_c, str):
         padding_c = (0, padding_c[1])
     out = conv2d(
-        x.unsqueeze(-2), _as_2d(st), bias, stride_p, padding_c, dilation_p, int(groups),
+        x.unsqueeze(-2), _as_2d(st), bias, stride_p, padding_c, dilation_p, groups,
         method=method, measure=measure,
     )
     return out.squeeze(-2)
