@@ -189,7 +189,8 @@ def write(results: dict[str, Any], out: Path) -> None:
         lines.append(f"| {r['shapes']} | {r['rank']} | {r['decompose_s']:.3f} | "
                      f"{r['decompose_exact_s']:.3f} | {r['level1_svd_s']:.3f} | "
                      f"{r['ratio_to_floor']:.2f} | {r['exact_ratio_to_floor']:.2f} |")
-    lines += ["", "## Peak memory (peak RSS above the baseline with the tensor allocated, fresh process)", "",
+    lines += ["", "## Peak memory (peak RSS above the baseline with the tensor allocated, "
+              "fresh process)", "",
               "| shape | form | svd | rank | tensor MB | extra peak MB | x tensor |",
               "|---|---|---|---|---|---|---|"]
     for r in results["memory"]:

@@ -63,7 +63,7 @@ def unfolding_errors(W: np.ndarray, shapes, ranks) -> list[float]:
     return out
 
 
-# -- identities and exactness -----------------------------------------------------------------------
+# -- identities and exactness ---------------------------------------------------------------------
 @given(p=sekron_problems())
 def test_reported_error_equals_measured(p: Problem) -> None:
     st_ = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form)
@@ -146,7 +146,7 @@ def test_error_is_monotone_in_each_rank(p: Problem, data) -> None:
     assert more.error <= base.error + TOL64
 
 
-# -- planted tensors ---------------------------------------------------------------------------------
+# -- planted tensors ------------------------------------------------------------------------------
 def test_planted_chain_is_recovered_at_its_ranks(backend, float_dtype) -> None:
     @settings(max_examples=backend.max_examples)
     @given(ks=kron_shapes(min_factors=2, max_factors=4, max_modes=3),
@@ -194,7 +194,7 @@ def test_refine_never_increases_the_error(p: Problem, sweeps: int) -> None:
     assert refined.ranks == base.ranks
 
 
-# -- rank selection: tol and max_params ---------------------------------------------------------------
+# -- rank selection: tol and max_params -----------------------------------------------------------
 def all_rank_tuples(shapes, form):
     return itertools.product(*(range(1, f + 1) for f in full_ranks(shapes, form)))
 
@@ -253,7 +253,7 @@ def test_ranks_above_full_rank_are_capped() -> None:
     assert st_.error <= TOL64
 
 
-# -- svd kernels ---------------------------------------------------------------------------------------
+# -- svd kernels ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("svd", ["exact", "gram", "randomized", "auto"])
 @pytest.mark.parametrize("form", ["nested", "chain"])
 def test_every_svd_kernel_reports_the_exact_error(svd: str, form: str) -> None:
@@ -280,7 +280,7 @@ def test_randomized_svd_is_reproducible_with_random_state() -> None:
     np.testing.assert_array_equal(a.factors[0], b.factors[0])
 
 
-# -- special inputs -----------------------------------------------------------------------------------
+# -- special inputs -------------------------------------------------------------------------------
 @pytest.mark.parametrize("form", ["nested", "chain"])
 def test_all_zero_tensor_gives_zero_error_and_no_nan(backend, form: str) -> None:
     W = backend.asarray(np.zeros((4, 6, 2)))

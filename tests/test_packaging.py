@@ -35,6 +35,8 @@ def test_readme_python_example_runs_and_prints_what_it_says() -> None:
                          timeout=120, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("nested SeKronTensor of shape (64, 64, 3, 3): 3 factors, ranks (8, 4)")
+    assert lines[0].startswith(
+        "nested SeKronTensor of shape (64, 64, 3, 3): 3 factors, ranks (8, 4)"
+    )
     reported, measured = map(float, lines[1].split())
     assert abs(reported - measured) < 1e-10

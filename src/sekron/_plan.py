@@ -90,7 +90,9 @@ def factor_array_shapes(shapes: Shapes, ranks: Ranks, form: str) -> tuple[tuple[
     """The array shape of every factor (SPEC §2 layouts)."""
     n_factors = len(shapes)
     if form == "nested":
-        return tuple(ranks[: min(k + 1, n_factors - 1)] + tuple(shapes[k]) for k in range(n_factors))
+        return tuple(
+            ranks[: min(k + 1, n_factors - 1)] + tuple(shapes[k]) for k in range(n_factors)
+        )
     bounds = (1, *ranks, 1)
     return tuple((bounds[k], bounds[k + 1], *shapes[k]) for k in range(n_factors))
 

@@ -93,7 +93,9 @@ def check_tensor(tensor: object, name: str = "tensor") -> tuple[Any, str]:
     if t.ndim == 0:
         raise ValueError(f"{name} must have at least one mode; got a 0-d array.")
     if prod(t.shape) == 0:
-        raise ValueError(f"{name} is empty (shape {tuple(t.shape)}); every mode must have size >= 1.")
+        raise ValueError(
+            f"{name} is empty (shape {tuple(t.shape)}); every mode must have size >= 1."
+        )
     finite = _all_finite(t, backend)
     if not finite:
         raise ValueError(f"{name} contains NaN or Inf; decompose needs finite values.")
