@@ -294,7 +294,8 @@ def compress(
         :func:`sekron.search` within the budget, over the 200 most balanced factor
         configurations of the layer (``sekron.torch._layers.SEARCH_MAX_CONFIGS``). A name
         such as ``"cp"``, ``"tucker2"``, ``"tt"``, ``"gkpd"`` or an object of
-        :mod:`sekron.structures`: that structure is fitted to every layer (with ``rank`` or ``compression``).
+        :mod:`sekron.structures`: that structure is fitted to every layer (with ``rank`` or
+        ``compression``).
     shapes : dict of name to shapes, or callable, optional
         Explicit factor shapes, decomposed by :func:`sekron.decompose` (with ``rank``, ``tol``
         or ``compression`` and ``form``): a dict ``{layer name: shapes}`` or a callable
