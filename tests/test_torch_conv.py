@@ -128,6 +128,67 @@ def test_gradcheck_factorized(form: str, stride: object, padding: object) -> Non
     assert torch.autograd.gradcheck(fn, (x, *factors), fast_mode=True)
 
 
+# -- padding deferred to the first stage with a window ------------------------------------------
+# CP (nested, ranks (R, 1, 1)) and TT (chain over (F, Kh, Kw, C)), one mode per factor (SPEC §4)
+CP_LIKE = (((3, 1, 1, 1), (1, 4, 1, 1), (1, 1, 3, 1), (1, 1, 1, 2)), (3, 1, 1), "nested")
+TT_LIKE = (((3, 1, 1, 1), (1, 1, 3, 1), (1, 1, 1, 2), (1, 4, 1, 1)), (2, 2, 2), "chain")
+# the classic pipeline: pointwise C -> R first, then the Kh and Kw windows, then R -> F
+PIPELINE_ORDER = {"nested": (1, 2, 3, 0), "chain": (3, 1, 2, 0)}
+CONV_ARGS = [
+    ((1, 1), (1, 1), (1, 1)),
+    ((2, 1), (2, 1), (1, 2)),
+    ((1, 1), "same", (2, 1)),  # W: total padding 1, split (0, 1), not symmetric
+    ((1, 2), (0, 3), (1, 1)),
+]
+
+
+def _deferred_plan(structure: tuple, layout: str, stride: tuple, padding: object,
+                   dilation: tuple, in_shape: tuple = (2, 4, 7, 6)) -> tuple:
+    shapes, ranks, form = structure
+    kern = random_sekron(shapes, ranks, form=form, backend="pytorch", random_state=2)
+    x = torch.randn(*in_shape, dtype=torch.float64)
+    pad4 = normalize_padding(padding, kern.shape[2:], dilation)
+    plan = conv_plan(kern.shapes, kern.ranks, form, tuple(x.shape), stride, pad4, dilation,
+                     layout, PIPELINE_ORDER[form])
+    return kern, x, pad4, plan
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("structure", [CP_LIKE, TT_LIKE], ids=["cp", "tt"])
+@pytest.mark.parametrize("stride, padding, dilation", CONV_ARGS)
+def test_pointwise_first_stage_runs_unpadded(
+    layout: str, structure: tuple, stride: tuple, padding: object, dilation: tuple
+) -> None:
+    kern, x, pad4, plan = _deferred_plan(structure, layout, stride, padding, dilation)
+    first, h_stage, w_stage = plan.stages[:3]
+    # the input is not padded; the C -> R product sees the 7x6 map; each window pads its dim
+    assert plan.pad == (0, 0, 0, 0) and first.kind == "mm"
+    assert first.macs == 2 * 7 * 6 * 4 * (3 if structure is CP_LIKE else 2)
+    assert h_stage.pad == (pad4[0], pad4[1], 0, 0) and w_stage.pad == (0, 0, pad4[2], pad4[3])
+    got = run_plan(x, kern.factors, plan, layout)
+    expected = F.conv2d(x, kern.to_tensor(), None, stride, padding, dilation)
+    assert got.shape == expected.shape
+    assert rel_error(got, expected) <= RTOL["float64"]
+    assert _counted_macs(partial(run_plan, x, kern.factors, plan, layout)) == plan.macs
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("structure", [CP_LIKE, TT_LIKE], ids=["cp", "tt"])
+def test_gradcheck_deferred_padding(layout: str, structure: tuple) -> None:
+    for stride, padding, dilation in CONV_ARGS:
+        kern, x, _, plan = _deferred_plan(structure, layout, stride, padding, dilation,
+                                          (1, 4, 5, 5))
+        x.requires_grad_(True)
+        factors = tuple(f.clone().requires_grad_(True) for f in kern.factors)
+
+        def fn(x: torch.Tensor, *fs: torch.Tensor, plan: object = plan) -> torch.Tensor:
+            return run_plan(x, fs, plan, layout)
+
+        assert torch.autograd.gradcheck(fn, (x, *factors), fast_mode=True)
+
+
 def test_gradients_equal_dense_gradients() -> None:
     kern = random_sekron([(4, 2, 3, 3), (2, 4, 1, 1)], [3], backend="pytorch", random_state=3)
     x = torch.randn(2, 8, 7, 7, dtype=torch.float64, requires_grad=True)

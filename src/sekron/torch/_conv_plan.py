@@ -19,6 +19,12 @@ into the batch. A stage whose window is 1x1 is a plain (batched) matrix product.
 Stride (SPEC §5.3): in each spatial dim the stride is applied by the stage with the smallest k
 whose extent in that dim is > 1 (it runs last among those that move data spatially); if there is
 none (a 1x1 kernel) the input is subsampled first.
+
+Padding: zero padding commutes with every stage that is 1-wide in that dim (it maps zeros to
+zeros position by position), so each dim is padded just before the first stage (in execution
+order) whose extent in that dim is > 1; the stages before it, typically pointwise channel
+reductions, run on the unpadded map. With no such stage (a 1x1 kernel), or when it is the first
+stage, the input is padded first.
 """
 
 from __future__ import annotations
@@ -54,13 +60,15 @@ class Stage(NamedTuple):
     """One stage: permute/reshape the state, apply factor ``factor`` as a conv or a matmul.
 
     ``perm`` takes the current named axes to the layout this stage reads, ``in_shape`` is the
-    shape the permuted state is reshaped to, ``w_perm``/``w_shape`` give the weight, and
-    ``out_axes``/``out_sizes`` name the axes of the result.
+    shape the permuted state is reshaped to (before the stage's own zero padding ``pad``),
+    ``w_perm``/``w_shape`` give the weight, and ``out_axes``/``out_sizes`` name the axes of the
+    result.
     """
 
     factor: int
     kind: str  # "conv" (F.conv2d) or "mm" (1x1 window: matrix product)
     perm: tuple[int, ...]
+    pad: Pad4  # zero padding this stage applies to its input, (top, bottom, left, right)
     in_shape: tuple[int, ...]
     w_perm: tuple[int, ...]
     w_shape: tuple[int, ...]
@@ -75,7 +83,7 @@ class Stage(NamedTuple):
 class ConvPlan(NamedTuple):
     """A whole factorized convolution: pad, subsample, split channels, stages, final view."""
 
-    pad: Pad4
+    pad: Pad4  # zero padding of the input, before the first stage
     subsample: Pair
     split_shape: tuple[int, ...]  # input (N, c1..cS, H, W) after padding and subsampling
     split_shape_unpadded: tuple[int, ...]  # input (N, c1..cS, H, W) as given
@@ -174,8 +182,18 @@ def conv_plan(
     h = tuple(s[2] for s in shapes)
     w = tuple(s[3] for s in shapes)
     n_batch, _, height, width = in_shape
-    height += padding[0] + padding[1]
-    width += padding[2] + padding[3]
+    # padding: just before the first stage wider than 1 in that dim (see the module notes);
+    # the input itself is padded where that is the first stage or there is none
+    pad_at: list[int | None] = []
+    for ext in (h, w):
+        ks = [k for k in order if ext[k] > 1]
+        pad_at.append(ks[0] if ks and ks[0] != order[0] else None)
+    in_pad = (
+        *(padding[0:2] if pad_at[0] is None else (0, 0)),
+        *(padding[2:4] if pad_at[1] is None else (0, 0)),
+    )
+    height += in_pad[0] + in_pad[1]
+    width += in_pad[2] + in_pad[3]
 
     # stride (SPEC §5.3, for any order): the last-run stage whose extent in that dim is > 1;
     # the stages after it are 1x1 there and commute with subsampling. None: subsample first.
@@ -225,6 +243,13 @@ def conv_plan(
         b = prod(size[a] for a in bt)
         st_h = stride[0] if stride_at[0] == k else 1
         st_w = stride[1] if stride_at[1] == k else 1
+        pad_k = (
+            *(padding[0:2] if pad_at[0] == k else (0, 0)),
+            *(padding[2:4] if pad_at[1] == k else (0, 0)),
+        )
+        in_h, in_w = size["H"], size["W"]
+        size["H"] += pad_k[0] + pad_k[1]
+        size["W"] += pad_k[2] + pad_k[3]
         out_h = conv_output_size(size["H"], h[k], st_h, 0, dil_h[k])
         out_w = conv_output_size(size["W"], w[k], st_w, 0, dil_w[k])
         kind = "mm" if h[k] == w[k] == 1 and st_h == st_w == 1 else "conv"
@@ -233,15 +258,15 @@ def conv_plan(
             # result channels-last with the f digits adjacent, so no final copy is needed
             rest = tuple(a for a in bt if a != "n")
             order_in = ("n", "H", "W", *rest, *G, *K)
-            in_shape_k = (b, size["H"], size["W"], g * kk)
+            in_shape_k = (b, in_h, in_w, g * kk)
             out_axes = ("n", "H", "W", *rest, *G, *Out)
         elif layout == "nhwc":
             order_in = (*bt, "H", "W", *G, *K)
-            in_shape_k = (b, size["H"], size["W"], g * kk)
+            in_shape_k = (b, in_h, in_w, g * kk)
             out_axes = (*bt, "H", "W", *G, *Out)
         else:
             order_in = (*bt, *G, *K, "H", "W")
-            in_shape_k = (b, g * kk, size["H"], size["W"])
+            in_shape_k = (b, g * kk, in_h, in_w)
             out_axes = (*bt, *G, *Out, "H", "W")
         perm = tuple(axes.index(a) for a in order_in)
         size["H"], size["W"] = out_h, out_w
@@ -252,6 +277,7 @@ def conv_plan(
                 factor=k,
                 kind=kind,
                 perm=perm,
+                pad=pad_k,
                 in_shape=in_shape_k,
                 w_perm=w_perm,
                 w_shape=(g * o, kk, h[k], w[k]),
@@ -268,7 +294,7 @@ def conv_plan(
     final_perm = tuple(axes.index(a) for a in final)
     out_shape = (n_batch, prod(f), size["H"], size["W"])
     return ConvPlan(
-        padding, sub, split_shape, split_unpadded, tuple(stages), final_perm, out_shape, total
+        in_pad, sub, split_shape, split_unpadded, tuple(stages), final_perm, out_shape, total
     )
 
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from .._plan import Ranks, Shapes
 from .._validation import _type_name, is_int
-from ._conv_plan import factorized_macs
+from ._conv_plan import Pad4, factorized_macs
 
 __all__ = ["count_macs", "count_params", "dense_conv_macs", "sekron_conv_macs"]
 
@@ -110,7 +110,9 @@ def sekron_conv_macs(
         with ``N = L = 1``.
     stride, dilation : int or (int, int)
     padding : (top, bottom, left, right)
-        Explicit padding of the input (applied once, before the first stage).
+        Zero padding, as :func:`sekron.torch.conv2d` applies it: each dim just before the
+        first stage whose window is wider than 1 there (stages before it see the unpadded
+        map), or to the input when there is none or it is the first stage.
     batch : int
         Batch size N.
 
@@ -156,19 +158,16 @@ def dense_conv_macs(weight_shape: Sequence[int], out_numel: int, groups: int = 1
 # ----------------------------------------------------------------------------------------------
 # running a model with hooks
 # ----------------------------------------------------------------------------------------------
-def _padding_tblr(layer: Any, in_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Explicit (top, bottom, left, right) padding of a conv-like layer for an input size."""
-    pad = layer.padding
-    if isinstance(pad, str):
-        if pad == "valid":
-            return (0, 0, 0, 0)
-        out = []
-        for d, k in zip(_pair(layer.dilation), layer.kernel_size, strict=True):
-            total = d * (k - 1)
-            out += [total // 2, total - total // 2]
-        return (out[0], out[1], out[2], out[3])
-    ph, pw = _pair(pad)
-    return (ph, ph, pw, pw)
+def _sekron_layer_padding(layer: Any, in_hw: tuple[int, int]) -> tuple[tuple[int, int], Pad4]:
+    """(input size the conv sees, its zero padding (top, bottom, left, right)) for a
+    SeKronConv2d: where the layer pads with ``F.pad`` first (other padding modes, asymmetric
+    "same"), the conv gets the padded input; otherwise it pads (zeros) itself."""
+    h, w = in_hw
+    if layer._pad is not None:
+        left, right, top, bottom = layer._pad
+        h, w = h + top + bottom, w + left + right
+    ph, pw = layer._conv_padding
+    return (h, w), (ph, ph, pw, pw)
 
 
 def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int | None:
@@ -176,7 +175,7 @@ def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int 
     from ._layers import SeKronConv2d
 
     if isinstance(module, SeKronConv2d):
-        in_hw = (int(inp.shape[-2]), int(inp.shape[-1]))
+        in_hw, pad4 = _sekron_layer_padding(module, (int(inp.shape[-2]), int(inp.shape[-1])))
         batch = prod(int(v) for v in inp.shape[:-3])
         return sekron_conv_macs(
             module.shapes,
@@ -184,7 +183,7 @@ def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int 
             module.form,
             in_hw,
             stride=module.stride,
-            padding=_padding_tblr(module, in_hw),
+            padding=pad4,
             dilation=module.dilation,
             batch=batch,
         )

@@ -34,6 +34,12 @@ Pair = tuple[int, int]
 # validation (once, at the public boundary)
 # ----------------------------------------------------------------------------------------------
 def _pair(value: Any, name: str, n_spatial: int, *, minimum: int) -> Pair:
+    # fast path for the common cases (this runs on every call; see the overhead benchmark)
+    if type(value) is int and value >= minimum:
+        return (value, value) if n_spatial == 2 else (1, value)
+    if (type(value) is tuple and len(value) == n_spatial == 2 and type(value[0]) is int
+            and type(value[1]) is int and value[0] >= minimum and value[1] >= minimum):
+        return value
     items = value if isinstance(value, tuple | list) else (value,) * n_spatial
     if len(items) != n_spatial or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
@@ -129,13 +135,17 @@ def _run_stage(z: torch.Tensor, w: torch.Tensor, stage: Any, layout: str) -> tor
             else:
                 out = torch.matmul(w.reshape(g, o, kk), zm)
         return out.reshape(stage.out_sizes)
+    zc = z.reshape(stage.in_shape)
     if layout == "nhwc":
-        zc = z.reshape(stage.in_shape).permute(0, 3, 1, 2)
+        zc = zc.permute(0, 3, 1, 2)
+    top, bottom, left, right = stage.pad
+    if top == bottom and left == right:
+        out = F.conv2d(zc, w, None, stage.stride, (top, left), stage.dilation, stage.groups)
+    else:
+        zc = F.pad(zc, (left, right, top, bottom))
         out = F.conv2d(zc, w, None, stage.stride, 0, stage.dilation, stage.groups)
-        return out.permute(0, 2, 3, 1).reshape(stage.out_sizes)
-    out = F.conv2d(
-        z.reshape(stage.in_shape), w, None, stage.stride, 0, stage.dilation, stage.groups
-    )
+    if layout == "nhwc":
+        out = out.permute(0, 2, 3, 1)
     return out.reshape(stage.out_sizes)
 
 
@@ -149,6 +159,8 @@ def _pad_permuted(x: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
     top, bottom, left, right = plan.pad
     perm = plan.stages[0].perm
     z0 = x.reshape(plan.split_shape_unpadded).permute(perm)
+    if not (top or bottom or left or right):
+        return z0  # the first stage's reshape copies only if its layout needs it
     h_pos, w_pos = perm.index(len(perm) - 2), perm.index(len(perm) - 1)
     shape = list(z0.shape)
     shape[h_pos] += top + bottom
