@@ -350,6 +350,33 @@ def test_auto_measures_only_without_autograd() -> None:
     _auto.clear_cache()
 
 
+@pytest.mark.parametrize("fastest", ["nhwc", "nchw", "dense"])
+def test_auto_caches_the_fastest_measured_candidate(
+    monkeypatch: pytest.MonkeyPatch, fastest: str
+) -> None:
+    """Both factorized layouts are candidates; the cached one runs and equals the dense conv."""
+    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
+                         random_state=0)
+    x = torch.randn(2, 64, 9, 9)
+    timed: list[tuple[str, ...]] = []
+
+    def fake_time(candidates: dict, device: object) -> dict:
+        timed.append(tuple(candidates))
+        return {name: (0.1 if name == fastest else 1.0) for name in candidates}
+
+    monkeypatch.setattr(_auto, "_time", fake_time)
+    _auto.clear_cache()
+    with torch.no_grad():
+        y = conv2d(x, kern, padding=1)
+        y2 = conv2d(x, kern, padding=1)  # from the cache
+    assert timed == [("dense", "nhwc", "nchw")]
+    want = ("reconstructed", "nchw") if fastest == "dense" else ("factorized", fastest)
+    assert list(_auto.cached_choices().values()) == [want]
+    expected = F.conv2d(x, kern.to_tensor(), padding=1)
+    assert rel_error(y, expected) <= RTOL["float32"] and rel_error(y2, expected) <= 1e-5
+    _auto.clear_cache()
+
+
 def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
     kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
                          random_state=0)

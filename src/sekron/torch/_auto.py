@@ -4,10 +4,11 @@ A choice is made per key ``(signature, input shape, stride, padding, dilation, d
 
 1. Cost model first: if the factorized plan needs more than ``1 / MIN_MAC_RATIO`` of the dense
    multiply-adds it cannot win by enough, and "reconstructed" is chosen (and cached) at once.
-2. Otherwise, when measuring is allowed, both candidates (the factorized plan, channels-last,
-   and kernel-building + dense conv) are timed ``_REPEATS`` times, interleaved, after a warm-up;
-   the factorized plan is cached as the choice only if its median time is below ``MARGIN``
-   times the dense one's. The margin is wide on purpose: a wrong "factorized" costs more than
+2. Otherwise, when measuring is allowed, the candidates (the factorized plan with
+   channels-last stages, the same plan with channels-first stages, and kernel-building + dense
+   conv) are timed ``_REPEATS`` times, interleaved, after a warm-up; the faster factorized
+   layout is cached as the choice only if its median time is below ``MARGIN`` times the dense
+   one's. The margin is wide on purpose: a wrong "factorized" costs more than
    a missed one, and a single measurement on a shared machine is noisy.
    Measuring is allowed only with autograd off, outside tracing/scripting/compiling, and
    when neither the ``measure=False`` argument nor ``SEKRON_AUTO_MEASURE=0`` forbids it.
@@ -37,6 +38,8 @@ __all__ = [
 MIN_MAC_RATIO = 2.0
 MODEL_MAC_RATIO = 4.0
 _REPEATS = 7
+# timed candidates: the reconstructed kernel's dense conv and the plan in both layouts
+_CANDIDATES = ("dense", "nhwc", "nchw")
 # the factorized plan must beat the dense conv by this factor to be chosen (timing noise)
 MARGIN = 0.8
 _CACHE: dict[tuple[Any, ...], tuple[str, str]] = {}
@@ -116,11 +119,11 @@ def choose(
     if not _measuring_allowed(measure):
         return ("factorized", "nhwc") if ratio >= MODEL_MAC_RATIO else ("reconstructed", "nchw")
     with torch.no_grad():
-        names = {"dense": "dense", "nhwc": "nhwc"}
         timings = _time(
-            {n: make(x, st, stride, pad4, dilation, layout) for n, layout in names.items()},
+            {layout: make(x, st, stride, pad4, dilation, layout) for layout in _CANDIDATES},
             x.device,
         )
-    fast = timings["nhwc"] < MARGIN * timings["dense"]
-    _CACHE[key] = ("factorized", "nhwc") if fast else ("reconstructed", "nchw")
+    layout = min(("nhwc", "nchw"), key=timings.__getitem__)
+    fast = timings[layout] < MARGIN * timings["dense"]
+    _CACHE[key] = ("factorized", layout) if fast else ("reconstructed", "nchw")
     return _CACHE[key]
