@@ -97,6 +97,22 @@ def test_two_factor_best_beats_every_specific_configuration(seed: int, c: float)
         assert res.best.rel_error <= other.error + tolerance(W.dtype)
 
 
+@pytest.mark.parametrize("c", [2.0, 4.0])
+def test_every_three_factor_error_equals_decompose(c: float) -> None:
+    # both forms of one configuration share level-2 work (the chain sums the nested level's
+    # Grams when d3 <= d2): every candidate must still equal decompose's exact error
+    W = np.random.default_rng(3).standard_normal((8, 6, 4))
+    res = search(W, compression=c, exhaustive=True, progress=False)
+    tol = tolerance(W.dtype)
+    three = [x for x in res.all if len(x.shapes) == 3]
+    assert {x.form for x in three} == {"nested", "chain"}
+    assert any(prod(x.shapes[2]) <= prod(x.shapes[1]) for x in three)
+    assert any(prod(x.shapes[2]) > prod(x.shapes[1]) for x in three)
+    for x in three:
+        st_ = sekron.decompose(W, x.shapes, rank=x.ranks, form=x.form)
+        assert abs(st_.error - x.rel_error) <= tol, x
+
+
 @pytest.mark.parametrize("c", [2.0, 5.0])
 def test_pruning_keeps_the_best(c: float) -> None:
     W = np.random.default_rng(1).standard_normal((8, 8, 3, 3))

@@ -304,6 +304,32 @@ class _Job:
     lower2: list[float] = field(default_factory=list)  # per budget: lower bound on err²
 
 
+def _eigvals_desc(G: Any) -> np.ndarray:
+    """Eigenvalues of a stack of symmetric PSD Grams (P, m, m), descending, clipped at 0."""
+    w = np.linalg.eigvalsh(np.asarray(to_numpy(G), dtype=np.float64))[:, ::-1]
+    return np.clip(w, 0.0, None)
+
+
+def _deep_order(deep: list[_Job]) -> list[_Job]:
+    """Jobs with S >= 3, grouped so that shared work is done once and most promising first.
+
+    Jobs are grouped by first factor (its level-1 remainders ``Uᵀ X`` are computed once per
+    group) and then by configuration (nested before chain: for S = 3 the chain reuses the
+    nested level's Grams); groups and configurations with the lowest lower bound come first,
+    so that pruning against the best error found so far bites early.
+    """
+    cfg: dict[Shapes, float] = {}
+    for j in deep:
+        cfg[j.shapes] = min(cfg.get(j.shapes, np.inf), min(j.lower2))
+    first: dict[tuple[int, ...], float] = {}
+    for c, v in cfg.items():
+        first[c[0]] = min(first.get(c[0], np.inf), v)
+    def key(j: _Job) -> tuple[Any, ...]:
+        return (first[j.shapes[0]], j.shapes[0], cfg[j.shapes], j.shapes, j.form != "nested")
+
+    return sorted(deep, key=key)
+
+
 class _Spectrum:
     """Squared singular values of R(W) for ``(a | w / a)``: kept σ² and the energy beyond."""
 
@@ -343,6 +369,7 @@ class _Engine:
         self.U: dict[tuple[int, ...], Any] = {}
         self.u_bytes = 0
         self.y_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.col_grams: tuple[Shapes, Any] | None = None
         self.norm2 = float(sq_norm(t))
 
     # -- level 1 ---------------------------------------------------------------------------
@@ -387,18 +414,22 @@ class _Engine:
         return Y[:rank]
 
     # -- deeper levels ---------------------------------------------------------------------
-    def values2(self, X: Any) -> np.ndarray:
+    def values2(self, X: Any, keep_for: Shapes | None = None) -> np.ndarray:
         """All squared singular values of a stack X (P, m, n), descending, as float64 numpy.
 
         ``"auto"``/``"gram"``: eigenvalues of the smaller Gram matrix; otherwise a thin SVD.
+        With ``keep_for`` (a configuration's shapes), column-side Grams ``XᵀX`` are kept for
+        :meth:`chain_error2` of the same configuration, whose second unfolding's Gram is their
+        sum over the first R_1 branches.
         """
         B = self.B
         m, n = X.shape[1], X.shape[2]
         if self.svd in ("auto", "gram"):
             Xt = B.transpose(X, (0, 2, 1))
             G = B.matmul(X, Xt) if m <= n else B.matmul(Xt, X)
-            w = np.linalg.eigvalsh(np.asarray(to_numpy(G), dtype=np.float64))[:, ::-1]
-            return np.clip(w, 0.0, None)
+            if keep_for is not None and m > n:
+                self.col_grams = (keep_for, G)
+            return _eigvals_desc(G)
         s = np.asarray(to_numpy(B.svd(X, full_matrices=False)[1]), dtype=np.float64)
         return s**2
 
@@ -427,7 +458,7 @@ class _Engine:
             for k in range(1, len(d) - 1):
                 branch = tuple(Ms)
                 if k == len(d) - 2:  # the last level needs singular values only
-                    sv2 = self.values2(X)
+                    sv2 = self.values2(X, keep_for=shapes if len(d) == 3 else None)
                     M = min(caps[k], sv2.shape[1])
                     sig2s.append(sv2[:, :M].reshape(*branch, M))
                     rest2s.append(sv2[:, M:].sum(axis=1).reshape(branch))
@@ -447,6 +478,11 @@ class _Engine:
         err2 = sp.tail_at(ranks[0])
         if len(d) == 2:
             return err2
+        kept = self.col_grams
+        if len(d) == 3 and kept is not None and kept[0] == shapes and kept[1].shape[0] >= ranks[0]:
+            # Σ_{r < R_1} Z_rᵀ Z_r: the Gram of Z (R_1 d_2, d_3) from the nested level's Grams
+            G = kept[1][: ranks[0]].sum(axis=0)
+            return err2 + float(_eigvals_desc(G[None])[0, ranks[1] :].sum())
         B = self.B
         X = self._rest_tensor(shapes, self.level1_Y(shapes[0], ranks[0], self.need[shapes[0]]))
         X = B.reshape(X, (1, ranks[0] * d[1], prod(d[2:])))
@@ -639,8 +675,7 @@ def _run(
                 eng.lower2(job, caps, b) if caps else np.inf
                 for caps, b in zip(job.caps, budgets, strict=True)
             ]
-        deep.sort(key=lambda j: min(j.lower2))
-        for job in deep:
+        for job in _deep_order(deep):
             live = [
                 bi
                 for bi, caps in enumerate(job.caps)
