@@ -177,6 +177,27 @@ def test_interrupt_returns_best_so_far() -> None:
         search(W, compression=4, progress=stop_early)
 
 
+@pytest.mark.parametrize("c", [2.0, 4.0])
+def test_time_limit_returns_a_valid_certificate(c: float) -> None:
+    W = np.random.default_rng(2).standard_normal((8, 8, 3, 3))
+    full = search(W, compression=c, progress=False, exhaustive=True)
+    assert not full.timed_out and full.bound == np.inf and full.certified
+    deep_best = min(x.rel_error for x in full.all if len(x.shapes) >= 3)
+    # a limit that runs out before the first configuration with S >= 3
+    res = search(W, compression=c, progress=False, exhaustive=True, max_seconds=1e-9)
+    assert res.timed_out and not res.interrupted
+    assert res.all and all(len(x.shapes) == 2 for x in res.all)
+    assert {x.shapes for x in res.all} == {x.shapes for x in full.all if len(x.shapes) == 2}
+    # the bound is below every skipped configuration's error, and certifies only when it may
+    assert res.bound <= deep_best + 1e-12
+    assert res.certified == (res.best.rel_error <= res.bound * (1 + 1e-12))
+    if not res.certified:
+        assert "not certified" in repr(res)
+    # pruning alone never leaves the best uncertified
+    pruned = search(W, compression=c, progress=False)
+    assert pruned.certified and pruned.bound >= full.best.rel_error - 1e-12
+
+
 def test_progress_callback_counts_to_total() -> None:
     seen: list[tuple[int, int]] = []
     W = np.random.default_rng(0).standard_normal((4, 4, 3))
@@ -206,6 +227,8 @@ def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
         ({"compression": 2, "forms": ("tt",)}, ValueError, "form must be 'nested' or 'chain'"),
         ({"compression": 2, "max_configs": 0}, ValueError, "max_configs must be a positive"),
         ({"compression": 2, "svd": "fast"}, ValueError, "svd must be one of"),
+        ({"compression": 2, "max_seconds": 0}, ValueError, "max_seconds must be a finite"),
+        ({"compression": 2, "max_seconds": "1"}, TypeError, "max_seconds must be a number"),
     ],
 )
 def test_validation(kwargs, exc, match) -> None:

@@ -126,6 +126,16 @@ class SearchResult(Sequence[Candidate]):
         Configurations skipped because their certified lower bound could not beat the best error.
     interrupted : bool
         True when the search was stopped by KeyboardInterrupt; the result holds what was found.
+    timed_out : bool
+        True when ``max_seconds`` ran out before every configuration was evaluated or pruned.
+    bound : float
+        Certified lower bound on the relative error of every configuration that was *not*
+        evaluated (pruned, or left when stopped early); ``inf`` when every one was evaluated.
+        No structure of a skipped configuration, at any ranks within the budget, can have a
+        lower error than this (Eckart-Young on unfoldings, see :mod:`sekron.search`).
+    certified : bool
+        ``best.rel_error <= bound``: the best candidate is the best over *all* configurations,
+        not only the evaluated ones. Always true after a complete search.
     seconds : float
         Wall time of the search.
     """
@@ -141,6 +151,8 @@ class SearchResult(Sequence[Candidate]):
         n_pruned: int,
         interrupted: bool,
         seconds: float,
+        timed_out: bool = False,
+        bound: float = float("inf"),
     ) -> None:
         self._front = tuple(front)
         self.all = tuple(all_)
@@ -149,6 +161,8 @@ class SearchResult(Sequence[Candidate]):
         self.n_configs = n_configs
         self.n_pruned = n_pruned
         self.interrupted = interrupted
+        self.timed_out = timed_out
+        self.bound = bound
         self.seconds = seconds
 
     @overload
@@ -165,13 +179,22 @@ class SearchResult(Sequence[Candidate]):
     def best(self) -> Candidate:
         return self._front[0]
 
+    @property
+    def certified(self) -> bool:
+        return self.best.rel_error <= self.bound * (1 + 1e-12)
+
     def __repr__(self) -> str:
         head = (
             f"SearchResult for shape {self.tensor_shape}, budget {self.budget:,} params: "
             f"{len(self)} on the front of {len(self.all)} evaluated"
             + (f" ({self.n_pruned} pruned)" if self.n_pruned else "")
             + (", INTERRUPTED" if self.interrupted else "")
+            + (", TIME LIMIT" if self.timed_out else "")
         )
+        if not self.certified:
+            head += (
+                f"\n  not certified: skipped configurations may reach rel. error {self.bound:.4f}"
+            )
         lines = [head]
         for c in self._front[:10]:
             lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
@@ -281,6 +304,19 @@ def _check_budget(max_params: Any, compression: Any, numel: int) -> int:
             f"compression must be a finite number > 1 (numel / n_params); got {compression!r}."
         )
     return max(1, int(numel / c))
+
+
+def check_max_seconds(max_seconds: Any) -> float | None:
+    if max_seconds is None:
+        return None
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, int | float | np.number):
+        raise TypeError(
+            f"max_seconds must be a number > 0 or None; got {max_seconds!r} of type "
+            f"{_type_name(max_seconds)}."
+        )
+    if not (float(max_seconds) > 0 and np.isfinite(max_seconds)):
+        raise ValueError(f"max_seconds must be a finite number > 0; got {max_seconds!r}.")
+    return float(max_seconds)
 
 
 def _check_forms(forms: Any) -> tuple[str, ...]:
@@ -510,8 +546,9 @@ class _Engine:
         R1 = np.arange(1, caps[0] + 1)
         rest = budget - R1 * d[0] - sum(d[1:-2])
         if job.form == "nested":
-            # P = R_1⋯R_{S-1}: Σ_{k>=2} P_k d_k <= rest and P_k <= P, so P (d_{S-1} + d_S) <= rest
-            P = rest // (d[-2] + d[-1])
+            # P = R_1⋯R_{S-1}: Σ_{k>=2} P_k d_k <= rest and P_k <= P, so P (d_{S-1} + d_S) <= rest;
+            # and P is a multiple of R_1
+            P = rest // (d[-2] + d[-1]) // R1 * R1
         else:
             # R_{S-1} (R_{S-2} d_{S-1} + d_S) <= rest, R_{S-2} >= 1 (= R_1 when S = 3)
             left = R1 if len(d) == 3 else 1
@@ -572,9 +609,11 @@ def _run(
     random_state: Any,
     exhaustive: bool,
     progress: bool | Callable[[int, int], Any] | None,
+    max_seconds: float | None = None,
 ) -> list[SearchResult]:
     """Search at several budgets at once (sharing every SVD); one SearchResult per budget."""
     start = time.perf_counter()
+    deadline = None if max_seconds is None else start + max_seconds
     t, backend = check_tensor(tensor)
     shape = tuple(int(s) for s in t.shape)
     top = max(budgets)
@@ -636,7 +675,10 @@ def _run(
     evaluated: list[list[Candidate]] = [[] for _ in budgets]
     best2 = [np.inf for _ in budgets]
     n_pruned = [0 for _ in budgets]
-    interrupted = False
+    skipped2 = [np.inf for _ in budgets]  # lowest lower bound among unevaluated jobs
+    interrupted = timed_out = False
+    order: list[_Job] = []
+    pos = -1  # index in ``order`` of the first job not yet evaluated; -1: deep phase not begun
 
     def record(job: _Job, bi: int, ranks: Ranks, err2: float) -> None:
         n = (
@@ -644,7 +686,7 @@ def _run(
             if job.form == "nested"
             else chain_params(job.d, ranks)
         )
-        rel = 0.0 if eng.norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / eng.norm2))
+        rel = _relative(err2, eng.norm2)
         evaluated[bi].append(Candidate(job.shapes, job.form, ranks, n, rel, t))
         best2[bi] = min(best2[bi], err2)
 
@@ -675,7 +717,11 @@ def _run(
                 eng.lower2(job, caps, b) if caps else np.inf
                 for caps, b in zip(job.caps, budgets, strict=True)
             ]
-        for job in _deep_order(deep):
+        order = _deep_order(deep)
+        for pos, job in enumerate(order):  # noqa: B007 (pos is read after the loop)
+            if deadline is not None and time.perf_counter() > deadline:
+                timed_out = True
+                break
             live = [
                 bi
                 for bi, caps in enumerate(job.caps)
@@ -684,15 +730,25 @@ def _run(
             for bi, caps in enumerate(job.caps):
                 if caps and bi not in live:
                     n_pruned[bi] += 1
+                    skipped2[bi] = min(skipped2[bi], job.lower2[bi])
             if live:
                 _evaluate_deep(eng, job, [(bi, budgets[bi], job.caps[bi]) for bi in live], record)
             pbar.update()
+        else:
+            pos = len(order)
     except KeyboardInterrupt:
         interrupted = True
         if not any(evaluated):
             pbar.close()
             raise
     pbar.close()
+    if pos < 0:  # stopped before the deeper configurations were bounded
+        skipped2 = [0.0 for _ in budgets]
+    else:
+        for job in order[pos:]:
+            for bi, caps in enumerate(job.caps):
+                if caps:
+                    skipped2[bi] = min(skipped2[bi], job.lower2[bi])
 
     seconds = time.perf_counter() - start
     results = []
@@ -711,9 +767,17 @@ def _run(
                 n_pruned=n_pruned[bi],
                 interrupted=interrupted,
                 seconds=seconds,
+                timed_out=timed_out,
+                bound=_relative(skipped2[bi], eng.norm2),
             )
         )
     return results
+
+
+def _relative(err2: float, norm2: float) -> float:
+    if not np.isfinite(err2):
+        return float("inf")
+    return 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
 
 
 def _evaluate_deep(
@@ -752,6 +816,7 @@ def search(
     forms: Sequence[str] = ("nested", "chain"),
     max_configs: int | None = None,
     exhaustive: bool = False,
+    max_seconds: float | None = None,
     svd: str = "auto",
     random_state: Any = None,
     progress: bool | Callable[[int, int], Any] | None = None,
@@ -777,6 +842,14 @@ def search(
         Evaluate every configuration, even those whose certified lower bound cannot beat the best
         error found so far. The best candidate is the same either way; the front may then hold
         more candidates.
+    max_seconds : float > 0, optional
+        Stop evaluating configurations with S >= 3 after this much wall time (the shared
+        level-1 spectra and every 2-factor configuration are always computed; they are exact
+        from the spectra alone). Configurations are evaluated most promising first, so a
+        stopped search returns the best found so far, with ``result.timed_out`` set and a
+        certificate: ``result.bound`` is a certified lower bound on the error of every
+        configuration left unevaluated, and ``result.certified`` says whether the best is the
+        best overall.
     svd : {"auto", "exact", "gram", "randomized"}
         SVD kernel (see :func:`sekron.decompose`). ``"auto"`` uses the Gram kernel for the
         shared level-1 spectra.
@@ -835,6 +908,7 @@ def search(
         max_configs = check_positive_int(max_configs, "max_configs")
     if svd not in METHODS:
         raise ValueError(f"svd must be one of {METHODS}; got {svd!r}.")
+    max_seconds = check_max_seconds(max_seconds)
     t, _ = check_tensor(tensor)
     budget = _check_budget(max_params, compression, prod(t.shape))
     return _run(
@@ -847,4 +921,5 @@ def search(
         random_state=random_state,
         exhaustive=bool(exhaustive),
         progress=progress,
+        max_seconds=max_seconds,
     )[0]
