@@ -52,6 +52,26 @@ def test_npy_json_and_plot(tmp_path, capsys, weight) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_max_seconds_reports_an_uncertified_search(tmp_path, capsys) -> None:
+    # a limit that runs out at once: only 2-factor configurations are evaluated, and the
+    # command says so when the bound on the skipped ones does not certify the best
+    W = np.random.default_rng(4).standard_normal((8, 8, 3, 3))
+    path = tmp_path / "w.npy"
+    np.save(path, W)
+    js = tmp_path / "rows.json"
+    argv = ["compare", str(path), "--compression", "2", "--max-seconds", "1e-9",
+            "--json", str(js), "--no-progress"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    row = next(r for r in json.loads(js.read_text())["rows"] if r["family"] == "sekron")
+    assert len(row["shapes"]) == 2
+    from sekron import search
+
+    res = search(W, compression=2, max_seconds=1e-9, progress=False)
+    assert ("stopped early" in err) == (not res.certified)
+    assert row["rel_error"] == pytest.approx(res.best.rel_error)
+
+
 def test_npz_and_torch_state_dict_keys(tmp_path, capsys, weight) -> None:
     npz = tmp_path / "w.npz"
     np.savez(npz, a=weight, b=weight[:4])
@@ -109,6 +129,7 @@ class _Custom:
         (["compare", "--key", "k"], ["--key needs a PATH"]),
         (["compare", "{tmp}/w.npy", "--json", "{tmp}/nodir/x.json"], ["directory does not exist"]),
         (["compare", "{tmp}/w.npy", "--threads", "0"], ["--threads must be >= 1"]),
+        (["compare", "{tmp}/w.npy", "--max-seconds", "0"], ["--max-seconds must be a number > 0"]),
         (["frobnicate"], ["invalid choice"]),
     ],
 )

@@ -154,6 +154,16 @@ def _compression(text: str) -> float:
     return c
 
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not v > 0 or not np.isfinite(v):
+        raise argparse.ArgumentTypeError(f"--max-seconds must be a number > 0; got {text}")
+    return v
+
+
 def _max_factors(text: str) -> int:
     try:
         v = int(text)
@@ -215,6 +225,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-factors", type=_max_factors, default=3, metavar="S",
         help="largest number of Kronecker factors searched (default: 3)",
     )
+    cmp.add_argument(
+        "--max-seconds", type=_seconds, default=None, metavar="T",
+        help="stop the SeKron search's 3+-factor configurations after T seconds, most "
+        "promising first; the output says whether the best found is certified optimal",
+    )
     cmp.add_argument("--plot", metavar="OUT.png", help="write error-vs-compression plot here")
     cmp.add_argument("--json", metavar="OUT.json", help="write the table rows as JSON here")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -244,13 +259,20 @@ def _compare(args: argparse.Namespace) -> int:
         with _blas_threads(args.threads):
             table = compare(
                 W, compression=tuple(args.compression), max_factors=args.max_factors,
-                progress=False if args.no_progress else True,
+                max_seconds=args.max_seconds, progress=False if args.no_progress else True,
             )
     except (ValueError, TypeError) as e:
         raise CLIError(str(e).splitlines()[0]) from None
     print(table)
     if any(s is not None and s.interrupted for s in table.searches):
         print("(search interrupted: SeKron rows hold the best found so far)", file=sys.stderr)
+    for s in table.searches:
+        if s is not None and not s.certified:
+            print(
+                f"(at {s.budget:,} params the search stopped early: unevaluated configurations "
+                f"may reach rel. error {s.bound:.4f}, the best found is {s.best.rel_error:.4f})",
+                file=sys.stderr,
+            )
     if args.json:
         table.to_json(args.json)
         print(f"wrote {args.json}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._backend import to_numpy
 from ._validation import _type_name, check_tensor, is_int
-from .search import Candidate, SearchResult, _check_forms, _run
+from .search import Candidate, SearchResult, _check_forms, _run, check_max_seconds
 
 __all__ = ["CompareTable", "Row", "compare", "FAMILIES"]
 
@@ -260,6 +260,7 @@ def compare(
     families: Sequence[str] = FAMILIES,
     forms: Sequence[str] = ("nested", "chain"),
     max_configs: int | None = None,
+    max_seconds: float | None = None,
     random_state: Any = 0,
     progress: bool | Callable[[int, int], Any] | None = None,
 ) -> CompareTable:
@@ -277,8 +278,9 @@ def compare(
     families : sequence of str
         Subset of :data:`FAMILIES` (``"sekron", "gkpd", "tt", "tr", "cp", "tucker",
         "tucker2"``).
-    forms, max_configs
-        Passed to :func:`sekron.search`.
+    forms, max_configs, max_seconds
+        Passed to :func:`sekron.search` (``max_seconds`` bounds the one shared search; each
+        SeKron row's search result in ``table.searches`` says whether its best is certified).
     random_state : None, int or Generator
         Seed for the iterative fits (CP, TR, Tucker); the table is deterministic by default.
     progress : bool or callable, optional
@@ -316,6 +318,7 @@ def compare(
     if unknown or not fams:
         raise ValueError(f"families must be a non-empty subset of {FAMILIES}; got {families!r}.")
     form_t = _check_forms(forms)
+    max_seconds = check_max_seconds(max_seconds)
     t, _ = check_tensor(tensor)
     shape = tuple(int(s) for s in t.shape)
     numel = prod(shape)
@@ -323,7 +326,9 @@ def compare(
 
     searches: list[SearchResult | None] = []
     if "sekron" in fams or "gkpd" in fams:
-        searches = _search_all(t, budgets, max_factors, form_t, max_configs, progress)
+        searches = _search_all(
+            t, budgets, max_factors, form_t, max_configs, max_seconds, progress
+        )
     rows: list[Row] = []
     for fam in fams:
         for i, (c, b) in enumerate(zip(comps, budgets, strict=True)):
@@ -350,6 +355,7 @@ def _search_all(
     max_factors: int,
     forms: tuple[str, ...],
     max_configs: int | None,
+    max_seconds: float | None,
     progress: Any,
 ) -> list[SearchResult | None]:
     """One shared search for every budget that some configuration fits; None for the others."""
@@ -359,7 +365,7 @@ def _search_all(
         results = _run(
             t, [budgets[i] for i in ok], max_factors=int(max_factors), forms=forms,
             max_configs=max_configs, svd="auto", random_state=None, exhaustive=False,
-            progress=progress,
+            progress=progress, max_seconds=max_seconds,
         )
         for i, r in zip(ok, results, strict=True):
             out[i] = r
@@ -370,7 +376,7 @@ def _search_all(
                 out[i] = _run(
                     t, [budgets[i]], max_factors=int(max_factors), forms=forms,
                     max_configs=max_configs, svd="auto", random_state=None, exhaustive=False,
-                    progress=progress,
+                    progress=progress, max_seconds=max_seconds,
                 )[0]
             except ValueError:
                 out[i] = None
