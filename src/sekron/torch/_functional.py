@@ -122,9 +122,14 @@ def _run_stage(z: torch.Tensor, w: torch.Tensor, stage: Any, layout: str) -> tor
         g = stage.groups
         o, kk = stage.w_shape[0] // g, stage.w_shape[1]
         if layout == "nhwc":
-            zm = z.reshape(-1, g, kk)
             if g == 1:
-                out = torch.mm(zm.reshape(-1, kk), w.reshape(o, kk).t())
+                # (b, positions, kk) is a view even of an NCHW input (the first stage, unpadded):
+                # then matmul runs a batched product on the transposed operand, with no copy
+                zb = z.reshape(stage.in_shape[0], -1, kk)
+                return torch.matmul(zb, w.reshape(o, kk).t()).reshape(stage.out_sizes)
+            zm = z.reshape(-1, g, kk)
+            if kk == o == 1:  # one scalar per group (e.g. CP's factor of a 1x1 window)
+                out = zm * w.reshape(g, 1)
             else:
                 out = torch.einsum("pgk,gok->pgo", zm, w.reshape(g, o, kk))
         else:
@@ -132,6 +137,8 @@ def _run_stage(z: torch.Tensor, w: torch.Tensor, stage: Any, layout: str) -> tor
             zm = z.reshape(b, g, kk, height * width)
             if g == 1:
                 out = torch.matmul(w.reshape(o, kk), zm.reshape(b, kk, height * width))
+            elif kk == o == 1:
+                out = zm * w.reshape(g, 1, 1)
             else:
                 out = torch.matmul(w.reshape(g, o, kk), zm)
         return out.reshape(stage.out_sizes)
