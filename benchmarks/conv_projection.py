@@ -1,18 +1,21 @@
 """Benchmark: convolution with SeKron kernels (sekron.torch.conv2d) against the dense conv.
 
 CPU, 2 threads, batch 32, float32. For each ResNet-style layer and each structure it times,
-interleaved (round-robin over implementations in every repetition) and reports medians:
+interleaved (round-robin over implementations in every repetition) and reports medians, and
+the ratios that matter (auto vs dense, TensorLy-Torch vs auto) as medians of per-repetition
+ratios of runs made back to back:
 
 - dense ``F.conv2d`` with the full kernel;
 - sekron ``method="reconstructed"`` (build the kernel, one dense conv);
 - sekron ``method="factorized"`` (the stage plan, never building the kernel);
 - sekron ``method="auto"`` (its measured, cached choice; the first call is excluded);
 - TensorLy-Torch ``FactorizedConv`` (cp, tucker, tt; both its implementations) at the same
-  parameter ratio, when ``tensorly-torch`` is installed.
+  parameter ratio, when ``tensorly-torch`` is installed, in the same round-robin as the
+  CP, Tucker-2 and TT rows.
 
 Usage::
 
-    python benchmarks/conv_projection.py            # full run (~5-10 minutes)
+    python benchmarks/conv_projection.py            # full run (a few minutes)
     python benchmarks/conv_projection.py --quick    # smoke run, one small layer (< 15 s)
 
 Results go to ``benchmarks/results/conv_projection.{md,json}`` (``--quick`` writes nowhere
@@ -71,9 +74,19 @@ def sekron_structures(ch: int, k: int) -> list[tuple[str, list[tuple[int, ...]],
     return out
 
 
-def embedded_structures(ch: int, k: int, budget: int) -> list[tuple[str, Any, Any, str]]:
-    """CP, Tucker-2 and TT as SeKron (SPEC §4 embeddings), at about ``budget`` parameters."""
-    cp_rank = max(1, budget // (2 * ch + 2 * k + 1))
+def embedded_structures(
+    ch: int, k: int, budget: int, tl_ranks: dict[str, Any] | None = None
+) -> list[tuple[str, Any, Any, str]]:
+    """CP, Tucker-2 and TT as SeKron (SPEC §4 embeddings), at about ``budget`` parameters.
+
+    ``tl_ranks`` (``{"cp": R, "tt": (t1, m, t2)}``, from the TensorLy-Torch layers) makes CP
+    and TT use exactly the ranks, hence the parameter count, of the layer they are compared
+    with (TensorLy-Torch's TT is over (C, Kh, Kw, F), ours over (F, Kh, Kw, C): with C = F
+    the same ranks give the same count). TensorLy-Torch's "tucker" keeps spatial ranks 1, a
+    different structure; the Tucker-2 row (full 3x3 core) matches its budget instead.
+    """
+    tl_ranks = tl_ranks or {}
+    cp_rank = tl_ranks.get("cp") or max(1, round(budget / (2 * ch + 2 * k)))
     cp = ([(ch, 1, 1, 1), (1, ch, 1, 1), (1, 1, k, 1), (1, 1, 1, k)], [cp_rank, 1, 1], "nested")
     # Tucker-2 as a chain ordered (F, window, C): U_F, core, U_C, with no duplicated factor
     r = 1
@@ -82,33 +95,56 @@ def embedded_structures(ch: int, k: int, budget: int) -> list[tuple[str, Any, An
     tucker2 = ([(ch, 1, 1, 1), (1, 1, k, k), (1, ch, 1, 1)], [r, r], "chain")
     # TT over (F, Kh, Kw, C) with ranks (t, m, t), m = Kh (the spatial bond), like
     # TensorLy-Torch's choice for conv kernels
-    m = k
-    t = 1
-    while (t + 1) * (2 * ch + 2 * k * m) <= budget:
-        t += 1
-    tt = ([(ch, 1, 1, 1), (1, 1, k, 1), (1, 1, 1, k), (1, ch, 1, 1)], [t, m, t], "chain")
+    if "tt" in tl_ranks:
+        tt_ranks = list(tl_ranks["tt"])
+    else:
+        t = 1
+        while (t + 1) * (2 * ch + 2 * k * k) <= budget:
+            t += 1
+        tt_ranks = [t, k, t]
+    tt = ([(ch, 1, 1, 1), (1, 1, k, 1), (1, 1, 1, k), (1, ch, 1, 1)], tt_ranks, "chain")
     return [
         (f"CP R={cp_rank}", *cp),
         (f"Tucker-2 R=({r},{r})", *tucker2),
-        (f"TT R=({t},{m},{t})", *tt),
+        (f"TT R=({tt_ranks[0]},{tt_ranks[1]},{tt_ranks[2]})", *tt),
     ]
 
 
-def time_round_robin(fns: dict[str, Callable[[], Any]], reps: int) -> dict[str, float]:
-    """Median milliseconds of each function, interleaved in rotating order, after one warm-up
-    call each."""
+def time_round_robin(
+    fns: dict[str, Callable[[], Any]], reps: int, block: tuple[str, ...] = ()
+) -> dict[str, list[float]]:
+    """Milliseconds of every call of each function, interleaved, after one warm-up call each.
+
+    Every repetition runs each function once. The names in ``block`` run back to back (in an
+    order rotating with the repetition), so that their per-repetition ratios compare runs a
+    few milliseconds apart; the block and the other functions rotate their order too (a
+    memory-hungry implementation leaves page faults to whichever runs next).
+    """
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
+    units: list[tuple[str, ...]] = [tuple(block)] if block else []
+    units += [(n,) for n in fns if n not in block]
     for rep in range(reps):
-        # rotate the order every repetition: each implementation follows each other one
-        # equally often (a memory-hungry one leaves page faults to whichever runs next)
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(v) for name, v in times.items()}
+        i = rep % len(units)
+        for unit in units[i:] + units[:i]:
+            j = rep % len(unit)
+            for name in unit[j:] + unit[:j]:
+                t0 = time.perf_counter()
+                fns[name]()
+                times[name].append(1e3 * (time.perf_counter() - t0))
+    return times
+
+
+def median_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repetitions of ``num[i] / den[i]`` (runs of the same repetition)."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def reps_for(dense_ms: float, reps: int, max_reps: int) -> int:
+    """At least ``reps``; more for short layers (about 0.6 s of dense conv), at most
+    ``max_reps``."""
+    return max(reps, min(max_reps, int(600 / max(dense_ms, 1e-3))))
 
 
 def peak_activation_elems(
@@ -148,15 +184,30 @@ def tltorch_layers(ch: int, k: int, stride: int, pad: int) -> dict[str, Any]:
     return out
 
 
-def run(layers: list[tuple[str, int, int, int, int]], batch: int, reps: int) -> list[dict]:
+def tltorch_ranks(tl_layers: dict[str, Any]) -> dict[str, Any]:
+    """CP rank and the inner TT ranks of the TensorLy-Torch layers (to match them exactly)."""
+    out: dict[str, Any] = {}
+    if "tltorch cp factorized" in tl_layers:
+        out["cp"] = int(tl_layers["tltorch cp factorized"].weight.rank)
+    if "tltorch tt factorized" in tl_layers:
+        out["tt"] = tuple(int(r) for r in tl_layers["tltorch tt factorized"].weight.rank[1:-1])
+    return out
+
+
+# which TensorLy-Torch factorization each embedded structure is compared with
+TL_MATCH = {"CP": "cp", "Tucker-2": "tucker", "TT": "tt"}
+
+
+def run(layers: list[tuple[str, int, int, int, int]], batch: int, reps: int,
+        max_reps: int) -> list[dict]:
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
-        rows += run_layer(name, ch, size, k, stride, batch, reps)
+        rows += run_layer(name, ch, size, k, stride, batch, reps, max_reps)
     return rows
 
 
 def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
-              reps: int) -> list[dict]:
+              reps: int, max_reps: int) -> list[dict]:
     rows = []
     pad = k // 2
     x = torch.randn(batch, ch, size, size)
@@ -165,16 +216,12 @@ def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
     dense_params = ch * ch * k * k
     dmacs = dense_macs(((ch, ch, k, k), (1, 1, 1, 1)), in_shape, (stride, stride), pad4)
     budget = int(TL_RATIO * dense_params)
-    structs = sekron_structures(ch, k) + embedded_structures(ch, k, budget)
     tl_layers = tltorch_layers(ch, k, stride, pad)
+    structs = sekron_structures(ch, k) + embedded_structures(
+        ch, k, budget, tltorch_ranks(tl_layers)
+    )
     with torch.no_grad():
         W_dense = torch.randn(ch, ch, k, k) / (ch * k)
-        tl_ms = time_round_robin(
-            {"dense": lambda: F.conv2d(x, W_dense, None, stride, pad)}
-            | {n: (lambda m=m: m(x)) for n, m in tl_layers.items()},
-            reps,
-        )
-        tl_params = {n: sum(p.numel() for p in m.parameters()) for n, m in tl_layers.items()}
         for label, shapes, ranks, form in structs:
             st = random_sekron(shapes, ranks, form=form, backend="pytorch", dtype="float32",
                                random_state=0)
@@ -192,79 +239,116 @@ def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
                     x, st, None, stride, pad, method="factorized"),
                 "auto": lambda st=st: conv2d(x, st, None, stride, pad, method="auto"),
             }
-            ms = time_round_robin(fns, reps)
+            fact = TL_MATCH.get(label.split()[0])
+            tl_names = [n for n in tl_layers if fact is not None and n.split()[1] == fact]
+            fns |= {n: (lambda m=tl_layers[n]: m(x)) for n in tl_names}
+            block = ("dense", "auto", *(n for n in tl_names if n.endswith("factorized")))
+            dense_once = statistics.median(time_round_robin({"d": fns["dense"]}, 3)["d"])
+            times = time_round_robin(fns, reps_for(dense_once, reps, max_reps), block)
+            ms = {n: statistics.median(v) for n, v in times.items()}
             peak_f, peak_d = peak_activation_elems(st, in_shape, stride, pad)
             row = {
                 "layer": name, "structure": label, "shapes": shapes, "ranks": ranks,
                 "form": form, "params": st.n_params, "param_ratio": dense_params / st.n_params,
-                "mac_ratio": dmacs / fmacs, "dense_ms": ms["dense"],
-                "reconstructed_ms": ms["reconstructed"], "factorized_ms": ms["factorized"],
-                "auto_ms": ms["auto"], "auto_choice": choice[0][0] if choice else "?",
-                "auto_vs_dense": ms["dense"] / ms["auto"],
+                "mac_ratio": dmacs / fmacs, "reps": len(times["dense"]),
+                "dense_ms": ms["dense"], "reconstructed_ms": ms["reconstructed"],
+                "factorized_ms": ms["factorized"], "auto_ms": ms["auto"],
+                "auto_choice": "/".join(choice[0]) if choice else "?",
+                "auto_vs_dense": median_ratio(times["dense"], times["auto"]),
                 "factorized_speedup": ms["dense"] / ms["factorized"],
                 "peak_act_ratio": peak_f / peak_d,
             }
+            if tl_names:
+                best = min(tl_names, key=ms.__getitem__)
+                row |= {
+                    "tltorch": fact,
+                    "tltorch_params": sum(p.numel() for p in tl_layers[best].parameters()),
+                    "tltorch_ms": {n.split()[-1]: ms[n] for n in tl_names},
+                    "tltorch_best": best.split()[-1],
+                    "tltorch_vs_auto": median_ratio(times[best], times["auto"]),
+                }
+                row["tltorch_param_ratio"] = dense_params / row["tltorch_params"]
             rows.append(row)
             print(
                 f"{name:18s} {label:38s} p×{row['param_ratio']:5.1f} "
                 f"mac×{row['mac_ratio']:5.1f}"
                 f" dense {ms['dense']:7.1f} rec {ms['reconstructed']:7.1f}"
-                f" fac {ms['factorized']:7.1f} auto {ms['auto']:7.1f} ({row['auto_choice']})",
+                f" fac {ms['factorized']:7.1f} auto {ms['auto']:7.1f} ({row['auto_choice']})"
+                f" a/d {row['auto_vs_dense']:.2f}"
+                + (f" tl {ms[best]:7.1f} tl/auto {row['tltorch_vs_auto']:.2f}"
+                   if tl_names else ""),
                 flush=True,
             )
-        for n, v in tl_ms.items():
-            if n == "dense":
-                continue
-            rows.append({
-                "layer": name, "structure": n, "params": tl_params[n],
-                "param_ratio": dense_params / tl_params[n], "dense_ms": tl_ms["dense"],
-                "tltorch_ms": v,
-            })
-            print(f"{name:18s} {n:38s} p×{dense_params / tl_params[n]:5.1f} "
-                  f"dense {tl_ms['dense']:7.1f} ms {v:7.1f}", flush=True)
     return rows
 
 
 def to_markdown(rows: list[dict], meta: dict) -> str:
+    ratios = [r["auto_vs_dense"] for r in rows]
+    low = [r for r in rows if r["auto_vs_dense"] < 0.95]
+    fac = [r for r in rows if r["mac_ratio"] >= 4]
+    fac_ok = [r for r in fac if r["factorized_speedup"] >= 0.5 * r["mac_ratio"]]
+    tl_rows = [r for r in rows if "tltorch_vs_auto" in r]
+    tl_ok = [r for r in tl_rows if r["tltorch_vs_auto"] >= 1.0]
     lines = [
         "# Convolution projection benchmark",
         "",
         f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
-        f"batch {meta['batch']}; float32; {meta['reps']} interleaved repetitions, medians; "
-        f"wall time {meta['wall_s']:.0f} s.",
+        f"batch {meta['batch']}; float32; at least {meta['reps']} interleaved repetitions per "
+        f"row (more for short layers, up to 60: column `reps`), medians; wall time "
+        f"{meta['wall_s']:.0f} s.",
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
-        "plan), times in ms; `auto/dense` is dense time over auto time (>= 0.95 is the target); "
-        "`fac speedup` dense over factorized; `act` peak activation elements of the factorized "
-        "plan over the dense conv's (counted from the plan: largest stage input + output vs "
-        "padded input + output).",
+        "plan), times in ms (medians); `auto (choice)` gives the method and layout auto "
+        "cached; `auto/dense` is the median over repetitions of dense time / auto time, the "
+        "two run back to back in each repetition (>= 0.95 is the target); `fac speedup` dense "
+        "over factorized (medians); `act` peak activation elements of the factorized plan over "
+        "the dense conv's (counted from the plan: largest stage input + output vs padded input "
+        "+ output).",
         "",
-        "| layer | structure | p× | mac× | dense | reconstructed | factorized | auto (choice) "
-        "| auto/dense | fac speedup | act |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Summary: auto/dense min {min(ratios):.2f}, median {statistics.median(ratios):.2f}; "
+        f"{len(low)} of {len(rows)} rows below 0.95"
+        + (" (" + "; ".join(f"{r['layer']} {r['structure']}: {r['auto_vs_dense']:.2f}"
+                            for r in low) + ")" if low else "")
+        + f". Factorized speedup >= 0.5 x MAC ratio on {len(fac_ok)} of {len(fac)} rows with "
+        f"MAC ratio >= 4. Auto at least as fast as the best TensorLy-Torch implementation on "
+        f"{len(tl_ok)} of {len(tl_rows)} CP/Tucker-2/TT rows.",
+        "",
+        "| layer | structure | p× | mac× | reps | dense | reconstructed | factorized "
+        "| auto (choice) | auto/dense | fac speedup | act |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if "tltorch_ms" in r:
-            continue
         lines.append(
             f"| {r['layer']} | {r['structure']} | {r['param_ratio']:.1f} | {r['mac_ratio']:.1f} "
-            f"| {r['dense_ms']:.1f} | {r['reconstructed_ms']:.1f} | {r['factorized_ms']:.1f} "
-            f"| {r['auto_ms']:.1f} ({r['auto_choice'][:4]}) | {r['auto_vs_dense']:.2f} "
-            f"| {r['factorized_speedup']:.2f} | {r['peak_act_ratio']:.2f} |"
+            f"| {r['reps']} | {r['dense_ms']:.2f} | {r['reconstructed_ms']:.2f} "
+            f"| {r['factorized_ms']:.2f} | {r['auto_ms']:.2f} ({r['auto_choice']}) "
+            f"| {r['auto_vs_dense']:.2f} | {r['factorized_speedup']:.2f} "
+            f"| {r['peak_act_ratio']:.2f} |"
         )
     lines += [
         "",
-        f"## TensorLy-Torch FactorizedConv at parameter ratio {1 / TL_RATIO:.0f}",
+        f"## Against TensorLy-Torch FactorizedConv at parameter ratio {1 / TL_RATIO:.0f}",
         "",
-        "| layer | implementation | p× | dense (same round) | ms |",
-        "|---|---|---|---|---|",
+        "Each CP / Tucker-2 / TT row above was timed in the same round-robin as both "
+        "TensorLy-Torch implementations of the same factorization; `tltorch/auto` is the "
+        "median over repetitions of the best TensorLy-Torch implementation's time over "
+        "sekron auto's, the two run back to back (>= 1: sekron at least as fast). CP and TT "
+        "use TensorLy-Torch's own ranks (equal parameter counts); TensorLy-Torch's "
+        "\"tucker\" keeps spatial ranks 1, so Tucker-2 (full spatial core) is matched on "
+        "the parameter budget instead.",
+        "",
+        "| layer | structure | sekron p× | tltorch p× | sekron auto | tltorch factorized "
+        "| tltorch reconstructed | tltorch/auto |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        if "tltorch_ms" in r:
-            lines.append(
-                f"| {r['layer']} | {r['structure']} | {r['param_ratio']:.1f} "
-                f"| {r['dense_ms']:.1f} | {r['tltorch_ms']:.1f} |"
-            )
+    for r in tl_rows:
+        t = r["tltorch_ms"]
+        lines.append(
+            f"| {r['layer']} | {r['structure']} | {r['param_ratio']:.1f} "
+            f"| {r['tltorch_param_ratio']:.1f} | {r['auto_ms']:.2f} "
+            f"| {t.get('factorized', float('nan')):.2f} "
+            f"| {t.get('reconstructed', float('nan')):.2f} | {r['tltorch_vs_auto']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -276,11 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.quick:
-        layers, batch, reps = [("conv3x3 64@8", 64, 8, 3, 1)], 4, args.reps or 2
+        layers, batch, reps, max_reps = [("conv3x3 64@8", 64, 8, 3, 1)], 4, args.reps or 2, 0
     else:
-        layers, batch, reps = LAYERS, 32, args.reps or 7
+        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 15, 60
     t0 = time.perf_counter()
-    rows = run(layers, batch, reps)
+    rows = run(layers, batch, reps, max_reps)
     meta = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
