@@ -32,7 +32,7 @@ from typing import Any, overload
 import numpy as np
 
 from . import _ranks
-from ._backend import get_backend, sq_norm, to_numpy
+from ._backend import eps, get_backend, like, sq_norm, to_numpy
 from ._plan import (
     Ranks,
     Shapes,
@@ -42,7 +42,7 @@ from ._plan import (
     nested_params,
     rearrange_plan,
 )
-from ._svd import METHODS, truncated_svd
+from ._svd import GRAM_RELIABLE, METHODS, truncated_svd
 from ._validation import _type_name, check_form, check_positive_int, check_tensor, is_int
 from .decomposition import NestedTree, _choose_chain_budget, _choose_nested, decompose
 from .kron import rearrange_unchecked
@@ -51,8 +51,9 @@ from .tensor import SeKronTensor
 
 __all__ = ["Candidate", "SearchResult", "search", "enumerate_configs"]
 
-#: Bytes of level-1 singular vectors kept in memory; beyond this they are recomputed.
-_U_CACHE_BYTES = 256 << 20
+#: Bytes of level-1 singular vectors kept from the spectra until their configurations are
+#: evaluated; beyond this they are recomputed.
+_VEC_CACHE_BYTES = 512 << 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,8 +403,9 @@ class _Engine:
         self.rng = rng
         self.spectra: dict[tuple[int, ...], _Spectrum] = {}
         self.need: dict[tuple[int, ...], int] = {}
-        self.U: dict[tuple[int, ...], Any] = {}
-        self.u_bytes = 0
+        self.heads: set[tuple[int, ...]] = set()  # first factors of configurations with S >= 3
+        self.vecs: dict[tuple[int, ...], tuple[bool, Any, np.ndarray]] = {}
+        self.vec_bytes = 0
         self.y_cache: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         self.col_grams: tuple[Shapes, Any] | None = None
         self.norm2 = float(sq_norm(t))
@@ -415,35 +417,66 @@ class _Engine:
         return self.B.reshape(X, (1, prod(a), prod(b)))
 
     def spectrum(self, a: tuple[int, ...], cap: int) -> _Spectrum:
-        """Singular values only: eigenvalues of the smaller Gram matrix (or a thin SVD)."""
+        """Singular values only: eigenvalues of the smaller Gram matrix (or a thin SVD).
+
+        For a first factor of deeper configurations the Gram's eigenvectors are kept too
+        (within :data:`_VEC_CACHE_BYTES`), so that :meth:`level1_Y` needs no second Gram.
+        """
         B, X = self.B, self._matrix(a)
-        if self.svd != "randomized":
-            sig2, rest2 = self.values2(X)[0], 0.0
-        else:
+        if self.svd == "randomized":
             level = truncated_svd(B, X, cap, "randomized", self.rng)
             sig2, rest2 = np.asarray(level.sig2[0]), float(level.rest2[0])
+        elif self.svd in ("auto", "gram") and a in self.heads:
+            sig2, rest2 = self._spectrum_and_vectors(a, X, cap), 0.0
+        else:
+            sig2, rest2 = self.values2(X)[0], 0.0
         sp = _Spectrum(sig2, rest2)
         self.spectra[a] = sp
         return sp
 
+    def _spectrum_and_vectors(self, a: tuple[int, ...], X: Any, cap: int) -> np.ndarray:
+        B = self.B
+        m, n = X.shape[1], X.shape[2]
+        Xt = B.transpose(X, (0, 2, 1))
+        G = B.matmul(X, Xt) if m <= n else B.matmul(Xt, X)
+        w, V = np.linalg.eigh(np.asarray(to_numpy(G[0]), dtype=np.float64))
+        sig2 = np.clip(w[::-1], 0.0, None)
+        size = sig2.shape[0]
+        k = min(cap, size)
+        # the Gram's vectors are trusted as _svd._gram trusts them: unless what lies beyond
+        # the cap is too small for the Gram's absolute accuracy (then level1_Y recomputes)
+        reliable = k == size or sig2[k:].sum() >= GRAM_RELIABLE * size * eps(X) * sig2.sum()
+        nbytes = size * k * 8
+        if reliable and self.vec_bytes + nbytes <= _VEC_CACHE_BYTES:
+            Vk = like(np.ascontiguousarray(V[:, ::-1][:, :k]), X)
+            self.vecs[a] = (m <= n, Vk, sig2[:k])
+            self.vec_bytes += nbytes
+        return sig2
+
     def level1_Y(self, a: tuple[int, ...], rank: int, cap: int) -> Any:
-        """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a."""
+        """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a.
+
+        From the vectors kept by :meth:`spectrum` when there are: ``Uᵀ X`` for a wide unfolding
+        (U from ``X Xᵀ``), ``diag(σ) Vᵀ`` for a tall one (V from ``Xᵀ X``: no product with X).
+        """
         B = self.B
         if a in self.y_cache and self.y_cache[a].shape[0] >= rank:
             self.y_cache.move_to_end(a)
             return self.y_cache[a][:rank]
-        X = self._matrix(a)
-        U = self.U.get(a)
-        if U is not None and U.shape[1] >= rank:
-            Y = B.matmul(B.transpose(U, (1, 0)), X[0])
+        kept = self.vecs.pop(a, None)
+        if kept is not None:
+            self.vec_bytes -= int(np.prod(kept[1].shape)) * 8
+        if kept is not None and kept[1].shape[1] >= rank:
+            wide, V, sig2 = kept
+            if wide:
+                Y = B.matmul(B.transpose(V, (1, 0)), self._matrix(a)[0])
+            else:
+                scale = like(np.sqrt(sig2)[:, None], V)
+                Y = scale * B.transpose(V, (1, 0))
         else:
             method = "gram" if self.svd == "auto" else self.svd
-            level = truncated_svd(B, X, max(cap, rank), method, self.rng)
-            U, Y = level.U[0], level.Y[0]
-            nbytes = int(np.prod(U.shape)) * 8
-            if self.u_bytes + nbytes <= _U_CACHE_BYTES:
-                self.U[a] = U
-                self.u_bytes += nbytes
+            level = truncated_svd(B, self._matrix(a), max(cap, rank), method, self.rng)
+            Y = level.Y[0]
         self.y_cache[a] = Y
         if len(self.y_cache) > 2:
             self.y_cache.popitem(last=False)
@@ -649,6 +682,7 @@ def _run(
             jobs.append(_Job(c, form, d, per_budget, _prefix(c, len(c) - 1)))
 
     eng = _Engine(t, backend, budgets, svd, check_random_state(random_state))
+    eng.heads = {job.shapes[0] for job in jobs if len(job.d) > 2}
 
     # 2. the spectra every job needs: a1 (nested) and every prefix (chain, lower bounds)
     need = eng.need
