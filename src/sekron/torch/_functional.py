@@ -221,7 +221,7 @@ def _kernel(st: SeKronTensor) -> torch.Tensor:
     if hit is not None and all(ref() is f for ref, f in zip(hit[0], st.factors, strict=True)):
         _KERNELS.move_to_end(key)
         return hit[1]
-    kernel = st.to_tensor()
+    kernel = st.to_tensor().contiguous()  # some forms build a transposed view; F.conv2d
     _KERNELS[key] = (tuple(weakref.ref(f) for f in st.factors), kernel)
     if len(_KERNELS) > _KERNEL_CACHE_SIZE:
         _KERNELS.popitem(last=False)
