@@ -362,7 +362,7 @@ def test_auto_caches_the_fastest_measured_candidate(
 
     def fake_time(candidates: dict, device: object) -> dict:
         timed.append(tuple(candidates))
-        return {name: (0.1 if name == fastest else 1.0) for name in candidates}
+        return {name: [0.1 if name == fastest else 1.0] * 7 for name in candidates}
 
     monkeypatch.setattr(_auto, "_time", fake_time)
     _auto.clear_cache()
@@ -375,6 +375,12 @@ def test_auto_caches_the_fastest_measured_candidate(
     expected = F.conv2d(x, kern.to_tensor(), padding=1)
     assert rel_error(y, expected) <= RTOL["float32"] and rel_error(y2, expected) <= 1e-5
     _auto.clear_cache()
+
+
+def test_auto_compares_paired_ratios() -> None:
+    """The choice uses the median of per-repetition ratios, not a ratio of medians."""
+    assert _auto._paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 10.0]) == pytest.approx(1.0)
+    assert _auto._paired_ratio([0.7, 3.5, 0.7], [1.0, 5.0, 1.0]) == pytest.approx(0.7)
 
 
 def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:

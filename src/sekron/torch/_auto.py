@@ -6,10 +6,11 @@ A choice is made per key ``(signature, input shape, stride, padding, dilation, d
    multiply-adds it cannot win by enough, and "reconstructed" is chosen (and cached) at once.
 2. Otherwise, when measuring is allowed, the candidates (the factorized plan with
    channels-last stages, the same plan with channels-first stages, and kernel-building + dense
-   conv) are timed ``_REPEATS`` times, interleaved, after a warm-up; the faster factorized
-   layout is cached as the choice only if its median time is below ``MARGIN`` times the dense
-   one's. The margin is wide on purpose: a wrong "factorized" costs more than
-   a missed one, and a single measurement on a shared machine is noisy.
+   conv) are timed ``_REPEATS`` times, interleaved, after a warm-up; the factorized layout
+   with the lower median of per-repetition time ratios (factorized / dense) is cached as the
+   choice only if that median is below ``MARGIN``. The margin is wide on purpose: a wrong
+   "factorized" costs more than a missed one, and a single measurement on a shared machine is
+   noisy.
    Measuring is allowed only with autograd off, outside tracing/scripting/compiling, and
    when neither the ``measure=False`` argument nor ``SEKRON_AUTO_MEASURE=0`` forbids it.
 3. When measuring is not allowed, the cost model decides (factorized when the MAC ratio is at
@@ -75,19 +76,29 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(candidates: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, float]:
-    """Median of ``_REPEATS`` timings of each candidate, interleaved, after one warm-up each."""
+def _time(
+    candidates: dict[str, Callable[[], Any]], device: torch.device
+) -> dict[str, list[float]]:
+    """``_REPEATS`` timings of each candidate, interleaved (every repetition runs each once,
+    in rotating order), after one warm-up each."""
     for fn in candidates.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in candidates}
-    for _ in range(_REPEATS):
-        for name, fn in candidates.items():
+    names = list(candidates)
+    for rep in range(_REPEATS):
+        for name in names[rep % len(names):] + names[: rep % len(names)]:
             _sync(device)
             t0 = time.perf_counter()
-            fn()
+            candidates[name]()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return times
+
+
+def _paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repetitions of ``num[i] / den[i]``: runs of the same repetition are close
+    in time, so a load change on a shared machine affects both."""
+    return statistics.median(a / max(b, 1e-12) for a, b in zip(num, den, strict=True))
 
 
 def choose(
@@ -123,7 +134,8 @@ def choose(
             {layout: make(x, st, stride, pad4, dilation, layout) for layout in _CANDIDATES},
             x.device,
         )
-    layout = min(("nhwc", "nchw"), key=timings.__getitem__)
-    fast = timings[layout] < MARGIN * timings["dense"]
+    ratios = {lay: _paired_ratio(timings[lay], timings["dense"]) for lay in ("nhwc", "nchw")}
+    layout = min(ratios, key=ratios.__getitem__)
+    fast = ratios[layout] < MARGIN
     _CACHE[key] = ("factorized", layout) if fast else ("reconstructed", "nchw")
     return _CACHE[key]

@@ -346,8 +346,9 @@ def conv2d(
       ``"reconstructed"`` without measuring.
     - Otherwise, the first call for a new (signature, input shape, stride, padding, dilation,
       dtype, device) times the dense conv and the factorized plan with channels-last and with
-      channels-first stages, 7 times each, interleaved, and caches the faster factorized
-      layout only if its median time is at most 0.8x the dense one's. It
+      channels-first stages, 7 times each, interleaved, and caches the factorized layout
+      with the lower median of per-repetition time ratios (factorized / dense) only if that
+      median is at most 0.8. It
       only measures when that is meaningful and safe: autograd off (``torch.no_grad()`` or
       inference mode, because a forward-only timing says nothing about training), not while
       tracing, scripting or compiling, and ``measure`` not False. Otherwise it uses the cost
