@@ -198,6 +198,29 @@ def test_time_limit_returns_a_valid_certificate(c: float) -> None:
     assert pruned.certified and pruned.bound >= full.best.rel_error - 1e-12
 
 
+def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> None:
+    import importlib
+
+    from threadpoolctl import threadpool_info
+
+    # split every stack and single Gram across the workers, however small
+    monkeypatch.setattr(importlib.import_module("sekron.search"), "_PARALLEL_MIN_SIZE", 0)
+
+    def blas() -> list[tuple[str, int]]:
+        return [(i["prefix"], i["num_threads"]) for i in threadpool_info()]
+
+    before = blas()
+    W = np.random.default_rng(5).standard_normal((32, 16, 3, 3))
+    one = search(W, compression=4, threads=1, exhaustive=True, progress=False)
+    three = search(W, compression=4, threads=3, exhaustive=True, progress=False)
+    assert blas() == before
+    assert [(x.shapes, x.form, x.ranks) for x in one.all] == [
+        (x.shapes, x.form, x.ranks) for x in three.all
+    ]
+    for x, y in zip(one.all, three.all, strict=True):
+        assert x.rel_error == pytest.approx(y.rel_error, abs=1e-12)
+
+
 def test_progress_callback_counts_to_total() -> None:
     seen: list[tuple[int, int]] = []
     W = np.random.default_rng(0).standard_normal((4, 4, 3))
@@ -229,6 +252,7 @@ def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
         ({"compression": 2, "svd": "fast"}, ValueError, "svd must be one of"),
         ({"compression": 2, "max_seconds": 0}, ValueError, "max_seconds must be a finite"),
         ({"compression": 2, "max_seconds": "1"}, TypeError, "max_seconds must be a number"),
+        ({"compression": 2, "threads": 0}, ValueError, "threads must be an int >= 1"),
     ],
 )
 def test_validation(kwargs, exc, match) -> None:

@@ -188,13 +188,9 @@ def _max_factors_like(flag: str, least: int) -> Any:
 
 
 def _blas_threads(n: int) -> Any:
-    """A context limiting BLAS threads in this process (threadpoolctl), or a no-op."""
-    import contextlib
+    """A context limiting BLAS threads in this process (threadpoolctl)."""
+    from threadpoolctl import threadpool_limits
 
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
     return threadpool_limits(limits=n, user_api="blas")
 
 
@@ -234,9 +230,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", metavar="OUT.json", help="write the table rows as JSON here")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmp.add_argument(
-        "--threads", type=_max_factors_like("--threads", 1), default=1, metavar="N",
-        help="BLAS threads (default: 1; the many small SVDs run fastest single-threaded; "
-        "needs threadpoolctl, otherwise the BLAS default is kept)",
+        "--threads", type=_max_factors_like("--threads", 1), default=None, metavar="N",
+        help="worker threads of the SeKron search (default: the CPUs available); BLAS runs "
+        "single-threaded, since the many small SVDs run fastest side by side",
     )
     return parser
 
@@ -256,10 +252,11 @@ def _compare(args: argparse.Namespace) -> int:
             raise CLIError(f"{out}: the directory does not exist")
     print(f"{name}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
     try:
-        with _blas_threads(args.threads):
+        with _blas_threads(1):
             table = compare(
                 W, compression=tuple(args.compression), max_factors=args.max_factors,
-                max_seconds=args.max_seconds, progress=False if args.no_progress else True,
+                max_seconds=args.max_seconds, threads=args.threads,
+                progress=False if args.no_progress else True,
             )
     except (ValueError, TypeError) as e:
         raise CLIError(str(e).splitlines()[0]) from None

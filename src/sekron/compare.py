@@ -18,7 +18,14 @@ import numpy as np
 
 from ._backend import to_numpy
 from ._validation import _type_name, check_tensor, is_int
-from .search import Candidate, SearchResult, _check_forms, _run, check_max_seconds
+from .search import (
+    Candidate,
+    SearchResult,
+    _check_forms,
+    _run,
+    check_max_seconds,
+    check_threads,
+)
 
 __all__ = ["CompareTable", "Row", "compare", "FAMILIES"]
 
@@ -263,6 +270,7 @@ def compare(
     max_seconds: float | None = None,
     random_state: Any = 0,
     progress: bool | Callable[[int, int], Any] | None = None,
+    threads: int | None = None,
 ) -> CompareTable:
     """Best relative error of each factorization family at each compression ratio.
 
@@ -278,7 +286,7 @@ def compare(
     families : sequence of str
         Subset of :data:`FAMILIES` (``"sekron", "gkpd", "tt", "tr", "cp", "tucker",
         "tucker2"``).
-    forms, max_configs, max_seconds
+    forms, max_configs, max_seconds, threads
         Passed to :func:`sekron.search` (``max_seconds`` bounds the one shared search; each
         SeKron row's search result in ``table.searches`` says whether its best is certified).
     random_state : None, int or Generator
@@ -319,6 +327,7 @@ def compare(
         raise ValueError(f"families must be a non-empty subset of {FAMILIES}; got {families!r}.")
     form_t = _check_forms(forms)
     max_seconds = check_max_seconds(max_seconds)
+    n_threads = check_threads(threads)
     t, _ = check_tensor(tensor)
     shape = tuple(int(s) for s in t.shape)
     numel = prod(shape)
@@ -327,7 +336,7 @@ def compare(
     searches: list[SearchResult | None] = []
     if "sekron" in fams or "gkpd" in fams:
         searches = _search_all(
-            t, budgets, max_factors, form_t, max_configs, max_seconds, progress
+            t, budgets, max_factors, form_t, max_configs, max_seconds, n_threads, progress
         )
     rows: list[Row] = []
     for fam in fams:
@@ -356,6 +365,7 @@ def _search_all(
     forms: tuple[str, ...],
     max_configs: int | None,
     max_seconds: float | None,
+    threads: int,
     progress: Any,
 ) -> list[SearchResult | None]:
     """One shared search for every budget that some configuration fits; None for the others."""
@@ -365,7 +375,7 @@ def _search_all(
         results = _run(
             t, [budgets[i] for i in ok], max_factors=int(max_factors), forms=forms,
             max_configs=max_configs, svd="auto", random_state=None, exhaustive=False,
-            progress=progress, max_seconds=max_seconds,
+            progress=progress, max_seconds=max_seconds, threads=threads,
         )
         for i, r in zip(ok, results, strict=True):
             out[i] = r
@@ -376,7 +386,7 @@ def _search_all(
                 out[i] = _run(
                     t, [budgets[i]], max_factors=int(max_factors), forms=forms,
                     max_configs=max_configs, svd="auto", random_state=None, exhaustive=False,
-                    progress=progress, max_seconds=max_seconds,
+                    progress=progress, max_seconds=max_seconds, threads=threads,
                 )[0]
             except ValueError:
                 out[i] = None

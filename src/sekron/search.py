@@ -19,10 +19,13 @@ full tensor is never rebuilt. The expensive parts are shared:
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from itertools import product
@@ -54,6 +57,8 @@ __all__ = ["Candidate", "SearchResult", "search", "enumerate_configs"]
 #: Bytes of level-1 singular vectors kept from the spectra until their configurations are
 #: evaluated; beyond this they are recomputed.
 _VEC_CACHE_BYTES = 512 << 20
+#: Stacks smaller than this many entries are not split across worker threads.
+_PARALLEL_MIN_SIZE = 1 << 14
 
 
 # ----------------------------------------------------------------------------------------------
@@ -341,10 +346,9 @@ class _Job:
     lower2: list[float] = field(default_factory=list)  # per budget: lower bound on err²
 
 
-def _eigvals_desc(G: Any) -> np.ndarray:
+def _eigvals_desc(G: np.ndarray) -> np.ndarray:
     """Eigenvalues of a stack of symmetric PSD Grams (P, m, m), descending, clipped at 0."""
-    w = np.linalg.eigvalsh(np.asarray(to_numpy(G), dtype=np.float64))[:, ::-1]
-    return np.clip(w, 0.0, None)
+    return np.clip(np.linalg.eigvalsh(G)[:, ::-1], 0.0, None)
 
 
 def _deep_order(deep: list[_Job]) -> list[_Job]:
@@ -392,9 +396,18 @@ class _Spectrum:
 
 class _Engine:
     def __init__(
-        self, t: Any, backend: str, budgets: Sequence[int], svd: str, rng: np.random.Generator
+        self,
+        t: Any,
+        backend: str,
+        budgets: Sequence[int],
+        svd: str,
+        rng: np.random.Generator,
+        pool: ThreadPoolExecutor | None = None,
     ) -> None:
         self.t = t
+        # numpy only: worker threads for batches of small factorizations (BLAS single-threaded)
+        self.pool = pool
+        self.workers = pool._max_workers if pool is not None else 1
         self.B = get_backend(backend)
         self.shape = tuple(int(s) for s in t.shape)
         self.numel = prod(self.shape)
@@ -417,41 +430,85 @@ class _Engine:
         return self.B.reshape(X, (1, prod(a), prod(b)))
 
     def spectrum(self, a: tuple[int, ...], cap: int) -> _Spectrum:
-        """Singular values only: eigenvalues of the smaller Gram matrix (or a thin SVD).
+        """Singular values only: eigenvalues of the smaller Gram matrix (or a thin SVD)."""
+        return self.store_spectrum(a, self.spectrum_work(a, cap))
 
-        For a first factor of deeper configurations the Gram's eigenvectors are kept too
-        (within :data:`_VEC_CACHE_BYTES`), so that :meth:`level1_Y` needs no second Gram.
+    def spectrum_work(self, a: tuple[int, ...], cap: int) -> tuple[Any, ...]:
+        """The spectrum of ``(a | w / a)``, touching no engine state (runs in worker threads).
+
+        For a first factor of deeper configurations the Gram's eigenvectors come too, so that
+        :meth:`level1_Y` needs no second Gram.
         """
         B, X = self.B, self._matrix(a)
         if self.svd == "randomized":
             level = truncated_svd(B, X, cap, "randomized", self.rng)
-            sig2, rest2 = np.asarray(level.sig2[0]), float(level.rest2[0])
-        elif self.svd in ("auto", "gram") and a in self.heads:
-            sig2, rest2 = self._spectrum_and_vectors(a, X, cap), 0.0
-        else:
-            sig2, rest2 = self.values2(X)[0], 0.0
-        sp = _Spectrum(sig2, rest2)
-        self.spectra[a] = sp
-        return sp
-
-    def _spectrum_and_vectors(self, a: tuple[int, ...], X: Any, cap: int) -> np.ndarray:
-        B = self.B
+            return np.asarray(level.sig2[0]), float(level.rest2[0]), None
         m, n = X.shape[1], X.shape[2]
         Xt = B.transpose(X, (0, 2, 1))
-        G = B.matmul(X, Xt) if m <= n else B.matmul(Xt, X)
-        w, V = np.linalg.eigh(np.asarray(to_numpy(G[0]), dtype=np.float64))
+        G = np.asarray(to_numpy(B.matmul(X, Xt) if m <= n else B.matmul(Xt, X))[0], np.float64)
+        if not (self.svd in ("auto", "gram") and a in self.heads):
+            return _eigvals_desc(G[None])[0], 0.0, None
+        w, V = np.linalg.eigh(G)
         sig2 = np.clip(w[::-1], 0.0, None)
         size = sig2.shape[0]
         k = min(cap, size)
         # the Gram's vectors are trusted as _svd._gram trusts them: unless what lies beyond
         # the cap is too small for the Gram's absolute accuracy (then level1_Y recomputes)
-        reliable = k == size or sig2[k:].sum() >= GRAM_RELIABLE * size * eps(X) * sig2.sum()
-        nbytes = size * k * 8
-        if reliable and self.vec_bytes + nbytes <= _VEC_CACHE_BYTES:
-            Vk = like(np.ascontiguousarray(V[:, ::-1][:, :k]), X)
-            self.vecs[a] = (m <= n, Vk, sig2[:k])
-            self.vec_bytes += nbytes
-        return sig2
+        if k < size and sig2[k:].sum() < GRAM_RELIABLE * size * eps(X) * sig2.sum():
+            return sig2, 0.0, None
+        return sig2, 0.0, (m <= n, like(np.ascontiguousarray(V[:, ::-1][:, :k]), X), sig2[:k])
+
+    def store_spectrum(self, a: tuple[int, ...], work: tuple[Any, ...]) -> _Spectrum:
+        sig2, rest2, kept = work
+        sp = self.spectra[a] = _Spectrum(sig2, rest2)
+        if kept is not None:
+            nbytes = int(np.prod(kept[1].shape)) * 8
+            if self.vec_bytes + nbytes <= _VEC_CACHE_BYTES:
+                self.vecs[a] = kept
+                self.vec_bytes += nbytes
+        return sp
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        """``fn`` over items, in order; on the worker threads when there are."""
+        return self.pool.map(fn, items) if self.pool is not None else map(fn, items)
+
+    def _split(self, n: int) -> list[tuple[int, int]]:
+        k = min(self.workers, n)
+        edges = [n * i // k for i in range(k + 1)]
+        return [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > lo]
+
+    def grams(self, X: Any) -> np.ndarray:
+        """Smaller-side Grams of a stack X (P, m, n) as float64 numpy (P, s, s), s = min(m, n).
+
+        With worker threads the stack is split across them, or for a single matrix the long
+        side is, as a sum of partial Grams.
+        """
+        B = self.B
+        m, n = X.shape[1], X.shape[2]
+
+        def gram(Z: Any) -> np.ndarray:
+            Zt = B.transpose(Z, (0, 2, 1))
+            G = B.matmul(Z, Zt) if m <= n else B.matmul(Zt, Z)
+            return np.asarray(to_numpy(G), dtype=np.float64)
+
+        P = X.shape[0]
+        if self.pool is None or P * m * n < _PARALLEL_MIN_SIZE:
+            return gram(X)
+        if P >= self.workers:
+            return np.concatenate(list(self.map(gram, [X[lo:hi] for lo, hi in self._split(P)])))
+        if m <= n:
+            parts = [X[:, :, lo:hi] for lo, hi in self._split(n)]
+        else:
+            parts = [X[:, lo:hi, :] for lo, hi in self._split(m)]
+        return sum(self.map(gram, parts))  # type: ignore[return-value]
+
+    def eigvals(self, G: np.ndarray) -> np.ndarray:
+        """:func:`_eigvals_desc` of a stack of Grams, split across the worker threads."""
+        P = G.shape[0]
+        if self.pool is None or P < 2:
+            return _eigvals_desc(G)
+        chunks = [G[lo:hi] for lo, hi in self._split(P)]
+        return np.concatenate(list(self.map(_eigvals_desc, chunks)))
 
     def level1_Y(self, a: tuple[int, ...], rank: int, cap: int) -> Any:
         """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a.
@@ -469,7 +526,14 @@ class _Engine:
         if kept is not None and kept[1].shape[1] >= rank:
             wide, V, sig2 = kept
             if wide:
-                Y = B.matmul(B.transpose(V, (1, 0)), self._matrix(a)[0])
+                X, Vt = self._matrix(a)[0], B.transpose(V, (1, 0))
+                if self.pool is None:
+                    Y = B.matmul(Vt, X)
+                else:  # numpy: the columns split across the worker threads
+                    cols = self._split(X.shape[1])
+                    Y = np.concatenate(
+                        list(self.map(lambda c: Vt @ X[:, c[0] : c[1]], cols)), axis=1
+                    )
             else:
                 scale = like(np.sqrt(sig2)[:, None], V)
                 Y = scale * B.transpose(V, (1, 0))
@@ -494,11 +558,10 @@ class _Engine:
         B = self.B
         m, n = X.shape[1], X.shape[2]
         if self.svd in ("auto", "gram"):
-            Xt = B.transpose(X, (0, 2, 1))
-            G = B.matmul(X, Xt) if m <= n else B.matmul(Xt, X)
+            G = self.grams(X)
             if keep_for is not None and m > n:
                 self.col_grams = (keep_for, G)
-            return _eigvals_desc(G)
+            return self.eigvals(G)
         s = np.asarray(to_numpy(B.svd(X, full_matrices=False)[1]), dtype=np.float64)
         return s**2
 
@@ -551,7 +614,7 @@ class _Engine:
         if len(d) == 3 and kept is not None and kept[0] == shapes and kept[1].shape[0] >= ranks[0]:
             # Σ_{r < R_1} Z_rᵀ Z_r: the Gram of Z (R_1 d_2, d_3) from the nested level's Grams
             G = kept[1][: ranks[0]].sum(axis=0)
-            return err2 + float(_eigvals_desc(G[None])[0, ranks[1] :].sum())
+            return err2 + float(self.eigvals(G[None])[0, ranks[1] :].sum())
         B = self.B
         X = self._rest_tensor(shapes, self.level1_Y(shapes[0], ranks[0], self.need[shapes[0]]))
         X = B.reshape(X, (1, ranks[0] * d[1], prod(d[2:])))
@@ -631,6 +694,44 @@ class _Progress:
             sys.stderr.flush()
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: Any) -> int:
+    if threads is None:
+        return available_cpus()
+    if not is_int(threads) or int(threads) < 1:
+        raise ValueError(f"threads must be an int >= 1 or None; got {threads!r}.")
+    return int(threads)
+
+
+@contextlib.contextmanager
+def _workers(threads: int, backend: str) -> Iterator[ThreadPoolExecutor | None]:
+    """For a numpy search: BLAS single-threaded, and ``threads`` worker threads if > 1.
+
+    Many small factorizations run faster side by side than each on a multi-threaded BLAS,
+    whose threads cost more than they save on small products and, on a busy machine, can make
+    a search many times slower (measured: 26x). scikit-learn's KMeans limits BLAS the same way.
+    The caller's BLAS setting is restored on exit.
+    """
+    if backend != "numpy":
+        yield None
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads < 2:
+            yield None
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            yield pool
+
+
 def _run(
     tensor: Any,
     budgets: Sequence[int],
@@ -643,8 +744,32 @@ def _run(
     exhaustive: bool,
     progress: bool | Callable[[int, int], Any] | None,
     max_seconds: float | None = None,
+    threads: int = 1,
 ) -> list[SearchResult]:
     """Search at several budgets at once (sharing every SVD); one SearchResult per budget."""
+    _, backend = check_tensor(tensor)
+    with _workers(threads, backend) as pool:
+        return _run_with(
+            tensor, budgets, max_factors=max_factors, forms=forms, max_configs=max_configs,
+            svd=svd, random_state=random_state, exhaustive=exhaustive, progress=progress,
+            max_seconds=max_seconds, pool=pool,
+        )
+
+
+def _run_with(
+    tensor: Any,
+    budgets: Sequence[int],
+    *,
+    max_factors: int,
+    forms: tuple[str, ...],
+    max_configs: int | None,
+    svd: str,
+    random_state: Any,
+    exhaustive: bool,
+    progress: bool | Callable[[int, int], Any] | None,
+    max_seconds: float | None,
+    pool: ThreadPoolExecutor | None,
+) -> list[SearchResult]:
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + max_seconds
     t, backend = check_tensor(tensor)
@@ -681,7 +806,7 @@ def _run(
             per_budget = tuple(capf(d, c, b) if _min_params(c) <= b else () for b in budgets)
             jobs.append(_Job(c, form, d, per_budget, _prefix(c, len(c) - 1)))
 
-    eng = _Engine(t, backend, budgets, svd, check_random_state(random_state))
+    eng = _Engine(t, backend, budgets, svd, check_random_state(random_state), pool)
     eng.heads = {job.shapes[0] for job in jobs if len(job.d) > 2}
 
     # 2. the spectra every job needs: a1 (nested) and every prefix (chain, lower bounds)
@@ -725,8 +850,10 @@ def _run(
         best2[bi] = min(best2[bi], err2)
 
     try:
-        for a in sorted(need, key=lambda a: (-prod(a), a)):
-            eng.spectrum(a, need[a])
+        todo = sorted(need, key=lambda a: (-prod(a), a))
+        works = eng.map(lambda a: eng.spectrum_work(a, need[a]), todo)
+        for a, work in zip(todo, works, strict=True):
+            eng.store_spectrum(a, work)
             pbar.update()
         # 3. two-factor configurations: exact from the spectra alone
         deep = []
@@ -854,6 +981,7 @@ def search(
     svd: str = "auto",
     random_state: Any = None,
     progress: bool | Callable[[int, int], Any] | None = None,
+    threads: int | None = None,
 ) -> SearchResult:
     """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget.
 
@@ -892,6 +1020,11 @@ def search(
     progress : bool or callable, optional
         A progress bar on stderr (tqdm if installed, else a text line). ``None`` shows it only when
         stderr is a terminal; ``False`` disables it; a callable receives ``(done, total)``.
+    threads : int >= 1, optional
+        Threads for numpy input (default: the CPUs available). The many small factorizations
+        are spread over this many worker threads, each with a single-threaded BLAS: for the
+        duration of the call BLAS is limited to one thread (threadpoolctl; the caller's setting
+        is restored). torch and jax inputs run in the calling thread with their own threading.
 
     Returns
     -------
@@ -943,6 +1076,7 @@ def search(
     if svd not in METHODS:
         raise ValueError(f"svd must be one of {METHODS}; got {svd!r}.")
     max_seconds = check_max_seconds(max_seconds)
+    n_threads = check_threads(threads)
     t, _ = check_tensor(tensor)
     budget = _check_budget(max_params, compression, prod(t.shape))
     return _run(
@@ -956,4 +1090,5 @@ def search(
         exhaustive=bool(exhaustive),
         progress=progress,
         max_seconds=max_seconds,
+        threads=n_threads,
     )[0]
