@@ -282,6 +282,33 @@ def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
     return rows
 
 
+def call_overhead(calls: int = 2000, rounds: int = 7) -> dict[str, float]:
+    """Per-call time (µs) of F.conv2d and of sekron's reconstructed and auto paths on a tiny
+    input (1x256x2x2, 1x1 kernel), where the conv itself is negligible: the difference is
+    sekron's per-call Python overhead (validation, cache keys, kernel cache lookup)."""
+    st = random_sekron([(2, 2, 1, 1), (128, 128, 1, 1)], 2, backend="pytorch",
+                       dtype="float32", random_state=0)
+    x = torch.randn(1, 256, 2, 2)
+    W = st.to_tensor().contiguous()
+    fns = {
+        "dense": lambda: F.conv2d(x, W, None, 1, 0),
+        "reconstructed": lambda: conv2d(x, st, None, 1, 0, method="reconstructed"),
+        "auto": lambda: conv2d(x, st, None, 1, 0, method="auto"),
+    }
+    out: dict[str, list[float]] = {n: [] for n in fns}
+    with torch.no_grad():
+        for fn in fns.values():
+            for _ in range(100):
+                fn()
+        for _ in range(rounds):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    fn()
+                out[name].append(1e6 * (time.perf_counter() - t0) / calls)
+    return {n: statistics.median(v) for n, v in out.items()}
+
+
 def to_markdown(rows: list[dict], meta: dict) -> str:
     ratios = [r["auto_vs_dense"] for r in rows]
     low = [r for r in rows if r["auto_vs_dense"] < 0.95]
@@ -312,6 +339,12 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         + f". Factorized speedup >= 0.5 x MAC ratio on {len(fac_ok)} of {len(fac)} rows with "
         f"MAC ratio >= 4. Auto at least as fast as the best TensorLy-Torch implementation on "
         f"{len(tl_ok)} of {len(tl_rows)} CP/Tucker-2/TT rows.",
+        "",
+        "Per-call overhead (tiny 1x256x2x2 input, 1x1 kernel, medians of "
+        f"{meta['overhead']['rounds']} rounds): F.conv2d "
+        f"{meta['overhead']['dense']:.1f} µs, sekron reconstructed "
+        f"{meta['overhead']['reconstructed']:.1f} µs, sekron auto "
+        f"{meta['overhead']['auto']:.1f} µs.",
         "",
         "| layer | structure | p× | mac× | reps | dense | reconstructed | factorized "
         "| auto (choice) | auto/dense | fac speedup | act |",
@@ -365,10 +398,13 @@ def main(argv: list[str] | None = None) -> int:
         layers, batch, reps, max_reps = LAYERS, 32, args.reps or 15, 60
     t0 = time.perf_counter()
     rows = run(layers, batch, reps, max_reps)
+    overhead = call_overhead(calls=200 if args.quick else 2000) | {"rounds": 7}
+    print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
     meta = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
         "reps": reps, "wall_s": time.perf_counter() - t0, "python": sys.version.split()[0],
+        "overhead": overhead,
     }
     out = args.out if args.out is not None else (None if args.quick else RESULTS)
     if out is not None:
