@@ -1,19 +1,23 @@
 """Benchmark of sekron.search: time against the SVDs it must compute, side by side.
 
-Run:  python benchmarks/search.py [--quick] [--threads N]
-Writes benchmarks/results/search.md and search.json.
+Run:  python benchmarks/search.py [--quick] [--full-512]
+Writes benchmarks/results/search.json (search.md is written by hand from it).
 
-Measured, for a standard-normal 256x256x3x3 tensor at 4x compression, 2 and 3 factors:
+Measured on standard-normal tensors (the worst case for pruning: every configuration has nearly
+the same error, so certified lower bounds skip almost nothing), at 4x compression, 2 and 3
+factors:
 
-- ``search``: wall time of ``sekron.search`` (default pruning) and with ``exhaustive=True``;
-- ``svd_time``: the time spent inside the SVD / eigenvalue kernels during that same search (the
-  shared level-1 spectra, the level-1 singular vectors and the deeper levels), so
-  ``search / svd_time`` is the bookkeeping overhead factor (target <= 1.5);
+- 256x256x3x3: ``sekron.search`` wall time with its default worker threads, with pruning and
+  with ``exhaustive=True``; the same exhaustive search on one thread, with the time spent inside
+  its SVD / eigenvalue kernels (level-1 spectra and vectors, level-1 remainders, every deeper
+  Gram and its eigenvalues), so ``search / svd_time`` is the bookkeeping overhead factor
+  (target <= 1.5);
 - ``naive_floor``: one full SVD tree per configuration, computed independently as
-  ``decompose`` would (``nested_tree`` / TT-SVD at the budget's rank caps), timed on a random
-  sample of configurations and extrapolated to all of them;
-- the 512x512x3x3 layer at 4x with 2 and 3 factors, and the default ``sekron compare`` run on
-  the embedded example.
+  ``decompose`` would (``nested_tree`` / TT-SVD at the budget's rank caps, BLAS on one thread),
+  timed on a random sample of configurations and extrapolated to all of them;
+- 512x512x3x3: a search with ``max_seconds`` (its certificate: evaluated configurations, the
+  certified bound on the rest), and with ``--full-512`` the complete search;
+- the default ``sekron compare`` run on the embedded example.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ class _Timer:
         self._orig: dict[str, Any] = {}
 
     def __enter__(self) -> _Timer:
-        for name in ("values2", "level1_Y"):
+        # non-overlapping for S <= 3: spectra (level 1, with the vectors of first factors), the
+        # level-1 remainders, and every deeper Gram and its eigenvalues
+        for name in ("spectrum_work", "level1_Y", "grams", "eigvals"):
             orig = getattr(_Engine, name)
             self._orig[name] = orig
 
@@ -62,7 +68,6 @@ class _Timer:
                     self.calls += 1
 
             setattr(_Engine, name, wrapped)
-        # the truncated SVDs of levels 2..S-2 are called from nested_tree/chain_error2
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -101,20 +106,30 @@ def naive_floor(W: np.ndarray, budget: int, max_factors: int, sample: int, seed:
     }
 
 
-def bench_search(shape: tuple[int, ...], compression: float, max_factors: int, **kw: Any) -> dict:
+def bench_search(
+    shape: tuple[int, ...], compression: float, max_factors: int, *, timed: bool = False,
+    **kw: Any,
+) -> dict:
     W = np.random.default_rng(0).standard_normal(shape)
     out: dict[str, Any] = {"shape": list(shape), "compression": compression,
-                           "max_factors": max_factors, "max_configs": kw.get("max_configs")}
-    with _Timer() as timer:
-        t0 = time.perf_counter()
-        res = sekron_search(W, compression=compression, max_factors=max_factors,
-                            progress=False, **kw)
-        out["search_s"] = time.perf_counter() - t0
-    out["svd_s"] = timer.seconds
-    out["overhead_factor"] = out["search_s"] / max(timer.seconds, 1e-9)
+                           "max_factors": max_factors,
+                           **{k: v for k, v in kw.items() if v is not None}}
+    timer = _Timer() if timed else None
+    if timer is not None:
+        timer.__enter__()
+    t0 = time.perf_counter()
+    res = sekron_search(W, compression=compression, max_factors=max_factors, progress=False, **kw)
+    out["search_s"] = time.perf_counter() - t0
+    if timer is not None:
+        timer.__exit__()
+        out["svd_s"] = timer.seconds
+        out["overhead_factor"] = out["search_s"] / max(timer.seconds, 1e-9)
     out["n_configs"] = res.n_configs
     out["n_evaluated"] = len(res.all)
     out["n_pruned"] = res.n_pruned
+    out["timed_out"] = res.timed_out
+    out["certified"] = res.certified
+    out["bound"] = None if not np.isfinite(res.bound) else res.bound
     out["best"] = {"shapes": [list(s) for s in res.best.shapes], "form": res.best.form,
                    "ranks": list(res.best.ranks), "n_params": res.best.n_params,
                    "rel_error": res.best.rel_error}
@@ -136,52 +151,47 @@ def bench_compare() -> dict:
             "search_s": table.searches[0].seconds if table.searches[0] else None}
 
 
+def _report(name: str, value: dict) -> None:
+    print(name, json.dumps(value, indent=1), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    ap.add_argument("--threads", type=int, default=None, help="BLAS threads (threadpoolctl)")
     ap.add_argument("--sample", type=int, default=40, help="configurations timed for the floor")
-    ap.add_argument("--skip-512", action="store_true")
-    ap.add_argument("--max-configs", type=int, default=None,
-                    help="cap on configurations for the 256 run (default: all)")
-    ap.add_argument("--max-configs-512", type=int, default=None)
-    ap.add_argument("--exhaustive", action="store_true", help="also time exhaustive=True")
+    ap.add_argument("--max-seconds-512", type=float, default=45.0)
+    ap.add_argument("--full-512", action="store_true", help="also the complete 512 search")
     args = ap.parse_args()
-    limiter: Any = None
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        limiter = threadpool_limits(args.threads)
     meta = {
         "python": sys.version.split()[0], "numpy": np.__version__,
         "machine": platform.machine(), "cpus": os.cpu_count(),
-        "blas_threads": args.threads, "load_avg_start": os.getloadavg(),
+        "load_avg_start": os.getloadavg(),
     }
+    data: dict[str, Any] = {"meta": meta}
     shape = (32, 32, 3, 3) if args.quick else (256, 256, 3, 3)
-    print(f"search {shape} at 4x, 2-3 factors ...", flush=True)
-    a = bench_search(shape, 4.0, 3, max_configs=args.max_configs)
-    print(json.dumps(a, indent=1), flush=True)
-    a_ex = None
-    if args.exhaustive:
-        print("exhaustive ...", flush=True)
-        a_ex = bench_search(shape, 4.0, 3, exhaustive=True, max_configs=args.max_configs)
-        print(json.dumps(a_ex, indent=1), flush=True)
-    W = np.random.default_rng(0).standard_normal(shape)
-    floor = naive_floor(W, int(W.size / 4), 3, args.sample, 0)
-    print(json.dumps(floor, indent=1), flush=True)
-    big = None
-    if not args.skip_512:
-        big_shape = (64, 64, 3, 3) if args.quick else (512, 512, 3, 3)
-        print(f"search {big_shape} at 4x ...", flush=True)
-        big = bench_search(big_shape, 4.0, 3, max_configs=args.max_configs_512)
-        print(json.dumps(big, indent=1), flush=True)
-    cmp = bench_compare()
-    print(json.dumps(cmp, indent=1), flush=True)
+    big_shape = (64, 64, 3, 3) if args.quick else (512, 512, 3, 3)
+    runs = [
+        ("search_256", shape, {}),
+        ("search_256_exhaustive", shape, {"exhaustive": True}),
+        ("search_256_exhaustive_1thread", shape, {"exhaustive": True, "threads": 1,
+                                                  "timed": True}),
+        ("search_512_time_limited", big_shape, {"max_seconds": args.max_seconds_512}),
+    ]
+    if args.full_512:
+        runs.append(("search_512", big_shape, {}))
+    for name, shp, kw in runs:
+        print(f"{name}: {shp} at 4x, 2-3 factors ...", flush=True)
+        data[name] = bench_search(shp, 4.0, 3, **kw)
+        _report(name, data[name])
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        W = np.random.default_rng(0).standard_normal(shape)
+        data["naive_floor_256"] = naive_floor(W, int(W.size / 4), 3, args.sample, 0)
+    _report("naive_floor_256", data["naive_floor_256"])
+    data["compare_example"] = bench_compare()
+    _report("compare_example", data["compare_example"])
     meta["load_avg_end"] = os.getloadavg()
-    data = {"meta": meta, "search_256": a, "search_256_exhaustive": a_ex, "naive_floor_256": floor,
-            "search_512": big, "compare_example": cmp}
-    if limiter is not None:
-        limiter.restore_original_limits()
     if args.quick:
         print("quick run: results not written")
         return

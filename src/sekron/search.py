@@ -57,8 +57,9 @@ __all__ = ["Candidate", "SearchResult", "search", "enumerate_configs"]
 #: Bytes of level-1 singular vectors kept from the spectra until their configurations are
 #: evaluated; beyond this they are recomputed.
 _VEC_CACHE_BYTES = 512 << 20
-#: Stacks smaller than this many entries are not split across worker threads.
-_PARALLEL_MIN_SIZE = 1 << 14
+#: Work (multiply-adds of a Gram stack, cubed sizes of an eigenvalue stack) below which a stack
+#: is not split across worker threads: dispatching costs more than it saves.
+_PARALLEL_MIN_SIZE = 1 << 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -492,7 +493,7 @@ class _Engine:
             return np.asarray(to_numpy(G), dtype=np.float64)
 
         P = X.shape[0]
-        if self.pool is None or P * m * n < _PARALLEL_MIN_SIZE:
+        if self.pool is None or P * m * n * min(m, n) < _PARALLEL_MIN_SIZE:
             return gram(X)
         if P >= self.workers:
             return np.concatenate(list(self.map(gram, [X[lo:hi] for lo, hi in self._split(P)])))
@@ -505,7 +506,7 @@ class _Engine:
     def eigvals(self, G: np.ndarray) -> np.ndarray:
         """:func:`_eigvals_desc` of a stack of Grams, split across the worker threads."""
         P = G.shape[0]
-        if self.pool is None or P < 2:
+        if self.pool is None or P < 2 or P * G.shape[1] ** 3 < _PARALLEL_MIN_SIZE:
             return _eigvals_desc(G)
         chunks = [G[lo:hi] for lo, hi in self._split(P)]
         return np.concatenate(list(self.map(_eigvals_desc, chunks)))
