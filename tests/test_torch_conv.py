@@ -369,7 +369,9 @@ def test_auto_caches_the_fastest_measured_candidate(
     with torch.no_grad():
         y = conv2d(x, kern, padding=1)
         y2 = conv2d(x, kern, padding=1)  # from the cache
-    assert timed == [("dense", "nhwc", "nchw")]
+    # a factorized choice is confirmed by a second round of that layout against dense
+    confirm = [] if fastest == "dense" else [("dense", fastest)]
+    assert timed == [("dense", "nhwc", "nchw"), *confirm]
     want = ("reconstructed", "nchw") if fastest == "dense" else ("factorized", fastest)
     assert list(_auto.cached_choices().values()) == [want]
     expected = F.conv2d(x, kern.to_tensor(), padding=1)
@@ -381,6 +383,16 @@ def test_auto_compares_paired_ratios() -> None:
     """The choice uses the median of per-repetition ratios, not a ratio of medians."""
     assert _auto._paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 10.0]) == pytest.approx(1.0)
     assert _auto._paired_ratio([0.7, 3.5, 0.7], [1.0, 5.0, 1.0]) == pytest.approx(0.7)
+
+
+def test_auto_needs_factorized_to_win_paired_and_at_best() -> None:
+    """A dense conv slow in most repetitions but fast once must not lose to a plan that is
+    never as fast as its best; a real win passes both criteria."""
+    dense = [1.0] * 6 + [0.5]
+    assert _auto._paired_ratio([0.6] * 7, dense) < _auto.MARGIN
+    assert not _auto._wins([0.6] * 7, dense)
+    assert _auto._wins([0.3] * 7, dense)
+    assert not _auto._wins([0.9] * 7, [1.0] * 7)
 
 
 def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:

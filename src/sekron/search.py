@@ -366,6 +366,7 @@ def _deep_order(deep: list[_Job]) -> list[_Job]:
     first: dict[tuple[int, ...], float] = {}
     for c, v in cfg.items():
         first[c[0]] = min(first.get(c[0], np.inf), v)
+
     def key(j: _Job) -> tuple[Any, ...]:
         return (first[j.shapes[0]], j.shapes[0], cfg[j.shapes], j.shapes, j.form != "nested")
 
@@ -404,11 +405,12 @@ class _Engine:
         svd: str,
         rng: np.random.Generator,
         pool: ThreadPoolExecutor | None = None,
+        workers: int = 1,
     ) -> None:
         self.t = t
         # numpy only: worker threads for batches of small factorizations (BLAS single-threaded)
         self.pool = pool
-        self.workers = pool._max_workers if pool is not None else 1
+        self.workers = workers if pool is not None else 1
         self.B = get_backend(backend)
         self.shape = tuple(int(s) for s in t.shape)
         self.numel = prod(self.shape)
@@ -753,7 +755,7 @@ def _run(
         return _run_with(
             tensor, budgets, max_factors=max_factors, forms=forms, max_configs=max_configs,
             svd=svd, random_state=random_state, exhaustive=exhaustive, progress=progress,
-            max_seconds=max_seconds, pool=pool,
+            max_seconds=max_seconds, pool=pool, workers=threads,
         )
 
 
@@ -770,6 +772,7 @@ def _run_with(
     progress: bool | Callable[[int, int], Any] | None,
     max_seconds: float | None,
     pool: ThreadPoolExecutor | None,
+    workers: int,
 ) -> list[SearchResult]:
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + max_seconds
@@ -807,7 +810,7 @@ def _run_with(
             per_budget = tuple(capf(d, c, b) if _min_params(c) <= b else () for b in budgets)
             jobs.append(_Job(c, form, d, per_budget, _prefix(c, len(c) - 1)))
 
-    eng = _Engine(t, backend, budgets, svd, check_random_state(random_state), pool)
+    eng = _Engine(t, backend, budgets, svd, check_random_state(random_state), pool, workers)
     eng.heads = {job.shapes[0] for job in jobs if len(job.d) > 2}
 
     # 2. the spectra every job needs: a1 (nested) and every prefix (chain, lower bounds)

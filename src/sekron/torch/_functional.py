@@ -353,7 +353,8 @@ def conv2d(
       dtype, device) times the dense conv and the factorized plan with channels-last and with
       channels-first stages, 7 times each, interleaved, and caches the factorized layout
       with the lower median of per-repetition time ratios (factorized / dense) only if that
-      median is at most 0.8. It
+      median and the ratio of the best times are both below 0.8, and again so after a second
+      round of that layout against the dense conv. It
       only measures when that is meaningful and safe: autograd off (``torch.no_grad()`` or
       inference mode, because a forward-only timing says nothing about training), not while
       tracing, scripting or compiling, and ``measure`` not False. Otherwise it uses the cost
