@@ -144,37 +144,28 @@ def _as_tensor(value: Any, name: str, p: Path | str) -> np.ndarray:
     return arr
 
 
-def _compression(text: str) -> float:
-    try:
-        c = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not c > 1.0 or not np.isfinite(c):
-        raise argparse.ArgumentTypeError(f"compression must be a number > 1; got {text}")
-    return c
+def _number_above(name: str, bound: float) -> Any:
+    """An argparse type: a finite number > bound, or a one-line error naming ``name``."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not v > bound or not np.isfinite(v):
+            raise argparse.ArgumentTypeError(f"{name} must be a number > {bound:g}; got {text}")
+        return v
+
+    return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not v > 0 or not np.isfinite(v):
-        raise argparse.ArgumentTypeError(f"--max-seconds must be a number > 0; got {text}")
-    return v
+_compression = _number_above("compression", 1.0)
+_seconds = _number_above("--max-seconds", 0.0)
 
 
-def _max_factors(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
-    if v < 2:
-        raise argparse.ArgumentTypeError(f"--max-factors must be >= 2; got {v}")
-    return v
+def _int_at_least(flag: str, least: int) -> Any:
+    """An argparse type: an int >= least, or a one-line error naming ``flag``."""
 
-
-def _max_factors_like(flag: str, least: int) -> Any:
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -185,6 +176,9 @@ def _max_factors_like(flag: str, least: int) -> Any:
         return v
 
     return parse
+
+
+_max_factors = _int_at_least("--max-factors", 2)
 
 
 def _blas_threads(n: int) -> Any:
@@ -230,7 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", metavar="OUT.json", help="write the table rows as JSON here")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmp.add_argument(
-        "--threads", type=_max_factors_like("--threads", 1), default=None, metavar="N",
+        "--threads", type=_int_at_least("--threads", 1), default=None, metavar="N",
         help="worker threads of the SeKron search (default: the CPUs available); BLAS runs "
         "single-threaded, since the many small SVDs run fastest side by side",
     )

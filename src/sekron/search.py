@@ -736,27 +736,15 @@ def _workers(threads: int, backend: str) -> Iterator[ThreadPoolExecutor | None]:
 
 
 def _run(
-    tensor: Any,
-    budgets: Sequence[int],
-    *,
-    max_factors: int,
-    forms: tuple[str, ...],
-    max_configs: int | None,
-    svd: str,
-    random_state: Any,
-    exhaustive: bool,
-    progress: bool | Callable[[int, int], Any] | None,
-    max_seconds: float | None = None,
-    threads: int = 1,
+    tensor: Any, budgets: Sequence[int], *, threads: int = 1, **options: Any
 ) -> list[SearchResult]:
-    """Search at several budgets at once (sharing every SVD); one SearchResult per budget."""
+    """Search at several budgets at once (sharing every SVD); one SearchResult per budget.
+
+    ``options`` are :func:`_run_with`'s; ``threads`` sets up its worker threads.
+    """
     _, backend = check_tensor(tensor)
     with _workers(threads, backend) as pool:
-        return _run_with(
-            tensor, budgets, max_factors=max_factors, forms=forms, max_configs=max_configs,
-            svd=svd, random_state=random_state, exhaustive=exhaustive, progress=progress,
-            max_seconds=max_seconds, pool=pool, workers=threads,
-        )
+        return _run_with(tensor, budgets, pool=pool, workers=threads, **options)
 
 
 def _run_with(
@@ -770,9 +758,9 @@ def _run_with(
     random_state: Any,
     exhaustive: bool,
     progress: bool | Callable[[int, int], Any] | None,
-    max_seconds: float | None,
-    pool: ThreadPoolExecutor | None,
-    workers: int,
+    max_seconds: float | None = None,
+    pool: ThreadPoolExecutor | None = None,
+    workers: int = 1,
 ) -> list[SearchResult]:
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + max_seconds
