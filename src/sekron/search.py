@@ -35,7 +35,7 @@ from typing import Any, overload
 import numpy as np
 
 from . import _ranks
-from ._backend import eps, get_backend, like, sq_norm, to_numpy
+from ._backend import eps, get_backend, like, numpy_dtype, sq_norm, to_numpy
 from ._plan import (
     Ranks,
     Shapes,
@@ -57,6 +57,9 @@ __all__ = ["Candidate", "SearchResult", "search", "enumerate_configs"]
 #: Bytes of level-1 singular vectors kept from the spectra until their configurations are
 #: evaluated; beyond this they are recomputed.
 _VEC_CACHE_BYTES = 512 << 20
+#: Memory for level-1 spectra computed at once on worker threads (each holds a rearranged
+#: copy of the tensor and a Gram matrix).
+_SPECTRA_BYTES = 1 << 30
 #: Work (multiply-adds of a Gram stack, cubed sizes of an eigenvalue stack) below which a stack
 #: is not split across worker threads: dispatching costs more than it saves.
 _PARALLEL_MIN_SIZE = 1 << 20
@@ -843,10 +846,16 @@ def _run_with(
 
     try:
         todo = sorted(need, key=lambda a: (-prod(a), a))
-        works = eng.map(lambda a: eng.spectrum_work(a, need[a]), todo)
-        for a, work in zip(todo, works, strict=True):
-            eng.store_spectrum(a, work)
-            pbar.update()
+        # each spectrum holds a rearranged copy of the tensor and its Gram: run at most as
+        # many at once as fit in _SPECTRA_BYTES
+        itemsize = numpy_dtype(t.dtype).itemsize
+        at_once = max(1, min(eng.workers, _SPECTRA_BYTES // (2 * eng.numel * itemsize)))
+        for i in range(0, len(todo), at_once):
+            batch = todo[i : i + at_once]
+            works = eng.map(lambda a: eng.spectrum_work(a, need[a]), batch)
+            for a, work in zip(batch, works, strict=True):
+                eng.store_spectrum(a, work)
+                pbar.update()
         # 3. two-factor configurations: exact from the spectra alone
         deep = []
         for job in jobs:
