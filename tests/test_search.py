@@ -225,6 +225,17 @@ def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> No
             assert x.rel_error == pytest.approx(y.rel_error, abs=1e-12)
 
 
+def test_exact_svd_scores_a_planted_kronecker_product_to_rounding() -> None:
+    # svd="exact" takes singular values from SVDs, not Grams (whose eigenvalues carry an
+    # absolute error of about eps * ||W||², i.e. a relative error near sqrt(eps))
+    rng = np.random.default_rng(6)
+    W = np.kron(rng.standard_normal((4, 6, 3)), rng.standard_normal((4, 2, 1)))
+    res = search(W, max_params=W.size // 2, svd="exact", progress=False, threads=1)
+    planted = [x for x in res.all if x.shapes == ((4, 6, 3), (4, 2, 1))]
+    assert len(planted) == 1 and planted[0].rel_error < 1e-12
+    assert res.best.rel_error < 1e-12 and res.best.to_sekron().error < 1e-12
+
+
 def test_progress_callback_counts_to_total() -> None:
     seen: list[tuple[int, int]] = []
     W = np.random.default_rng(0).standard_normal((4, 4, 3))

@@ -350,6 +350,17 @@ class _Job:
     lower2: list[float] = field(default_factory=list)  # per budget: lower bound on err²
 
 
+def _gram(B: Any, X: Any, rows: bool) -> np.ndarray:
+    """Grams of a stack X (P, m, n) as float64 numpy: ``X Xᵀ`` if ``rows``, else ``Xᵀ X``."""
+    Xt = B.transpose(X, (0, 2, 1))
+    return np.asarray(to_numpy(B.matmul(X, Xt) if rows else B.matmul(Xt, X)), dtype=np.float64)
+
+
+def _svd_values2(B: Any, X: Any) -> np.ndarray:
+    """Squared singular values of a stack X (P, m, n) from a thin SVD, descending."""
+    return np.asarray(to_numpy(B.svd(X, full_matrices=False)[1]), dtype=np.float64) ** 2
+
+
 def _eigvals_desc(G: np.ndarray) -> np.ndarray:
     """Eigenvalues of a stack of symmetric PSD Grams (P, m, m), descending, clipped at 0."""
     return np.clip(np.linalg.eigvalsh(G)[:, ::-1], 0.0, None)
@@ -435,10 +446,6 @@ class _Engine:
         X = rearrange_unchecked(self.B, self.t, (a, b))
         return self.B.reshape(X, (1, prod(a), prod(b)))
 
-    def spectrum(self, a: tuple[int, ...], cap: int) -> _Spectrum:
-        """Singular values only: eigenvalues of the smaller Gram matrix (or a thin SVD)."""
-        return self.store_spectrum(a, self.spectrum_work(a, cap))
-
     def spectrum_work(self, a: tuple[int, ...], cap: int) -> tuple[Any, ...]:
         """The spectrum of ``(a | w / a)``, touching no engine state (runs in worker threads).
 
@@ -449,10 +456,11 @@ class _Engine:
         if self.svd == "randomized":
             level = truncated_svd(B, X, cap, "randomized", self.rng)
             return np.asarray(level.sig2[0]), float(level.rest2[0]), None
+        if self.svd == "exact":
+            return _svd_values2(B, X)[0], 0.0, None
         m, n = X.shape[1], X.shape[2]
-        Xt = B.transpose(X, (0, 2, 1))
-        G = np.asarray(to_numpy(B.matmul(X, Xt) if m <= n else B.matmul(Xt, X))[0], np.float64)
-        if not (self.svd in ("auto", "gram") and a in self.heads):
+        G = _gram(B, X, m <= n)[0]
+        if a not in self.heads:
             return _eigvals_desc(G[None])[0], 0.0, None
         w, V = np.linalg.eigh(G)
         sig2 = np.clip(w[::-1], 0.0, None)
@@ -489,13 +497,10 @@ class _Engine:
         With worker threads the stack is split across them, or for a single matrix the long
         side is, as a sum of partial Grams.
         """
-        B = self.B
         m, n = X.shape[1], X.shape[2]
 
-        def gram(Z: Any) -> np.ndarray:
-            Zt = B.transpose(Z, (0, 2, 1))
-            G = B.matmul(Z, Zt) if m <= n else B.matmul(Zt, Z)
-            return np.asarray(to_numpy(G), dtype=np.float64)
+        def gram(Z: Any) -> np.ndarray:  # the side is X's, also for a chunk of its long side
+            return _gram(self.B, Z, m <= n)
 
         P = X.shape[0]
         if self.pool is None or P * m * n * min(m, n) < _PARALLEL_MIN_SIZE:
@@ -561,15 +566,12 @@ class _Engine:
         :meth:`chain_error2` of the same configuration, whose second unfolding's Gram is their
         sum over the first R_1 branches.
         """
-        B = self.B
-        m, n = X.shape[1], X.shape[2]
         if self.svd in ("auto", "gram"):
             G = self.grams(X)
-            if keep_for is not None and m > n:
+            if keep_for is not None and X.shape[1] > X.shape[2]:
                 self.col_grams = (keep_for, G)
             return self.eigvals(G)
-        s = np.asarray(to_numpy(B.svd(X, full_matrices=False)[1]), dtype=np.float64)
-        return s**2
+        return _svd_values2(self.B, X)
 
     def _rest_tensor(self, shapes: Shapes, Y: Any) -> Any:
         """Rows of Y (tensors of shape w / a1) rearranged by (a2..aS): (P, d2, d3..dS)."""
