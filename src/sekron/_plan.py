@@ -9,6 +9,7 @@ size of factor k once flattened, i.e. the k-th dimension of the rearranged tenso
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from math import prod
 from typing import Any
@@ -97,7 +98,7 @@ def factor_array_shapes(shapes: Shapes, ranks: Ranks, form: str) -> tuple[tuple[
     return tuple((bounds[k], bounds[k + 1], *shapes[k]) for k in range(n_factors))
 
 
-def nested_params(d: tuple[int, ...] | list[int], ranks: tuple[int, ...] | list[int]) -> int:
+def nested_params(d: Sequence[int], ranks: Sequence[int]) -> int:
     """``Σ_{k<S} P_k d_k + P_{S-1} d_S`` with ``P_k = R_1⋯R_k`` (factor sizes ``d``)."""
     total, P = 0, 1
     for k, r in enumerate(ranks):
@@ -106,7 +107,7 @@ def nested_params(d: tuple[int, ...] | list[int], ranks: tuple[int, ...] | list[
     return total + P * d[-1]
 
 
-def chain_params(d: tuple[int, ...] | list[int], ranks: tuple[int, ...] | list[int]) -> int:
+def chain_params(d: Sequence[int], ranks: Sequence[int]) -> int:
     """``Σ_k R_{k-1} R_k d_k`` with ``R_0 = R_S = 1`` (factor sizes ``d``)."""
     b = (1, *ranks, 1)
     return sum(b[k] * b[k + 1] * d[k] for k in range(len(d)))
