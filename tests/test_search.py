@@ -193,9 +193,33 @@ def test_time_limit_returns_a_valid_certificate(c: float) -> None:
     assert res.certified == (res.best.rel_error <= res.bound * (1 + 1e-12))
     if not res.certified:
         assert "not certified" in repr(res)
+    # n_open counts the unevaluated configurations that could still win: at least every one
+    # whose true error beats the best found, at most every unevaluated one
+    deep = [x for x in full.all if len(x.shapes) >= 3]
+    beats = sum(x.rel_error < res.best.rel_error * (1 - 1e-9) for x in deep)
+    assert beats <= res.n_open <= len(deep)
+    assert (res.n_open == 0) == res.certified
+    if not res.certified:
+        assert f"{res.n_open:,} configurations left unevaluated" in repr(res)
     # pruning alone never leaves the best uncertified
     pruned = search(W, compression=c, progress=False)
     assert pruned.certified and pruned.bound >= full.best.rel_error - 1e-12
+    assert full.n_open == pruned.n_open == 0
+
+
+def test_time_limit_counts_the_configurations_that_could_still_win() -> None:
+    # a planted nested structure A ⊗ (B1 ⊗ C1 + B2 ⊗ C2) that no 2-factor structure within the
+    # budget comes near: stopped before any 3-factor configuration, the best found is poor
+    rng = np.random.default_rng(3)
+    M = sum(np.kron(rng.standard_normal((4, 4)), rng.standard_normal((4, 4))) for _ in range(2))
+    W = np.kron(rng.standard_normal((3, 3)), M) + 1e-3 * rng.standard_normal((48, 48))
+    full = search(W, max_params=100, progress=False, exhaustive=True)
+    res = search(W, max_params=100, progress=False, exhaustive=True, max_seconds=1e-9)
+    deep = [x for x in full.all if len(x.shapes) >= 3]
+    beats = sum(x.rel_error < res.best.rel_error * (1 - 1e-9) for x in deep)
+    assert full.best.rel_error < 0.01 < res.best.rel_error and beats > 0
+    assert not res.certified and beats <= res.n_open < len(deep)
+    assert f"{res.n_open:,} configurations left unevaluated" in repr(res)
 
 
 def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> None:

@@ -260,8 +260,9 @@ def _compare(args: argparse.Namespace) -> int:
     for s in table.searches:
         if s is not None and not s.certified:
             print(
-                f"(at {s.budget:,} params the search stopped early: unevaluated configurations "
-                f"may reach rel. error {s.bound:.4f}, the best found is {s.best.rel_error:.4f})",
+                f"(at {s.budget:,} params the search stopped early: {s.n_open:,} configurations "
+                f"left unevaluated may reach rel. error {s.bound:.4f}, the best found is "
+                f"{s.best.rel_error:.4f})",
                 file=sys.stderr,
             )
     if args.json:

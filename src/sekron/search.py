@@ -146,6 +146,10 @@ class SearchResult(Sequence[Candidate]):
     certified : bool
         ``best.rel_error <= bound``: the best candidate is the best over *all* configurations,
         not only the evaluated ones. Always true after a complete search.
+    n_open : int
+        Configurations left unevaluated by a stopped search (``max_seconds``, or Ctrl-C) whose
+        certified lower bound is below the best error found: only these could still beat it.
+        0 after a complete search, and whenever the best is certified.
     seconds : float
         Wall time of the search.
     """
@@ -163,6 +167,7 @@ class SearchResult(Sequence[Candidate]):
         seconds: float,
         timed_out: bool = False,
         bound: float = float("inf"),
+        n_open: int = 0,
     ) -> None:
         self._front = tuple(front)
         self.all = tuple(all_)
@@ -173,6 +178,7 @@ class SearchResult(Sequence[Candidate]):
         self.interrupted = interrupted
         self.timed_out = timed_out
         self.bound = bound
+        self.n_open = n_open
         self.seconds = seconds
 
     @overload
@@ -203,7 +209,8 @@ class SearchResult(Sequence[Candidate]):
         )
         if not self.certified:
             head += (
-                f"\n  not certified: skipped configurations may reach rel. error {self.bound:.4f}"
+                f"\n  not certified: {self.n_open:,} configurations left unevaluated may reach "
+                f"rel. error {self.bound:.4f}"
             )
         lines = [head]
         for c in self._front[:10]:
@@ -511,7 +518,7 @@ class _Engine:
             parts = [X[:, :, lo:hi] for lo, hi in self._split(n)]
         else:
             parts = [X[:, lo:hi, :] for lo, hi in self._split(m)]
-        return sum(self.map(gram, parts))  # type: ignore[return-value]
+        return sum(self.map(gram, parts))
 
     def eigvals(self, G: np.ndarray) -> np.ndarray:
         """:func:`_eigvals_desc` of a stack of Grams, split across the worker threads."""
@@ -906,13 +913,18 @@ def _run_with(
             pbar.close()
             raise
     pbar.close()
+    n_open = [0 for _ in budgets]  # unevaluated configurations that might still win
     if pos < 0:  # stopped before the deeper configurations were bounded
         skipped2 = [0.0 for _ in budgets]
+        n_open = [
+            sum(1 for j in jobs if j.caps[bi]) - len(evaluated[bi]) for bi in range(len(budgets))
+        ]
     else:
         for job in order[pos:]:
             for bi, caps in enumerate(job.caps):
                 if caps:
                     skipped2[bi] = min(skipped2[bi], job.lower2[bi])
+                    n_open[bi] += job.lower2[bi] < best2[bi] * (1 - 1e-12)
 
     seconds = time.perf_counter() - start
     results = []
@@ -933,6 +945,7 @@ def _run_with(
                 seconds=seconds,
                 timed_out=timed_out,
                 bound=_relative(skipped2[bi], eng.norm2),
+                n_open=n_open[bi],
             )
         )
     return results
@@ -1013,8 +1026,9 @@ def search(
         from the spectra alone). Configurations are evaluated most promising first, so a
         stopped search returns the best found so far, with ``result.timed_out`` set and a
         certificate: ``result.bound`` is a certified lower bound on the error of every
-        configuration left unevaluated, and ``result.certified`` says whether the best is the
-        best overall.
+        configuration left unevaluated, ``result.certified`` says whether the best is the
+        best overall, and ``result.n_open`` counts the unevaluated configurations whose bound
+        leaves them a chance to beat it.
     svd : {"auto", "exact", "gram", "randomized"}
         SVD kernel (see :func:`sekron.decompose`). ``"auto"`` uses the Gram kernel for the
         shared level-1 spectra.
