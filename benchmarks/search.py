@@ -1,6 +1,6 @@
 """Benchmark of sekron.search: time against the SVDs it must compute, side by side.
 
-Run:  python benchmarks/search.py [--quick] [--full-512]
+Run:  python benchmarks/search.py [--quick] [--full-512] [--only NAME ...]
 Writes benchmarks/results/search.json (search.md is written by hand from it).
 
 Measured on standard-normal tensors (the worst case for pruning: every configuration has nearly
@@ -16,7 +16,9 @@ factors:
   ``decompose`` would (``nested_tree`` / TT-SVD at the budget's rank caps, BLAS on one thread),
   timed on a random sample of configurations and extrapolated to all of them;
 - 512x512x3x3: a search with ``max_seconds`` (its certificate: evaluated configurations, the
-  certified bound on the rest), and with ``--full-512`` the complete search;
+  certified bound on the rest), and with ``--full-512`` the complete search, on a standard-normal
+  tensor and on a trained 512x512x3x3 weight (``benchmarks/data/wide_digits_cnn.npz``, made by
+  ``scripts/train_wide_digits_cnn.py``): no pretrained ImageNet weight can be downloaded here;
 - the default ``sekron compare`` run on the embedded example.
 """
 
@@ -42,6 +44,7 @@ from sekron.search import _chain_caps, _Engine, _nested_caps, enumerate_configs
 from sekron.search import search as sekron_search
 
 RESULTS = Path(__file__).parent / "results"
+WIDE_WEIGHT = Path(__file__).parent / "data" / "wide_digits_cnn.npz"
 
 
 class _Timer:
@@ -106,12 +109,19 @@ def naive_floor(W: np.ndarray, budget: int, max_factors: int, sample: int, seed:
     }
 
 
+def trained_512() -> np.ndarray:
+    """The trained 512x512x3x3 weight of ``scripts/train_wide_digits_cnn.py``, as float64."""
+    with np.load(WIDE_WEIGHT, allow_pickle=False) as data:
+        return np.asarray(data["conv512"], dtype=np.float64)
+
+
 def bench_search(
     shape: tuple[int, ...], compression: float, max_factors: int, *, timed: bool = False,
-    **kw: Any,
+    tensor: str = "gaussian", **kw: Any,
 ) -> dict:
-    W = np.random.default_rng(0).standard_normal(shape)
-    out: dict[str, Any] = {"shape": list(shape), "compression": compression,
+    W = trained_512() if tensor == "trained" else np.random.default_rng(0).standard_normal(shape)
+    shape = W.shape
+    out: dict[str, Any] = {"tensor": tensor, "shape": list(shape), "compression": compression,
                            "max_factors": max_factors,
                            **{k: v for k, v in kw.items() if v is not None}}
     timer = _Timer() if timed else None
@@ -129,6 +139,7 @@ def bench_search(
     out["n_pruned"] = res.n_pruned
     out["timed_out"] = res.timed_out
     out["certified"] = res.certified
+    out["n_open"] = res.n_open
     out["bound"] = None if not np.isfinite(res.bound) else res.bound
     out["best"] = {"shapes": [list(s) for s in res.best.shapes], "form": res.best.form,
                    "ranks": list(res.best.ranks), "n_params": res.best.n_params,
@@ -160,7 +171,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     ap.add_argument("--sample", type=int, default=40, help="configurations timed for the floor")
     ap.add_argument("--max-seconds-512", type=float, default=45.0)
-    ap.add_argument("--full-512", action="store_true", help="also the complete 512 search")
+    ap.add_argument("--full-512", action="store_true", help="also the complete 512 searches")
+    ap.add_argument(
+        "--only", nargs="+", metavar="NAME",
+        help="run only these entries (e.g. search_512_trained) and update them in search.json",
+    )
     args = ap.parse_args()
     meta = {
         "python": sys.version.split()[0], "numpy": np.__version__,
@@ -170,27 +185,43 @@ def main() -> None:
     data: dict[str, Any] = {"meta": meta}
     shape = (32, 32, 3, 3) if args.quick else (256, 256, 3, 3)
     big_shape = (64, 64, 3, 3) if args.quick else (512, 512, 3, 3)
-    runs = [
+    every = [
         ("search_256", shape, {}),
         ("search_256_exhaustive", shape, {"exhaustive": True}),
         ("search_256_exhaustive_1thread", shape, {"exhaustive": True, "threads": 1,
                                                   "timed": True}),
         ("search_512_time_limited", big_shape, {"max_seconds": args.max_seconds_512}),
+        # a trained layer of the same size (scripts/train_wide_digits_cnn.py)
+        ("search_512_trained_time_limited", big_shape,
+         {"tensor": "trained", "max_seconds": args.max_seconds_512}),
+        ("search_512", big_shape, {}),
+        ("search_512_trained", big_shape, {"tensor": "trained"}),
     ]
-    if args.full_512:
-        runs.append(("search_512", big_shape, {}))
+    full = {"search_512", "search_512_trained"}
+    if args.quick:  # Gaussian tensors only
+        every = [r for r in every if r[2].get("tensor") != "trained"]
+    if args.only:
+        runs = [r for r in every if r[0] in args.only]
+        if (RESULTS / "search.json").exists() and not args.quick:  # update the other entries
+            data = {**json.loads((RESULTS / "search.json").read_text()),
+                    "meta_" + "_".join(args.only): meta}
+    else:
+        runs = [r for r in every if args.full_512 or r[0] not in full]
+    wanted = (lambda name: name in args.only) if args.only else (lambda name: True)
     for name, shp, kw in runs:
         print(f"{name}: {shp} at 4x, 2-3 factors ...", flush=True)
         data[name] = bench_search(shp, 4.0, 3, **kw)
         _report(name, data[name])
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(1):
-        W = np.random.default_rng(0).standard_normal(shape)
-        data["naive_floor_256"] = naive_floor(W, int(W.size / 4), 3, args.sample, 0)
-    _report("naive_floor_256", data["naive_floor_256"])
-    data["compare_example"] = bench_compare()
-    _report("compare_example", data["compare_example"])
+    if wanted("naive_floor_256"):
+        with threadpool_limits(1):
+            W = np.random.default_rng(0).standard_normal(shape)
+            data["naive_floor_256"] = naive_floor(W, int(W.size / 4), 3, args.sample, 0)
+        _report("naive_floor_256", data["naive_floor_256"])
+    if wanted("compare_example"):
+        data["compare_example"] = bench_compare()
+        _report("compare_example", data["compare_example"])
     meta["load_avg_end"] = os.getloadavg()
     if args.quick:
         print("quick run: results not written")
