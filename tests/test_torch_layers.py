@@ -398,3 +398,28 @@ def test_float64_follows_through_dtype_conversion():
     x = torch.randn(1, 6, 5, 5, dtype=torch.float64)
     assert layer(x).dtype == torch.float64
     assert np.isfinite(layer(x).detach().numpy()).all()
+
+
+def test_kernel_object_is_reused_and_follows_the_parameters() -> None:
+    # the SeKronTensor behind the layer is built once, yet every change to the parameters
+    # (values in place, dtype, a replaced parameter) reaches the output
+    layer = SeKronConv2d(_st(SHAPES_3, (2, 3)), torch.randn(8, dtype=torch.float64), padding=1)
+    x = _x(layer.sekron)
+    assert layer.sekron is layer.sekron
+
+    def dense(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return F.conv2d(x, layer.sekron.to_tensor(), layer.bias, padding=1)
+
+    with torch.no_grad():
+        before = layer(x)
+        layer.factor1.mul_(2.0)  # in place: same tensors, new values
+        assert_close(layer(x), dense(x))
+        assert not torch.allclose(layer(x), before)
+        layer.float()  # the parameters change dtype where they are
+        assert layer.sekron.dtype == torch.float32 and layer(x.float()).dtype == torch.float32
+        assert_close(layer(x.float()), dense(x.float()))
+        old = layer.sekron
+        layer.factor0 = nn.Parameter(torch.randn_like(layer.factor0))  # a new parameter
+        assert layer.sekron is not old and layer.sekron.factors[0] is layer.factor0
+        assert_close(layer(x.float()), dense(x.float()))

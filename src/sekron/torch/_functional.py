@@ -214,14 +214,18 @@ def _kernel(st: SeKronTensor) -> torch.Tensor:
     Building the kernel costs a reordering copy of its size (about 5-10% of a dense conv). With
     autograd recording or under tracing/compiling it is always rebuilt; otherwise it is cached,
     keyed on the factors' identities (checked through weak references, so a freed factor never
-    matches) and their in-place version counters (an optimizer step invalidates it).
+    matches), their in-place version counters (an optimizer step invalidates it) and their
+    storage, dtype and device (``module.to(...)`` swaps a parameter's data without a version
+    bump).
     """
     needs_graph = torch.is_grad_enabled() and any(f.requires_grad for f in st.factors)
     compiler = getattr(torch, "compiler", None)
     if (needs_graph or torch.jit.is_tracing() or torch.jit.is_scripting()
             or (compiler is not None and compiler.is_compiling())):
         return st.to_tensor()
-    key = (st.form, *((id(f), f._version) for f in st.factors))
+    # the storage address too: module.to(), .float() etc. swap a parameter's data in place
+    # without bumping its version counter
+    key = (st.form, *((id(f), f._version, f.data_ptr(), f.dtype, f.device) for f in st.factors))
     hit = _KERNELS.get(key)
     if hit is not None and all(ref() is f for ref, f in zip(hit[0], st.factors, strict=True)):
         _KERNELS.move_to_end(key)

@@ -172,6 +172,7 @@ class SeKronConv2d(nn.Module):
         else:
             self.bias = nn.Parameter(bias.detach().clone().to(factors[0].dtype))
         self._pad, self._conv_padding = self._padding_plan()
+        self._sekron_cache: tuple[tuple[Any, ...], SeKronTensor] | None = None
 
     # -- construction from a dense conv --------------------------------------------------------
     @classmethod
@@ -291,12 +292,31 @@ class SeKronConv2d(nn.Module):
     @property
     def factors(self) -> tuple[nn.Parameter, ...]:
         """The factor parameters ``factor0 .. factor{S-1}``, in the layout of :attr:`form`."""
-        return tuple(getattr(self, f"factor{k}") for k in range(self.n_factors))
+        params = self._parameters
+        return tuple(params[f"factor{k}"] for k in range(self.n_factors))  # type: ignore[misc]
 
     @property
     def sekron(self) -> SeKronTensor:
-        """The kernel as a SeKronTensor of the current parameters (shares their storage)."""
-        return SeKronTensor(list(self.factors), self.form)
+        """The kernel as a SeKronTensor of the current parameters (shares their storage).
+
+        The object is reused while the parameters are the same tensors of the same shapes
+        (building and validating one cost more than a small convolution); it follows their
+        values, dtype and device, which it does not copy.
+        """
+        factors = self.factors
+        key = tuple((id(p), p.shape) for p in factors)
+        hit = getattr(self, "_sekron_cache", None)
+        if (
+            hit is not None
+            and hit[0] == key
+            and all(a is b for a, b in zip(hit[1].factors, factors, strict=True))
+        ):
+            return hit[1]
+        st = SeKronTensor(list(factors), self.form)
+        compiler = getattr(torch, "compiler", None)
+        if not (torch.jit.is_tracing() or (compiler is not None and compiler.is_compiling())):
+            self._sekron_cache = (key, st)
+        return st
 
     @property
     def n_params(self) -> int:
