@@ -120,7 +120,7 @@ class SeKronTensor:
     (64, 64, 3, 3)
     """
 
-    __slots__ = ("_factors", "_form", "_shapes", "_ranks", "_error", "_backend")
+    __slots__ = ("_factors", "_form", "_shapes", "_ranks", "_error", "_backend", "_shape")
 
     def __init__(
         self, factors: Sequence[Any], form: str = "nested", *, error: float | None = None
@@ -155,6 +155,7 @@ class SeKronTensor:
         self._factors = tuple(factors)
         self._form = form
         self._shapes = shapes
+        self._shape = tensor_shape(shapes)
         self._ranks = ranks
         self._error = error
         self._backend = names[0]
@@ -183,7 +184,7 @@ class SeKronTensor:
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of the full tensor: ``prod_k shapes[k][n]`` for every mode n."""
-        return tensor_shape(self._shapes)
+        return self._shape
 
     @property
     def ndim(self) -> int:
