@@ -321,3 +321,59 @@ def test_result_repr_and_sequence() -> None:
     res = search(W, compression=2, progress=False)
     assert "SearchResult for shape (8, 4, 3)" in repr(res)
     assert list(res[:1]) == [res.best]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 12),
+    st.integers(1, 6),
+    st.integers(2, 7),
+    st.integers(2, 7),
+    st.integers(0, 2**31 - 1),
+)
+def test_partial_nested_bound_is_below_the_exact_optimum(M1, k, d2, d3, seed) -> None:
+    # the bound from the first k level-2 branches never exceeds the best error of any ranks
+    # within the budget, and equals it once every branch is in
+    from sekron import _ranks
+    from sekron.search import _partial_nested_bound2
+
+    rng = np.random.default_rng(seed)
+    k = min(k, M1)
+    m = min(d2, d3)
+    d = (M1, d2, d3)
+    sig2 = np.sort(rng.random(M1) ** 3)[::-1]
+    rest1 = float(rng.random())
+    tail1 = _ranks.tail(sig2, np.asarray(rest1))
+    sv2 = np.sort(rng.random((M1, m)) ** 3, axis=1)[:, ::-1] * sig2[:, None]
+    E = _ranks.nested_error_table([sig2, sv2], [np.asarray(rest1), np.zeros(M1)])
+    P = _ranks.params_table(d, (M1, m), "nested")
+    for budget in rng.integers(M1 + d2 + d3, M1 * (M1 + d2 * d3) + 2, size=4):
+        feasible = E[P <= budget]
+        best = feasible.min() if feasible.size else np.inf
+        assert _partial_nested_bound2(tail1, sv2[:k], d, int(budget)) <= best * (1 + 1e-12)
+        assert _partial_nested_bound2(tail1, sv2, d, int(budget)) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("c", [2.0, 8.0])
+def test_giving_up_on_trees_part_way_keeps_the_best_and_prunes_more(c, monkeypatch) -> None:
+    import importlib
+
+    from sekron.data.digits_cnn import WEIGHTS_PATH
+
+    mod = importlib.import_module("sekron.search")
+    with np.load(WEIGHTS_PATH.with_suffix(".npz"), allow_pickle=False) as data:
+        W = data["features.5.weight"]  # a trained (64, 32, 3, 3) conv weight
+    full = search(W, compression=c, exhaustive=True, progress=False)
+    fast = search(W, compression=c, progress=False)
+    # the same search without giving up part-way (the partial bound never beats the best)
+    monkeypatch.setattr(mod, "_partial_nested_bound2", lambda *a: -np.inf)
+    whole = search(W, compression=c, progress=False)
+    tol = tolerance(W.dtype)  # a float32 weight: forms computed along other paths round apart
+    assert fast.best.rel_error == pytest.approx(full.best.rel_error, abs=tol)
+    assert fast.certified and whole.certified
+    assert fast.n_pruned > whole.n_pruned
+    assert len(fast.all) + fast.n_pruned == len(full.all) == len(whole.all) + whole.n_pruned
+    # every configuration evaluated has the exhaustive search's error
+    exact = {(x.shapes, x.form): x.rel_error for x in full.all}
+    for x in fast.all:
+        assert x.rel_error == pytest.approx(exact[(x.shapes, x.form)], abs=tol)

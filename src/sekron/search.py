@@ -14,6 +14,11 @@ full tensor is never rebuilt. The expensive parts are shared:
   certified lower bound on each configuration's error within the budget. Configurations with
   S >= 3 are evaluated in increasing order of that bound, and those whose bound cannot beat the
   best error found so far are skipped (``exhaustive=True`` evaluates all of them).
+- **Trees given up part-way.** A nested 3-factor tree computes its level-2 branches in growing
+  chunks, largest level-1 singular value first. After each chunk, the exact errors of the ranks
+  whose branches are all in, and for larger R_1 the level-1 tail plus the branches so far,
+  bound every rank choice within the budget; once that bound cannot beat the best error, the
+  rest of the tree is skipped (counted as pruned).
 - **Deeper levels** are one batched SVD per level, capped at the ranks that fit the budget.
 """
 
@@ -133,7 +138,8 @@ class SearchResult(Sequence[Candidate]):
     n_configs : int
         Configurations (shapes x form) considered after the budget and ``max_configs`` filters.
     n_pruned : int
-        Configurations skipped because their certified lower bound could not beat the best error.
+        Configurations skipped because their certified lower bound could not beat the best error
+        (before their evaluation, or part-way through a nested 3-factor tree).
     interrupted : bool
         True when the search was stopped by KeyboardInterrupt; the result holds what was found.
     timed_out : bool
@@ -592,7 +598,20 @@ class _Engine:
         Z = B.transpose(Z, (0, *(p + 1 for p in perm)))
         return B.reshape(Z, (P, *out))
 
-    def nested_tree(self, shapes: Shapes, d: Sequence[int], caps: Ranks) -> NestedTree:
+    def nested_tree(
+        self,
+        shapes: Shapes,
+        d: Sequence[int],
+        caps: Ranks,
+        give_up: Callable[[np.ndarray, np.ndarray], bool] | None = None,
+    ) -> NestedTree | None:
+        """The nested SVD tree at ``caps`` (level 1 from the shared spectrum).
+
+        With ``give_up`` (S = 3 only), the level-2 branches are computed in growing chunks,
+        largest level-1 singular value first; after each chunk ``give_up(level1_tail, sv2)``
+        sees the level-1 tail and the branches so far, and returning True abandons the tree
+        (None is returned).
+        """
         sp = self.spectra[shapes[0]]
         M1 = min(caps[0], sp.cap)
         sig2s = [sp.sig2[:M1].copy()]
@@ -605,7 +624,14 @@ class _Engine:
             for k in range(1, len(d) - 1):
                 branch = tuple(Ms)
                 if k == len(d) - 2:  # the last level needs singular values only
-                    sv2 = self.values2(X, keep_for=shapes if len(d) == 3 else None)
+                    keep = shapes if len(d) == 3 else None
+                    if give_up is None or len(d) != 3:
+                        sv2 = self.values2(X, keep_for=keep)
+                    else:
+                        got = self._branches_or_give_up(X, shapes, sp.tail(M1), give_up)
+                        if got is None:
+                            return None
+                        sv2 = got
                     M = min(caps[k], sv2.shape[1])
                     sig2s.append(sv2[:, :M].reshape(*branch, M))
                     rest2s.append(sv2[:, M:].sum(axis=1).reshape(branch))
@@ -618,6 +644,32 @@ class _Engine:
                 Ms.append(M)
                 X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], prod(d[k + 2 :])))
         return NestedTree([], None, sig2s, rest2s, tuple(Ms), self.norm2)
+
+    def _branches_or_give_up(
+        self,
+        X: Any,
+        shapes: Shapes,
+        tail1: np.ndarray,
+        give_up: Callable[[np.ndarray, np.ndarray], bool],
+    ) -> np.ndarray | None:
+        """:meth:`values2` of the stack X in chunks of 8, 16, 32, ... branches, asking
+        ``give_up`` after each chunk but the last; the kept column Grams are joined."""
+        M1 = X.shape[0]
+        parts: list[np.ndarray] = []
+        grams: list[np.ndarray] = []
+        done, step = 0, 8
+        while done < M1:
+            hi = min(M1, done + step)
+            self.col_grams = None
+            parts.append(self.values2(X[done:hi], keep_for=shapes))
+            if self.col_grams is not None:
+                grams.append(self.col_grams[1])
+            done, step = hi, 2 * step
+            if done < M1 and give_up(tail1, np.concatenate(parts)):
+                self.col_grams = None
+                return None
+        self.col_grams = (shapes, np.concatenate(grams)) if len(grams) == len(parts) else None
+        return np.concatenate(parts)
 
     def chain_error2(self, shapes: Shapes, d: Sequence[int], ranks: Ranks) -> float:
         """Exact squared error of TT-SVD on R(W) at ``ranks`` (level 1 shared)."""
@@ -903,7 +955,16 @@ def _run_with(
                     n_pruned[bi] += 1
                     skipped2[bi] = min(skipped2[bi], job.lower2[bi])
             if live:
-                _evaluate_deep(eng, job, [(bi, budgets[bi], job.caps[bi]) for bi in live], record)
+                gave_up = _evaluate_deep(
+                    eng,
+                    job,
+                    [(bi, budgets[bi], job.caps[bi]) for bi in live],
+                    record,
+                    None if exhaustive else best2,
+                )
+                for bi, lb in gave_up.items():  # given up part-way: pruned by a tighter bound
+                    n_pruned[bi] += 1
+                    skipped2[bi] = min(skipped2[bi], lb)
             pbar.update()
         else:
             pos = len(order)
@@ -957,21 +1018,62 @@ def _relative(err2: float, norm2: float) -> float:
     return 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
 
 
+def _partial_nested_bound2(
+    tail1: np.ndarray, sv2: np.ndarray, d: Sequence[int], budget: int
+) -> float:
+    """Lower bound on the squared error of a nested 3-factor tree at any ranks within budget,
+    from its level-1 tail and the first ``k = len(sv2)`` level-2 branches only.
+
+    For R_1 <= k this is the exact error at the largest R_2 the budget allows (the error falls
+    as R_2 grows); for R_1 > k the branches not yet computed are bounded by 0.
+    """
+    k, m = sv2.shape
+    R1 = np.arange(1, tail1.shape[0] + 1)
+    R2 = np.minimum(m, (budget - R1 * d[0]) // (R1 * (d[1] + d[2])))
+    ok = R2 >= 1
+    if not ok.any():
+        return np.inf
+    R1, R2 = R1[ok], R2[ok]
+    # tails[r, j] = Σ_{i >= j} sv2[r, i]: branch r's squared error at rank j
+    tails = np.concatenate([np.cumsum(sv2[:, ::-1], axis=1)[:, ::-1], np.zeros((k, 1))], axis=1)
+    A = tails[:, R2]  # (k, n): branch r at R_2(R_1)
+    A = np.where(np.arange(k)[:, None] < R1[None, :], A, 0.0)
+    return float(np.min(tail1[R1 - 1] + A.sum(axis=0)))
+
+
 def _evaluate_deep(
     eng: _Engine,
     job: _Job,
     live: list[tuple[int, int, Ranks]],
     record: Callable[[_Job, int, Ranks, float], None],
-) -> None:
+    best2: Sequence[float] | None = None,
+) -> dict[int, float]:
+    """Evaluate ``job`` at the live budgets; returns ``{budget index: lower bound}`` instead
+    when, given ``best2`` (the best squared errors so far), a nested 3-factor tree was given up
+    after some of its branches because none of its ranks could beat them."""
     if job.form == "nested":
         # one tree at the elementwise-largest caps serves every budget
         caps = tuple(max(c[k] for _, _, c in live) for k in range(len(job.d) - 1))
-        tree = eng.nested_tree(job.shapes, job.d, caps)
+        bounds: dict[int, float] = {}
+
+        def give_up(tail1: np.ndarray, sv2: np.ndarray) -> bool:
+            assert best2 is not None
+            for bi, b, _ in live:
+                bounds[bi] = _partial_nested_bound2(tail1, sv2, job.d, b)
+                if bounds[bi] < best2[bi] * (1 - 1e-12):
+                    return False
+            return True
+
+        tree = eng.nested_tree(
+            job.shapes, job.d, caps, give_up if best2 is not None and len(job.d) == 3 else None
+        )
+        if tree is None:
+            return bounds
         for bi, b, _ in live:
             ranks = _choose_nested(tree, job.d, None, b)
             if ranks is not None:
                 record(job, bi, ranks, _ranks.nested_error2(tree.sig2, tree.rest2, ranks))
-        return
+        return {}
     for bi, b, caps in live:
         tails = [
             eng.spectra[_prefix(job.shapes, k + 1)].tail(caps[k]) for k in range(len(caps))
@@ -979,6 +1081,7 @@ def _evaluate_deep(
         ranks = _choose_chain_budget(tails, job.d, b)
         if ranks is not None:
             record(job, bi, ranks, eng.chain_error2(job.shapes, job.d, ranks))
+    return {}
 
 
 # ----------------------------------------------------------------------------------------------
