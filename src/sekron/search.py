@@ -617,6 +617,15 @@ class _Engine:
         sig2s = [sp.sig2[:M1].copy()]
         rest2s = [np.asarray(sp.rest2 + sp.sig2[M1:].sum())]
         Ms = [M1]
+        if len(d) == 3 and give_up is not None:
+            Y = self.level1_Y(shapes[0], M1, self.need[shapes[0]])
+            sv2 = self._branches_or_give_up(Y, shapes, d, sp.tail(M1), give_up)
+            if sv2 is None:
+                return None
+            M = min(caps[1], sv2.shape[1])
+            sig2s.append(sv2[:, :M])
+            rest2s.append(sv2[:, M:].sum(axis=1))
+            return NestedTree([], None, sig2s, rest2s, (M1, M), self.norm2)
         if len(d) > 2:
             B = self.B
             X = self._rest_tensor(shapes, self.level1_Y(shapes[0], M1, self.need[shapes[0]]))
@@ -624,14 +633,7 @@ class _Engine:
             for k in range(1, len(d) - 1):
                 branch = tuple(Ms)
                 if k == len(d) - 2:  # the last level needs singular values only
-                    keep = shapes if len(d) == 3 else None
-                    if give_up is None or len(d) != 3:
-                        sv2 = self.values2(X, keep_for=keep)
-                    else:
-                        got = self._branches_or_give_up(X, shapes, sp.tail(M1), give_up)
-                        if got is None:
-                            return None
-                        sv2 = got
+                    sv2 = self.values2(X, keep_for=shapes if len(d) == 3 else None)
                     M = min(caps[k], sv2.shape[1])
                     sig2s.append(sv2[:, :M].reshape(*branch, M))
                     rest2s.append(sv2[:, M:].sum(axis=1).reshape(branch))
@@ -647,21 +649,24 @@ class _Engine:
 
     def _branches_or_give_up(
         self,
-        X: Any,
+        Y: Any,
         shapes: Shapes,
+        d: Sequence[int],
         tail1: np.ndarray,
         give_up: Callable[[np.ndarray, np.ndarray], bool],
     ) -> np.ndarray | None:
-        """:meth:`values2` of the stack X in chunks of 8, 16, 32, ... branches, asking
+        """:meth:`values2` of the level-2 branches (rows of Y rearranged by ``(a2 | a3)``) in
+        chunks of 8, 16, 32, ... rows, each rearranged only when it is reached, asking
         ``give_up`` after each chunk but the last; the kept column Grams are joined."""
-        M1 = X.shape[0]
+        M1 = Y.shape[0]
         parts: list[np.ndarray] = []
         grams: list[np.ndarray] = []
         done, step = 0, 8
         while done < M1:
             hi = min(M1, done + step)
+            X = self.B.reshape(self._rest_tensor(shapes, Y[done:hi]), (hi - done, d[1], d[2]))
             self.col_grams = None
-            parts.append(self.values2(X[done:hi], keep_for=shapes))
+            parts.append(self.values2(X, keep_for=shapes))
             if self.col_grams is not None:
                 grams.append(self.col_grams[1])
             done, step = hi, 2 * step
