@@ -671,10 +671,11 @@ class _Engine:
                 grams.append(self.col_grams[1])
             done, step = hi, 2 * step
             if done < M1 and give_up(tail1, np.concatenate(parts)):
-                self.col_grams = None
-                return None
+                break
+        # the column Grams of the branches computed (all of them, or those before giving up):
+        # the chain of the same shapes sums them and computes only the rest
         self.col_grams = (shapes, np.concatenate(grams)) if len(grams) == len(parts) else None
-        return np.concatenate(parts)
+        return np.concatenate(parts) if done == M1 else None
 
     def chain_error2(self, shapes: Shapes, d: Sequence[int], ranks: Ranks) -> float:
         """Exact squared error of TT-SVD on R(W) at ``ranks`` (level 1 shared)."""
@@ -683,9 +684,17 @@ class _Engine:
         if len(d) == 2:
             return err2
         kept = self.col_grams
-        if len(d) == 3 and kept is not None and kept[0] == shapes and kept[1].shape[0] >= ranks[0]:
-            # Σ_{r < R_1} Z_rᵀ Z_r: the Gram of Z (R_1 d_2, d_3) from the nested level's Grams
+        if len(d) == 3 and kept is not None and kept[0] == shapes:
+            # Σ_{r < R_1} Z_rᵀ Z_r: the Gram of Z (R_1 d_2, d_3) from the nested level's Grams,
+            # and from new ones for branches a given-up nested tree did not reach
+            have = kept[1].shape[0]
             G = kept[1][: ranks[0]].sum(axis=0)
+            if have < ranks[0]:
+                Y = self.level1_Y(shapes[0], ranks[0], self.need[shapes[0]])
+                X = self.B.reshape(
+                    self._rest_tensor(shapes, Y[have : ranks[0]]), (ranks[0] - have, d[1], d[2])
+                )
+                G = G + self.grams(X).sum(axis=0)
             return err2 + float(self.eigvals(G[None])[0, ranks[1] :].sum())
         B = self.B
         X = self._rest_tensor(shapes, self.level1_Y(shapes[0], ranks[0], self.need[shapes[0]]))
@@ -1039,11 +1048,11 @@ def _partial_nested_bound2(
     if not ok.any():
         return np.inf
     R1, R2 = R1[ok], R2[ok]
-    # tails[r, j] = Σ_{i >= j} sv2[r, i]: branch r's squared error at rank j
+    # tails[r, j] = Σ_{i >= j} sv2[r, i]: branch r's squared error at rank j; C[q, j] sums
+    # tails[r, j] over the first q branches
     tails = np.concatenate([np.cumsum(sv2[:, ::-1], axis=1)[:, ::-1], np.zeros((k, 1))], axis=1)
-    A = tails[:, R2]  # (k, n): branch r at R_2(R_1)
-    A = np.where(np.arange(k)[:, None] < R1[None, :], A, 0.0)
-    return float(np.min(tail1[R1 - 1] + A.sum(axis=0)))
+    C = np.concatenate([np.zeros((1, m + 1)), np.cumsum(tails, axis=0)])
+    return float(np.min(tail1[R1 - 1] + C[np.minimum(R1, k), R2]))
 
 
 def _evaluate_deep(
