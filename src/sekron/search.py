@@ -537,7 +537,7 @@ class _Engine:
     def level1_Y(self, a: tuple[int, ...], rank: int, cap: int) -> Any:
         """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a.
 
-        From the vectors kept by :meth:`spectrum` when there are: ``Uᵀ X`` for a wide unfolding
+        From the vectors kept by :meth:`spectrum_work` when there are: ``Uᵀ X`` for a wide unfolding
         (U from ``X Xᵀ``), ``diag(σ) Vᵀ`` for a tall one (V from ``Xᵀ X``: no product with X).
         """
         B = self.B
@@ -571,20 +571,21 @@ class _Engine:
         return Y[:rank]
 
     # -- deeper levels ---------------------------------------------------------------------
-    def values2(self, X: Any, keep_for: Shapes | None = None) -> np.ndarray:
-        """All squared singular values of a stack X (P, m, n), descending, as float64 numpy.
+    def values2(self, X: Any) -> np.ndarray:
+        """All squared singular values of a stack X (P, m, n), descending, as float64 numpy."""
+        return self.values2_and_col_grams(X)[0]
 
-        ``"auto"``/``"gram"``: eigenvalues of the smaller Gram matrix; otherwise a thin SVD.
-        With ``keep_for`` (a configuration's shapes), column-side Grams ``XᵀX`` are kept for
-        :meth:`chain_error2` of the same configuration, whose second unfolding's Gram is their
-        sum over the first R_1 branches.
+    def values2_and_col_grams(self, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`values2`, and the column-side Grams ``XᵀX`` when it formed them.
+
+        ``"auto"``/``"gram"``: eigenvalues of the smaller Gram matrix; otherwise a thin SVD
+        (and no Grams). For S = 3 the chain's second unfolding's Gram is the sum of the nested
+        level's column Grams over the first R_1 branches.
         """
         if self.svd in ("auto", "gram"):
             G = self.grams(X)
-            if keep_for is not None and X.shape[1] > X.shape[2]:
-                self.col_grams = (keep_for, G)
-            return self.eigvals(G)
-        return _svd_values2(self.B, X)
+            return self.eigvals(G), (G if X.shape[1] > X.shape[2] else None)
+        return _svd_values2(self.B, X), None
 
     def _rest_tensor(self, shapes: Shapes, Y: Any) -> Any:
         """Rows of Y (tensors of shape w / a1) rearranged by (a2..aS): (P, d2, d3..dS)."""
@@ -610,30 +611,30 @@ class _Engine:
         With ``give_up`` (S = 3 only), the level-2 branches are computed in growing chunks,
         largest level-1 singular value first; after each chunk ``give_up(level1_tail, sv2)``
         sees the level-1 tail and the branches so far, and returning True abandons the tree
-        (None is returned).
+        (None is returned). See :meth:`_level2_values`.
         """
         sp = self.spectra[shapes[0]]
         M1 = min(caps[0], sp.cap)
         sig2s = [sp.sig2[:M1].copy()]
         rest2s = [np.asarray(sp.rest2 + sp.sig2[M1:].sum())]
         Ms = [M1]
-        if len(d) == 3 and give_up is not None:
+        if len(d) == 3:
             Y = self.level1_Y(shapes[0], M1, self.need[shapes[0]])
-            sv2 = self._branches_or_give_up(Y, shapes, d, sp.tail(M1), give_up)
+            sv2 = self._level2_values(Y, shapes, d, sp.tail(M1), give_up)
             if sv2 is None:
                 return None
             M = min(caps[1], sv2.shape[1])
             sig2s.append(sv2[:, :M])
             rest2s.append(sv2[:, M:].sum(axis=1))
-            return NestedTree([], None, sig2s, rest2s, (M1, M), self.norm2)
-        if len(d) > 2:
+            Ms.append(M)
+        elif len(d) > 3:
             B = self.B
             X = self._rest_tensor(shapes, self.level1_Y(shapes[0], M1, self.need[shapes[0]]))
             X = B.reshape(X, (M1, d[1], prod(d[2:])))
             for k in range(1, len(d) - 1):
                 branch = tuple(Ms)
                 if k == len(d) - 2:  # the last level needs singular values only
-                    sv2 = self.values2(X, keep_for=shapes if len(d) == 3 else None)
+                    sv2 = self.values2(X)
                     M = min(caps[k], sv2.shape[1])
                     sig2s.append(sv2[:, :M].reshape(*branch, M))
                     rest2s.append(sv2[:, M:].sum(axis=1).reshape(branch))
@@ -647,33 +648,35 @@ class _Engine:
                 X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], prod(d[k + 2 :])))
         return NestedTree([], None, sig2s, rest2s, tuple(Ms), self.norm2)
 
-    def _branches_or_give_up(
+    def _level2_values(
         self,
         Y: Any,
         shapes: Shapes,
         d: Sequence[int],
         tail1: np.ndarray,
-        give_up: Callable[[np.ndarray, np.ndarray], bool],
+        give_up: Callable[[np.ndarray, np.ndarray], bool] | None,
     ) -> np.ndarray | None:
-        """:meth:`values2` of the level-2 branches (rows of Y rearranged by ``(a2 | a3)``) in
-        chunks of 8, 16, 32, ... rows, each rearranged only when it is reached, asking
-        ``give_up`` after each chunk but the last; the kept column Grams are joined."""
+        """:meth:`values2` of the level-2 branches of an S = 3 tree (rows of Y rearranged by
+        ``(a2 | a3)``), keeping their column Grams for the chain of the same shapes.
+
+        With ``give_up``, in chunks of 8, 16, 32, ... rows, each rearranged only when it is
+        reached, asking ``give_up`` after each chunk but the last; None if it gave up (the
+        Grams of the branches computed are still kept: the chain sums them and forms the rest).
+        """
         M1 = Y.shape[0]
         parts: list[np.ndarray] = []
         grams: list[np.ndarray] = []
-        done, step = 0, 8
+        done, step = 0, (M1 if give_up is None else 8)
         while done < M1:
             hi = min(M1, done + step)
             X = self.B.reshape(self._rest_tensor(shapes, Y[done:hi]), (hi - done, d[1], d[2]))
-            self.col_grams = None
-            parts.append(self.values2(X, keep_for=shapes))
-            if self.col_grams is not None:
-                grams.append(self.col_grams[1])
+            sv2, G = self.values2_and_col_grams(X)
+            parts.append(sv2)
+            if G is not None:
+                grams.append(G)
             done, step = hi, 2 * step
-            if done < M1 and give_up(tail1, np.concatenate(parts)):
+            if done < M1 and give_up is not None and give_up(tail1, np.concatenate(parts)):
                 break
-        # the column Grams of the branches computed (all of them, or those before giving up):
-        # the chain of the same shapes sums them and computes only the rest
         self.col_grams = (shapes, np.concatenate(grams)) if len(grams) == len(parts) else None
         return np.concatenate(parts) if done == M1 else None
 
