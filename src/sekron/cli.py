@@ -144,40 +144,35 @@ def _as_tensor(value: Any, name: str, p: Path | str) -> np.ndarray:
     return arr
 
 
-def _number_above(name: str, bound: float) -> Any:
-    """An argparse type: a finite number > bound, or a one-line error naming ``name``."""
+def _arg_type(name: str, cast: Any, kind: str, ok: Any, rule: str) -> Any:
+    """An argparse type: ``cast(text)`` when ``ok`` of it, else a one-line error naming ``name``."""
 
-    def parse(text: str) -> float:
+    def parse(text: str) -> Any:
         try:
-            v = float(text)
+            v = cast(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not v > bound or not np.isfinite(v):
-            raise argparse.ArgumentTypeError(f"{name} must be a number > {bound:g}; got {text}")
+            raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"{name} must be {rule}; got {text}")
         return v
 
     return parse
+
+
+def _number_above(name: str, bound: float) -> Any:
+    """A finite number > bound."""
+    return _arg_type(
+        name, float, "a number", lambda v: v > bound and np.isfinite(v), f"a number > {bound:g}"
+    )
+
+
+def _int_at_least(flag: str, least: int) -> Any:
+    """An int >= least."""
+    return _arg_type(flag, int, "an int", lambda v: v >= least, f">= {least}")
 
 
 _compression = _number_above("compression", 1.0)
 _seconds = _number_above("--max-seconds", 0.0)
-
-
-def _int_at_least(flag: str, least: int) -> Any:
-    """An argparse type: an int >= least, or a one-line error naming ``flag``."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an int: {text!r}") from None
-        if v < least:
-            raise argparse.ArgumentTypeError(f"{flag} must be >= {least}; got {v}")
-        return v
-
-    return parse
-
-
 _max_factors = _int_at_least("--max-factors", 2)
 
 
