@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -40,34 +41,63 @@ BATCH_SIZE = 64
 LR = 2e-3
 
 
-def main() -> None:
+def setup() -> float:
+    """Seed, 2 threads, deterministic kernels; returns the start time."""
     torch.manual_seed(SEED)
     torch.set_num_threads(2)
     torch.use_deterministic_algorithms(True)
-    start = time.perf_counter()
+    return time.perf_counter()
 
+
+def load_splits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The digits, preprocessed, as ``(x_train, y_train, x_test, y_test)`` (a stratified 80/20
+    split)."""
     digits = load_digits()
     x_tr, x_te, y_tr, y_te = train_test_split(
         digits.images, digits.target, test_size=0.2, random_state=SEED, stratify=digits.target
     )
-    x_train, x_test = preprocess(x_tr), preprocess(x_te)
-    y_train = torch.as_tensor(y_tr, dtype=torch.int64)
-    y_test = torch.as_tensor(y_te, dtype=torch.int64)
+    return (
+        preprocess(x_tr),
+        torch.as_tensor(y_tr, dtype=torch.int64),
+        preprocess(x_te),
+        torch.as_tensor(y_te, dtype=torch.int64),
+    )
 
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
+
+def train(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    splits: tuple[torch.Tensor, ...],
+    epochs: int,
+    start: float,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> float:
+    """Mini-batch training with a cosine schedule, shuffled (and ``augment``-ed) by one seeded
+    generator; prints each epoch and returns the final test accuracy."""
+    x_train, y_train, x_test, y_test = splits
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     gen = torch.Generator().manual_seed(SEED)
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         model.train()
         for idx in torch.randperm(len(x_train), generator=gen).split(BATCH_SIZE):
-            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            x = x_train[idx] if augment is None else augment(x_train[idx], gen)
+            loss = F.cross_entropy(model(x), y_train[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
         sched.step()
         acc = accuracy(model, x_test, y_test)
-        print(f"epoch {epoch + 1:2d}  loss {loss.item():.4f}  test acc {acc:.4f}")
+        elapsed = time.perf_counter() - start
+        print(f"epoch {epoch + 1:2d}  loss {loss.item():.4f}  test acc {acc:.4f}  {elapsed:.0f} s")
+    return accuracy(model, x_test, y_test)
+
+
+def main() -> None:
+    start = setup()
+    splits = load_splits()
+    x_test, y_test = splits[2], splits[3]
+    model = DigitsCNN()
+    acc = train(model, torch.optim.Adam(model.parameters(), lr=LR), splits, EPOCHS, start)
 
     state = model.state_dict()
     torch.save(state, WEIGHTS_PATH)
@@ -75,7 +105,7 @@ def main() -> None:
     np.savez(WEIGHTS_PATH.with_suffix(".npz"), **convs)
     np.savez(TEST_SET_PATH, x=x_test.numpy().astype(np.float32), y=y_test.numpy().astype(np.int64))
 
-    print(f"test accuracy: {accuracy(model, x_test, y_test):.4f} ({len(y_test)} images)")
+    print(f"test accuracy: {acc:.4f} ({len(y_test)} images)")
     print(f"training time: {time.perf_counter() - start:.1f} s")
     for k, v in convs.items():
         print(f"  {k}: {v.shape}")

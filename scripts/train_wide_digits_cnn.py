@@ -22,18 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from sekron.data.digits_cnn import accuracy, preprocess  # noqa: E402
+# the digits split, seeding and training loop of the small example CNN (same seed, batch size)
+from train_digits_cnn import load_splits, setup, train  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "wide_digits_cnn.npz"
-SEED = 0
 EPOCHS = 40
-BATCH_SIZE = 64
 LR = 2e-3
 WEIGHT_DECAY = 5e-2
 
@@ -77,40 +74,16 @@ def shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Te
 
 
 def main() -> None:
-    torch.manual_seed(SEED)
-    torch.set_num_threads(2)
-    torch.use_deterministic_algorithms(True)
-    start = time.perf_counter()
-
-    digits = load_digits()
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        digits.images, digits.target, test_size=0.2, random_state=SEED, stratify=digits.target
-    )
-    x_train, x_test = preprocess(x_tr), preprocess(x_te)
-    y_train = torch.as_tensor(y_tr, dtype=torch.int64)
-    y_test = torch.as_tensor(y_te, dtype=torch.int64)
-
+    start = setup()
+    splits = load_splits()
     model = WideDigitsCNN()
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=EPOCHS)
-    gen = torch.Generator().manual_seed(SEED)
-    for epoch in range(EPOCHS):
-        model.train()
-        for idx in torch.randperm(len(x_train), generator=gen).split(BATCH_SIZE):
-            loss = F.cross_entropy(model(shift(x_train[idx], gen)), y_train[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        sched.step()
-        acc = accuracy(model, x_test, y_test)
-        elapsed = time.perf_counter() - start
-        print(f"epoch {epoch + 1:2d}  loss {loss.item():.4f}  test acc {acc:.4f}  {elapsed:.0f} s")
+    acc = train(model, opt, splits, EPOCHS, start, augment=shift)
 
     weight = model.features[11].weight.detach().numpy().astype(np.float32)
-    acc = accuracy(model, x_test, y_test)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     np.savez(OUT, conv512=weight, test_accuracy=np.float64(acc))
-    print(f"test accuracy: {acc:.4f} ({len(y_test)} images); wrote {OUT} {weight.shape}")
+    print(f"test accuracy: {acc:.4f} ({len(splits[3])} images); wrote {OUT} {weight.shape}")
     print(f"training time: {time.perf_counter() - start:.1f} s")
 
 
