@@ -176,8 +176,15 @@ def tltorch_layers(ch: int, k: int, stride: int, pad: int) -> dict[str, Any]:
     for fact in ("cp", "tucker", "tt"):
         for impl in ("factorized", "reconstructed"):
             layer = tltorch.FactorizedConv(
-                ch, ch, k, order=2, stride=stride, padding=pad, factorization=fact,
-                rank=TL_RATIO, implementation=impl,
+                ch,
+                ch,
+                k,
+                order=2,
+                stride=stride,
+                padding=pad,
+                factorization=fact,
+                rank=TL_RATIO,
+                implementation=impl,
             )
             layer.weight.normal_(0, 0.02)
             out[f"tltorch {fact} {impl}"] = layer.eval()
@@ -198,16 +205,18 @@ def tltorch_ranks(tl_layers: dict[str, Any]) -> dict[str, Any]:
 TL_MATCH = {"CP": "cp", "Tucker-2": "tucker", "TT": "tt"}
 
 
-def run(layers: list[tuple[str, int, int, int, int]], batch: int, reps: int,
-        max_reps: int) -> list[dict]:
+def run(
+    layers: list[tuple[str, int, int, int, int]], batch: int, reps: int, max_reps: int
+) -> list[dict]:
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
         rows += run_layer(name, ch, size, k, stride, batch, reps, max_reps)
     return rows
 
 
-def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
-              reps: int, max_reps: int) -> list[dict]:
+def run_layer(
+    name: str, ch: int, size: int, k: int, stride: int, batch: int, reps: int, max_reps: int
+) -> list[dict]:
     rows = []
     pad = k // 2
     x = torch.randn(batch, ch, size, size)
@@ -223,20 +232,24 @@ def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
     with torch.no_grad():
         W_dense = torch.randn(ch, ch, k, k) / (ch * k)
         for label, shapes, ranks, form in structs:
-            st = random_sekron(shapes, ranks, form=form, backend="pytorch", dtype="float32",
-                               random_state=0)
+            st = random_sekron(
+                shapes, ranks, form=form, backend="pytorch", dtype="float32", random_state=0
+            )
             fmacs = conv_plan(
                 st.shapes, st.ranks, form, in_shape, (stride, stride), pad4, (1, 1)
             ).macs
             conv2d(x, st, None, stride, pad, method="auto")  # first call: measure, cache
-            choice = [v for key, v in sekron.torch._auto.cached_choices().items()
-                      if key[:4] == (st.shapes, st.ranks, form, in_shape)]
+            choice = [
+                v
+                for key, v in sekron.torch._auto.cached_choices().items()
+                if key[:4] == (st.shapes, st.ranks, form, in_shape)
+            ]
             fns = {
                 "dense": lambda: F.conv2d(x, W_dense, None, stride, pad),
                 "reconstructed": lambda st=st: conv2d(
-                    x, st, None, stride, pad, method="reconstructed"),
-                "factorized": lambda st=st: conv2d(
-                    x, st, None, stride, pad, method="factorized"),
+                    x, st, None, stride, pad, method="reconstructed"
+                ),
+                "factorized": lambda st=st: conv2d(x, st, None, stride, pad, method="factorized"),
                 "auto": lambda st=st: conv2d(x, st, None, stride, pad, method="auto"),
             }
             fact = TL_MATCH.get(label.split()[0])
@@ -248,11 +261,19 @@ def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
             ms = {n: statistics.median(v) for n, v in times.items()}
             peak_f, peak_d = peak_activation_elems(st, in_shape, stride, pad)
             row = {
-                "layer": name, "structure": label, "shapes": shapes, "ranks": ranks,
-                "form": form, "params": st.n_params, "param_ratio": dense_params / st.n_params,
-                "mac_ratio": dmacs / fmacs, "reps": len(times["dense"]),
-                "dense_ms": ms["dense"], "reconstructed_ms": ms["reconstructed"],
-                "factorized_ms": ms["factorized"], "auto_ms": ms["auto"],
+                "layer": name,
+                "structure": label,
+                "shapes": shapes,
+                "ranks": ranks,
+                "form": form,
+                "params": st.n_params,
+                "param_ratio": dense_params / st.n_params,
+                "mac_ratio": dmacs / fmacs,
+                "reps": len(times["dense"]),
+                "dense_ms": ms["dense"],
+                "reconstructed_ms": ms["reconstructed"],
+                "factorized_ms": ms["factorized"],
+                "auto_ms": ms["auto"],
                 "auto_choice": "/".join(choice[0]) if choice else "?",
                 "auto_vs_dense": median_ratio(times["dense"], times["auto"]),
                 "factorized_speedup": ms["dense"] / ms["factorized"],
@@ -275,8 +296,7 @@ def run_layer(name: str, ch: int, size: int, k: int, stride: int, batch: int,
                 f" dense {ms['dense']:7.1f} rec {ms['reconstructed']:7.1f}"
                 f" fac {ms['factorized']:7.1f} auto {ms['auto']:7.1f} ({row['auto_choice']})"
                 f" a/d {row['auto_vs_dense']:.2f}"
-                + (f" tl {ms[best]:7.1f} tl/auto {row['tltorch_vs_auto']:.2f}"
-                   if tl_names else ""),
+                + (f" tl {ms[best]:7.1f} tl/auto {row['tltorch_vs_auto']:.2f}" if tl_names else ""),
                 flush=True,
             )
     return rows
@@ -286,8 +306,9 @@ def call_overhead(calls: int = 2000, rounds: int = 7) -> dict[str, float]:
     """Per-call time (µs) of F.conv2d and of sekron's reconstructed and auto paths on a tiny
     input (1x256x2x2, 1x1 kernel), where the conv itself is negligible: the difference is
     sekron's per-call Python overhead (validation, cache keys, kernel cache lookup)."""
-    st = random_sekron([(2, 2, 1, 1), (128, 128, 1, 1)], 2, backend="pytorch",
-                       dtype="float32", random_state=0)
+    st = random_sekron(
+        [(2, 2, 1, 1), (128, 128, 1, 1)], 2, backend="pytorch", dtype="float32", random_state=0
+    )
     x = torch.randn(1, 256, 2, 2)
     W = st.to_tensor().contiguous()
     fns = {
@@ -334,8 +355,13 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Summary: auto/dense min {min(ratios):.2f}, median {statistics.median(ratios):.2f}; "
         f"{len(low)} of {len(rows)} rows below 0.95"
-        + (" (" + "; ".join(f"{r['layer']} {r['structure']}: {r['auto_vs_dense']:.2f}"
-                            for r in low) + ")" if low else "")
+        + (
+            " ("
+            + "; ".join(f"{r['layer']} {r['structure']}: {r['auto_vs_dense']:.2f}" for r in low)
+            + ")"
+            if low
+            else ""
+        )
         + f". Factorized speedup >= 0.5 x MAC ratio on {len(fac_ok)} of {len(fac)} rows with "
         f"MAC ratio >= 4. Auto at least as fast as the best TensorLy-Torch implementation on "
         f"{len(tl_ok)} of {len(tl_rows)} CP/Tucker-2/TT rows.",
@@ -367,7 +393,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "median over repetitions of the best TensorLy-Torch implementation's time over "
         "sekron auto's, the two run back to back (>= 1: sekron at least as fast). CP and TT "
         "use TensorLy-Torch's own ranks (equal parameter counts); TensorLy-Torch's "
-        "\"tucker\" keeps spatial ranks 1, so Tucker-2 (full spatial core) is matched on "
+        '"tucker" keeps spatial ranks 1, so Tucker-2 (full spatial core) is matched on '
         "the parameter budget instead.",
         "",
         "| layer | structure | sekron p× | tltorch p× | sekron auto | tltorch factorized "
@@ -433,15 +459,20 @@ def main(argv: list[str] | None = None) -> int:
     print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
     meta = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
-        "reps": reps, "wall_s": time.perf_counter() - t0, "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch": batch,
+        "reps": reps,
+        "wall_s": time.perf_counter() - t0,
+        "python": sys.version.split()[0],
         "overhead": overhead,
     }
     out = args.out if args.out is not None else (None if args.quick else RESULTS)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "conv_projection.json").write_text(json.dumps({"meta": meta, "rows": rows},
-                                                             indent=1))
+        (out / "conv_projection.json").write_text(
+            json.dumps({"meta": meta, "rows": rows}, indent=1)
+        )
         (out / "conv_projection.md").write_text(to_markdown(rows, meta))
     print(f"done in {meta['wall_s']:.0f} s")
     return 0

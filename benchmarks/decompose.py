@@ -49,8 +49,14 @@ def bench_tt(quick: bool) -> list[dict[str, Any]]:
 
     import sekron
 
-    cases = [((10,) * 5, 8), ((100, 100, 100), 20), ((10,) * 6, 8), ((32, 32, 32, 32), 16),
-             ((10,) * 7, 8), ((10,) * 8, 8)]
+    cases = [
+        ((10,) * 5, 8),
+        ((100, 100, 100), 20),
+        ((10,) * 6, 8),
+        ((32, 32, 32, 32), 16),
+        ((10,) * 7, 8),
+        ((10,) * 8, 8),
+    ]
     if quick:
         cases = cases[:2]
     rows = []
@@ -74,12 +80,23 @@ def bench_tt(quick: bool) -> list[dict[str, Any]]:
         with tl.backend_context("numpy"):
             ref = tl.tt_to_tensor(out["tt"])
         agree = float(np.linalg.norm(out["st"].to_tensor() - ref) / np.linalg.norm(ref))
-        rows.append({"shape": list(shape), "elements": n, "rank": rank,
-                     "sekron_s": t["sekron"], "tensorly_s": t["tensorly"],
-                     "ratio": t["sekron"] / t["tensorly"], "reconstruction_rel_diff": agree,
-                     "error": out["st"].error})
-        print(f"TT {shape} r={rank}: sekron {t['sekron']:.3f}s tensorly {t['tensorly']:.3f}s "
-              f"ratio {t['sekron'] / t['tensorly']:.2f} agree {agree:.1e}", flush=True)
+        rows.append(
+            {
+                "shape": list(shape),
+                "elements": n,
+                "rank": rank,
+                "sekron_s": t["sekron"],
+                "tensorly_s": t["tensorly"],
+                "ratio": t["sekron"] / t["tensorly"],
+                "reconstruction_rel_diff": agree,
+                "error": out["st"].error,
+            }
+        )
+        print(
+            f"TT {shape} r={rank}: sekron {t['sekron']:.3f}s tensorly {t['tensorly']:.3f}s "
+            f"ratio {t['sekron'] / t['tensorly']:.2f} agree {agree:.1e}",
+            flush=True,
+        )
         del W, out
     return rows
 
@@ -88,10 +105,12 @@ def bench_nested(quick: bool) -> list[dict[str, Any]]:
     import sekron
 
     W = np.random.default_rng(0).standard_normal((512, 512, 3, 3))
-    cases = [([(16, 16, 3, 1), (32, 32, 1, 3)], [32]),
-             ([(32, 32, 3, 3), (16, 16, 1, 1)], [32]),
-             ([(8, 8, 3, 1), (8, 8, 1, 3), (8, 8, 1, 1)], [16, 8]),
-             ([(8, 8, 3, 1), (8, 8, 1, 3), (8, 8, 1, 1)], [64, 32])]
+    cases = [
+        ([(16, 16, 3, 1), (32, 32, 1, 3)], [32]),
+        ([(32, 32, 3, 3), (16, 16, 1, 1)], [32]),
+        ([(8, 8, 3, 1), (8, 8, 1, 3), (8, 8, 1, 1)], [16, 8]),
+        ([(8, 8, 3, 1), (8, 8, 1, 3), (8, 8, 1, 1)], [64, 32]),
+    ]
     if quick:
         cases = cases[:1]
     rows = []
@@ -109,17 +128,28 @@ def bench_nested(quick: bool) -> list[dict[str, Any]]:
             sekron.decompose(W, shapes, rank=rank, svd="exact")
 
         run()
-        t = interleaved({"decompose": run, "decompose_exact": run_exact, "level1_svd": floor},
-                        3 if quick else 5)
-        rows.append({"shape": [512, 512, 3, 3], "shapes": [list(s) for s in shapes],
-                     "rank": rank, "decompose_s": t["decompose"],
-                     "decompose_exact_s": t["decompose_exact"], "level1_svd_s": t["level1_svd"],
-                     "ratio_to_floor": t["decompose"] / t["level1_svd"],
-                     "exact_ratio_to_floor": t["decompose_exact"] / t["level1_svd"]})
-        print(f"nested {shapes} r={rank}: {t['decompose']:.3f}s (svd=exact "
-              f"{t['decompose_exact']:.3f}s), level-1 SVD {t['level1_svd']:.3f}s, ratio "
-              f"{t['decompose'] / t['level1_svd']:.2f} (exact "
-              f"{t['decompose_exact'] / t['level1_svd']:.2f})", flush=True)
+        t = interleaved(
+            {"decompose": run, "decompose_exact": run_exact, "level1_svd": floor}, 3 if quick else 5
+        )
+        rows.append(
+            {
+                "shape": [512, 512, 3, 3],
+                "shapes": [list(s) for s in shapes],
+                "rank": rank,
+                "decompose_s": t["decompose"],
+                "decompose_exact_s": t["decompose_exact"],
+                "level1_svd_s": t["level1_svd"],
+                "ratio_to_floor": t["decompose"] / t["level1_svd"],
+                "exact_ratio_to_floor": t["decompose_exact"] / t["level1_svd"],
+            }
+        )
+        print(
+            f"nested {shapes} r={rank}: {t['decompose']:.3f}s (svd=exact "
+            f"{t['decompose_exact']:.3f}s), level-1 SVD {t['level1_svd']:.3f}s, ratio "
+            f"{t['decompose'] / t['level1_svd']:.2f} (exact "
+            f"{t['decompose_exact'] / t['level1_svd']:.2f})",
+            flush=True,
+        )
     return rows
 
 
@@ -147,56 +177,88 @@ MEMORY_SCRIPT = textwrap.dedent(
 
 
 def bench_memory(quick: bool) -> list[dict[str, Any]]:
-    cases = [((10,) * 8, one_mode_shapes((10,) * 8), 8, "chain", "auto"),
-             ((1000, 1000, 10, 10), [(40, 40, 10, 1), (25, 25, 1, 10)], 16, "nested",
-              "randomized")]
+    cases = [
+        ((10,) * 8, one_mode_shapes((10,) * 8), 8, "chain", "auto"),
+        ((1000, 1000, 10, 10), [(40, 40, 10, 1), (25, 25, 1, 10)], 16, "nested", "randomized"),
+    ]
     if quick:
         cases = [((10,) * 6, one_mode_shapes((10,) * 6), 8, "chain", "auto")]
     rows = []
     for shape, shapes, rank, form, svd in cases:
         arg = json.dumps([shape, shapes, rank, form, svd])
-        res = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, arg], capture_output=True,
-                             text=True, check=True)
+        res = subprocess.run(
+            [sys.executable, "-c", MEMORY_SCRIPT, arg], capture_output=True, text=True, check=True
+        )
         r = json.loads(res.stdout)
         ratio = r["extra_peak_bytes"] / r["tensor_bytes"]
-        rows.append({"shape": list(shape), "form": form, "svd": svd, "rank": rank,
-                     "tensor_MB": r["tensor_bytes"] / 2**20,
-                     "extra_peak_MB": r["extra_peak_bytes"] / 2**20,
-                     "ratio_to_tensor": ratio})
-        print(f"memory {form} {shape}: extra peak {r['extra_peak_bytes'] / 2**20:.0f} MB = "
-              f"{ratio:.2f}x the tensor", flush=True)
+        rows.append(
+            {
+                "shape": list(shape),
+                "form": form,
+                "svd": svd,
+                "rank": rank,
+                "tensor_MB": r["tensor_bytes"] / 2**20,
+                "extra_peak_MB": r["extra_peak_bytes"] / 2**20,
+                "ratio_to_tensor": ratio,
+            }
+        )
+        print(
+            f"memory {form} {shape}: extra peak {r['extra_peak_bytes'] / 2**20:.0f} MB = "
+            f"{ratio:.2f}x the tensor",
+            flush=True,
+        )
     return rows
 
 
 def write(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "decompose.json").write_text(json.dumps(results, indent=2))
-    lines = ["# Decomposition benchmark", "",
-             f"Machine: {results['machine']}. Medians of interleaved runs.", "",
-             "## Chain on one-mode shapes (TT) vs tensorly.decomposition.tensor_train", "",
-             "| shape | elements | rank | sekron s | tensorly s | ratio | reconstruction diff |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Decomposition benchmark",
+        "",
+        f"Machine: {results['machine']}. Medians of interleaved runs.",
+        "",
+        "## Chain on one-mode shapes (TT) vs tensorly.decomposition.tensor_train",
+        "",
+        "| shape | elements | rank | sekron s | tensorly s | ratio | reconstruction diff |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results["tt"]:
-        lines.append(f"| {tuple(r['shape'])} | {r['elements']:.0e} | {r['rank']} | "
-                     f"{r['sekron_s']:.3f} | {r['tensorly_s']:.3f} | {r['ratio']:.2f} | "
-                     f"{r['reconstruction_rel_diff']:.1e} |")
-    lines += ["", "## Nested on 512x512x3x3 vs the level-1 SVD alone (the floor)", "",
-              "`auto` uses the Gram kernel on these levels (big and rectangular), which is why it",
-              "beats the LAPACK floor; `svd=\"exact\"` runs LAPACK like the floor does.", "",
-              "| shapes | ranks | decompose (auto) s | decompose (exact) s | level-1 SVD s | "
-              "ratio auto | ratio exact |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {tuple(r['shape'])} | {r['elements']:.0e} | {r['rank']} | "
+            f"{r['sekron_s']:.3f} | {r['tensorly_s']:.3f} | {r['ratio']:.2f} | "
+            f"{r['reconstruction_rel_diff']:.1e} |"
+        )
+    lines += [
+        "",
+        "## Nested on 512x512x3x3 vs the level-1 SVD alone (the floor)",
+        "",
+        "`auto` uses the Gram kernel on these levels (big and rectangular), which is why it",
+        'beats the LAPACK floor; `svd="exact"` runs LAPACK like the floor does.',
+        "",
+        "| shapes | ranks | decompose (auto) s | decompose (exact) s | level-1 SVD s | "
+        "ratio auto | ratio exact |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results["nested"]:
-        lines.append(f"| {r['shapes']} | {r['rank']} | {r['decompose_s']:.3f} | "
-                     f"{r['decompose_exact_s']:.3f} | {r['level1_svd_s']:.3f} | "
-                     f"{r['ratio_to_floor']:.2f} | {r['exact_ratio_to_floor']:.2f} |")
-    lines += ["", "## Peak memory (peak RSS above the baseline with the tensor allocated, "
-              "fresh process)", "",
-              "| shape | form | svd | rank | tensor MB | extra peak MB | x tensor |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['shapes']} | {r['rank']} | {r['decompose_s']:.3f} | "
+            f"{r['decompose_exact_s']:.3f} | {r['level1_svd_s']:.3f} | "
+            f"{r['ratio_to_floor']:.2f} | {r['exact_ratio_to_floor']:.2f} |"
+        )
+    lines += [
+        "",
+        "## Peak memory (peak RSS above the baseline with the tensor allocated, fresh process)",
+        "",
+        "| shape | form | svd | rank | tensor MB | extra peak MB | x tensor |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in results["memory"]:
-        lines.append(f"| {tuple(r['shape'])} | {r['form']} | {r['svd']} | {r['rank']} | "
-                     f"{r['tensor_MB']:.0f} | {r['extra_peak_MB']:.0f} | "
-                     f"{r['ratio_to_tensor']:.2f} |")
+        lines.append(
+            f"| {tuple(r['shape'])} | {r['form']} | {r['svd']} | {r['rank']} | "
+            f"{r['tensor_MB']:.0f} | {r['extra_peak_MB']:.0f} | "
+            f"{r['ratio_to_tensor']:.2f} |"
+        )
     (out / "decompose.md").write_text("\n".join(lines) + "\n")
 
 
@@ -207,7 +269,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-                   f"numpy {np.__version__}",
+        f"numpy {np.__version__}",
         "tt": bench_tt(args.quick),
         "nested": bench_nested(args.quick),
         "memory": bench_memory(args.quick),

@@ -90,8 +90,11 @@ def correctness(dev: torch.device) -> dict[str, Any]:
     conv: dict[str, float] = {}
     for dtype in (torch.float64, torch.float32):
         st = random_sekron(
-            [(4, 2, 3, 1), (4, 4, 1, 3), (2, 4, 1, 1)], [2, 3], backend="pytorch",
-            dtype=str(dtype).split(".")[1], random_state=0,
+            [(4, 2, 3, 1), (4, 4, 1, 3), (2, 4, 1, 1)],
+            [2, 3],
+            backend="pytorch",
+            dtype=str(dtype).split(".")[1],
+            random_state=0,
         )
         st = sekron.SeKronTensor([f.to(dev) for f in st.factors], form=st.form)
         x = torch.randn(4, 32, 15, 17, dtype=dtype, device=dev)
@@ -135,7 +138,8 @@ def correctness(dev: torch.device) -> dict[str, Any]:
         "param_devices": sorted({str(p.device) for p in small.parameters()}),
         "accuracy_before_after": [before, accuracy(small, xt, yt)],
         "params_before_after": [
-            sum(p.numel() for p in model.parameters()), sum(p.numel() for p in small.parameters())
+            sum(p.numel() for p in model.parameters()),
+            sum(p.numel() for p in small.parameters()),
         ],
     }
     return out
@@ -164,8 +168,9 @@ def conv_timings(dev: torch.device, reps: int, layers: list[Any]) -> list[dict[s
         dense_params = ch * ch * k * k
         structs = sekron_structures(ch, k) + embedded_structures(ch, k, dense_params // 10)
         for label, shapes, ranks, form in structs:
-            st = random_sekron(shapes, ranks, form=form, backend="pytorch", dtype="float32",
-                               random_state=0)
+            st = random_sekron(
+                shapes, ranks, form=form, backend="pytorch", dtype="float32", random_state=0
+            )
             st = sekron.SeKronTensor([f.to(dev) for f in st.factors], form=st.form)
             Wd = st.to_tensor()
             fns = {
@@ -188,19 +193,27 @@ def conv_timings(dev: torch.device, reps: int, layers: list[Any]) -> list[dict[s
                 for k2 in ("auto", "factorized")
             }
             choice = [
-                v for key, v in sekron.torch._auto.cached_choices().items()
+                v
+                for key, v in sekron.torch._auto.cached_choices().items()
                 if key[0] == st.shapes and key[1] == st.ranks
             ]
-            rows.append({
-                "layer": name, "structure": label,
-                "dense_ms": statistics.median(times["dense"]),
-                "auto_ms": statistics.median(times["auto"]),
-                "factorized_ms": statistics.median(times["factorized"]),
-                "auto_vs_dense": ratio["auto"], "factorized_vs_dense": ratio["factorized"],
-                "auto_choice": "/".join(choice[0]) if choice else "?",
-            })
-            print(f"{name:18s} {label:40s} dense {rows[-1]['dense_ms']:.3f} ms  auto/dense "
-                  f"{ratio['auto']:.2f}  fact/dense {ratio['factorized']:.2f}", flush=True)
+            rows.append(
+                {
+                    "layer": name,
+                    "structure": label,
+                    "dense_ms": statistics.median(times["dense"]),
+                    "auto_ms": statistics.median(times["auto"]),
+                    "factorized_ms": statistics.median(times["factorized"]),
+                    "auto_vs_dense": ratio["auto"],
+                    "factorized_vs_dense": ratio["factorized"],
+                    "auto_choice": "/".join(choice[0]) if choice else "?",
+                }
+            )
+            print(
+                f"{name:18s} {label:40s} dense {rows[-1]['dense_ms']:.3f} ms  auto/dense "
+                f"{ratio['auto']:.2f}  fact/dense {ratio['factorized']:.2f}",
+                flush=True,
+            )
     return rows
 
 
@@ -213,12 +226,17 @@ def search_cuda(dev: torch.device, seconds: float, log: Log) -> dict[str, Any]:
     """The trained 512 weight as a CUDA tensor, time-limited."""
     W = torch.from_numpy(_wide_weight()).to(dev)
     t0 = time.perf_counter()
-    res = sekron.search(W, compression=4, progress=_progress(log, "search_cuda", t0),
-                        max_seconds=seconds)
+    res = sekron.search(
+        W, compression=4, progress=_progress(log, "search_cuda", t0), max_seconds=seconds
+    )
     return {
-        "max_seconds": seconds, "seconds": time.perf_counter() - t0,
-        "evaluated": len(res.all), "pruned": res.n_pruned, "n_open": res.n_open,
-        "best": res.best.describe(), "rel_error": res.best.rel_error,
+        "max_seconds": seconds,
+        "seconds": time.perf_counter() - t0,
+        "evaluated": len(res.all),
+        "pruned": res.n_pruned,
+        "n_open": res.n_open,
+        "best": res.best.describe(),
+        "rel_error": res.best.rel_error,
     }
 
 
@@ -228,8 +246,12 @@ def search_numpy(log: Log) -> dict[str, Any]:
     t0 = time.perf_counter()
     res = sekron.search(W, compression=4, progress=_progress(log, "search_numpy", t0))
     return {
-        "cpus": os.cpu_count(), "seconds": time.perf_counter() - t0, "evaluated": len(res.all),
-        "pruned": res.n_pruned, "best": res.best.describe(), "rel_error": res.best.rel_error,
+        "cpus": os.cpu_count(),
+        "seconds": time.perf_counter() - t0,
+        "evaluated": len(res.all),
+        "pruned": res.n_pruned,
+        "best": res.best.describe(),
+        "rel_error": res.best.rel_error,
         "certified": res.certified,
     }
 
@@ -257,8 +279,15 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     log = Log(args.out)
     dev = torch.device("cpu") if args.dry else torch.device("cuda", torch.cuda.current_device())
-    log("meta", {"torch": torch.__version__, "numpy": np.__version__, "cpus": os.cpu_count(),
-                 "device": "cpu" if args.dry else torch.cuda.get_device_name(dev)})
+    log(
+        "meta",
+        {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "cpus": os.cpu_count(),
+            "device": "cpu" if args.dry else torch.cuda.get_device_name(dev),
+        },
+    )
     layers = LAYERS[-1:] if args.dry else LAYERS
     steps = [
         ("correctness", lambda: correctness(dev)),

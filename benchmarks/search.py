@@ -116,14 +116,23 @@ def trained_512() -> np.ndarray:
 
 
 def bench_search(
-    shape: tuple[int, ...], compression: float, max_factors: int, *, timed: bool = False,
-    tensor: str = "gaussian", **kw: Any,
+    shape: tuple[int, ...],
+    compression: float,
+    max_factors: int,
+    *,
+    timed: bool = False,
+    tensor: str = "gaussian",
+    **kw: Any,
 ) -> dict:
     W = trained_512() if tensor == "trained" else np.random.default_rng(0).standard_normal(shape)
     shape = W.shape
-    out: dict[str, Any] = {"tensor": tensor, "shape": list(shape), "compression": compression,
-                           "max_factors": max_factors,
-                           **{k: v for k, v in kw.items() if v is not None}}
+    out: dict[str, Any] = {
+        "tensor": tensor,
+        "shape": list(shape),
+        "compression": compression,
+        "max_factors": max_factors,
+        **{k: v for k, v in kw.items() if v is not None},
+    }
     timer = _Timer() if timed else None
     if timer is not None:
         timer.__enter__()
@@ -141,9 +150,13 @@ def bench_search(
     out["certified"] = res.certified
     out["n_open"] = res.n_open
     out["bound"] = None if not np.isfinite(res.bound) else res.bound
-    out["best"] = {"shapes": [list(s) for s in res.best.shapes], "form": res.best.form,
-                   "ranks": list(res.best.ranks), "n_params": res.best.n_params,
-                   "rel_error": res.best.rel_error}
+    out["best"] = {
+        "shapes": [list(s) for s in res.best.shapes],
+        "form": res.best.form,
+        "ranks": list(res.best.ranks),
+        "n_params": res.best.n_params,
+        "rel_error": res.best.rel_error,
+    }
     # the best candidate's error equals decompose's (a correctness check, not a timing)
     out["best_error_matches_decompose"] = bool(
         abs(res.best.to_sekron().error - res.best.rel_error) < 1e-8
@@ -158,8 +171,10 @@ def bench_compare() -> dict:
     t0 = time.perf_counter()
     table = sekron.compare(W, progress=False)
     total = time.perf_counter() - t0
-    return {"compare_default_s": total,
-            "search_s": table.searches[0].seconds if table.searches[0] else None}
+    return {
+        "compare_default_s": total,
+        "search_s": table.searches[0].seconds if table.searches[0] else None,
+    }
 
 
 def _report(name: str, value: dict) -> None:
@@ -173,13 +188,17 @@ def main() -> None:
     ap.add_argument("--max-seconds-512", type=float, default=45.0)
     ap.add_argument("--full-512", action="store_true", help="also the complete 512 searches")
     ap.add_argument(
-        "--only", nargs="+", metavar="NAME",
+        "--only",
+        nargs="+",
+        metavar="NAME",
         help="run only these entries (e.g. search_512_trained) and update them in search.json",
     )
     args = ap.parse_args()
     meta = {
-        "python": sys.version.split()[0], "numpy": np.__version__,
-        "machine": platform.machine(), "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
         "load_avg_start": os.getloadavg(),
     }
     data: dict[str, Any] = {"meta": meta}
@@ -188,12 +207,14 @@ def main() -> None:
     every = [
         ("search_256", shape, {}),
         ("search_256_exhaustive", shape, {"exhaustive": True}),
-        ("search_256_exhaustive_1thread", shape, {"exhaustive": True, "threads": 1,
-                                                  "timed": True}),
+        ("search_256_exhaustive_1thread", shape, {"exhaustive": True, "threads": 1, "timed": True}),
         ("search_512_time_limited", big_shape, {"max_seconds": args.max_seconds_512}),
         # a trained layer of the same size (scripts/train_wide_digits_cnn.py)
-        ("search_512_trained_time_limited", big_shape,
-         {"tensor": "trained", "max_seconds": args.max_seconds_512}),
+        (
+            "search_512_trained_time_limited",
+            big_shape,
+            {"tensor": "trained", "max_seconds": args.max_seconds_512},
+        ),
         ("search_512", big_shape, {}),
         ("search_512_trained", big_shape, {"tensor": "trained"}),
     ]
@@ -203,8 +224,10 @@ def main() -> None:
     if args.only:
         runs = [r for r in every if r[0] in args.only]
         if (RESULTS / "search.json").exists() and not args.quick:  # update the other entries
-            data = {**json.loads((RESULTS / "search.json").read_text()),
-                    "meta_" + "_".join(args.only): meta}
+            data = {
+                **json.loads((RESULTS / "search.json").read_text()),
+                "meta_" + "_".join(args.only): meta,
+            }
     else:
         runs = [r for r in every if args.full_512 or r[0] not in full]
     wanted = (lambda name: name in args.only) if args.only else (lambda name: True)

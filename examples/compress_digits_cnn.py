@@ -38,8 +38,10 @@ def main(compression: float = 2.0, structure: str = "tt") -> dict[str, Any]:
     after = accuracy(small, x, y)
     with torch.no_grad():
         agree = float((small(x).argmax(1) == model(x).argmax(1)).float().mean())
-    print(f"test accuracy: original {before:.3f}, compressed {after:.3f} "
-          f"({len(y)} images; predictions agree on {agree:.1%})")
+    print(
+        f"test accuracy: original {before:.3f}, compressed {after:.3f} "
+        f"({len(y)} images; predictions agree on {agree:.1%})"
+    )
     return {
         "original_accuracy": before,
         "compressed_accuracy": after,

@@ -17,11 +17,16 @@ import tensorly as tl
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
-    "default", deadline=None, max_examples=40,
+    "default",
+    deadline=None,
+    max_examples=40,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(
-    "ci", deadline=None, max_examples=40, derandomize=True,
+    "ci",
+    deadline=None,
+    max_examples=40,
+    derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("ci" if os.environ.get("CI") else "default")

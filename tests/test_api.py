@@ -20,7 +20,8 @@ SHAPES = [(2, 2, 3, 1), (2, 3, 1, 3), (2, 1, 1, 1)]
 
 def test_all_lists_exactly_the_public_names() -> None:
     public = {
-        name for name, value in vars(sekron).items()
+        name
+        for name, value in vars(sekron).items()
         if not name.startswith("_") and not inspect.ismodule(value)
     }
     modules_in_all = {n for n in sekron.__all__ if inspect.ismodule(getattr(sekron, n))}
@@ -49,11 +50,17 @@ def test_kind_and_dtype_follow_the_input(backend, form: str, dtype: str) -> None
 def test_factor_layouts_follow_the_spec() -> None:
     W = np.random.default_rng(0).standard_normal((8, 6, 3, 3))
     nested = sekron.decompose(W, SHAPES, rank=[3, 2])
-    assert [f.shape for f in nested.factors] == [(3, 2, 2, 3, 1), (3, 2, 2, 3, 1, 3),
-                                                  (3, 2, 2, 1, 1, 1)]
+    assert [f.shape for f in nested.factors] == [
+        (3, 2, 2, 3, 1),
+        (3, 2, 2, 3, 1, 3),
+        (3, 2, 2, 1, 1, 1),
+    ]
     chain = sekron.decompose(W, SHAPES, rank=[3, 2], form="chain")
-    assert [f.shape for f in chain.factors] == [(1, 3, 2, 2, 3, 1), (3, 2, 2, 3, 1, 3),
-                                                 (2, 1, 2, 1, 1, 1)]
+    assert [f.shape for f in chain.factors] == [
+        (1, 3, 2, 2, 3, 1),
+        (3, 2, 2, 3, 1, 3),
+        (2, 1, 2, 1, 1, 1),
+    ]
     assert nested.n_params == sum(f.size for f in nested.factors)
     assert chain.n_params == sum(f.size for f in chain.factors)
 
@@ -91,8 +98,9 @@ def test_repr_pickle_and_immutability() -> None:
 def test_to_tensor_is_differentiable_in_the_factors() -> None:
     torch = pytest.importorskip("torch")
     for form in ("nested", "chain"):
-        st = sekron.random_sekron([(2, 1, 2), (1, 3, 2)], 2, form=form, backend="pytorch",
-                                  random_state=0)
+        st = sekron.random_sekron(
+            [(2, 1, 2), (1, 3, 2)], 2, form=form, backend="pytorch", random_state=0
+        )
         leaves = [f.clone().requires_grad_(True) for f in st.factors]
 
         def fn(*fs, form=form):
@@ -107,8 +115,9 @@ def test_decompose_of_a_tensor_requiring_grad_returns_leaf_factors() -> None:
     W = torch.tensor(data, requires_grad=True)
     st = sekron.decompose(W, SHAPES, rank=[2, 2])
     assert not any(f.requires_grad for f in st.factors)
-    assert abs(st.error - np.linalg.norm(data - to_numpy(st.to_tensor())) / np.linalg.norm(data)) \
-        <= tolerance(torch.float64)
+    assert abs(
+        st.error - np.linalg.norm(data - to_numpy(st.to_tensor())) / np.linalg.norm(data)
+    ) <= tolerance(torch.float64)
 
 
 def test_the_active_tensorly_backend_is_respected_not_changed() -> None:
@@ -151,8 +160,7 @@ def test_import_and_calls_change_no_global_state() -> None:
     )
     pytest.importorskip("jax")
     pytest.importorskip("torch")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
 

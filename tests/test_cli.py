@@ -38,8 +38,19 @@ def test_npy_json_and_plot(tmp_path, capsys, weight) -> None:
     np.save(path, weight)
     js, png = tmp_path / "rows.json", tmp_path / "plot.png"
     code, out, err = _run(
-        ["compare", str(path), "--compression", "2", "4", "--json", str(js), "--plot", str(png),
-         "--no-progress"], capsys,
+        [
+            "compare",
+            str(path),
+            "--compression",
+            "2",
+            "4",
+            "--json",
+            str(js),
+            "--plot",
+            str(png),
+            "--no-progress",
+        ],
+        capsys,
     )
     assert code == 0, err
     assert "SeKron (searched)" in out and "Tucker-2" in out
@@ -47,8 +58,15 @@ def test_npy_json_and_plot(tmp_path, capsys, weight) -> None:
     assert {r["family"] for r in rows} == {"sekron", "gkpd", "tt", "tr", "cp", "tucker", "tucker2"}
     assert {r["compression"] for r in rows} == {2.0, 4.0}
     for r in rows:
-        assert set(r) >= {"family", "compression", "n_params", "rel_error", "shapes", "ranks",
-                          "form"}
+        assert set(r) >= {
+            "family",
+            "compression",
+            "n_params",
+            "rel_error",
+            "shapes",
+            "ranks",
+            "form",
+        }
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -59,8 +77,17 @@ def test_max_seconds_reports_an_uncertified_search(tmp_path, capsys) -> None:
     path = tmp_path / "w.npy"
     np.save(path, W)
     js = tmp_path / "rows.json"
-    argv = ["compare", str(path), "--compression", "2", "--max-seconds", "1e-9",
-            "--json", str(js), "--no-progress"]
+    argv = [
+        "compare",
+        str(path),
+        "--compression",
+        "2",
+        "--max-seconds",
+        "1e-9",
+        "--json",
+        str(js),
+        "--no-progress",
+    ]
     code, out, err = _run(argv, capsys)
     assert code == 0, err
     row = next(r for r in json.loads(js.read_text())["rows"] if r["family"] == "sekron")
@@ -91,8 +118,16 @@ def test_npz_and_torch_state_dict_keys(tmp_path, capsys, weight) -> None:
     pt = tmp_path / "sd.pt"
     torch.save({"layer1.0.conv1.weight": torch.from_numpy(weight), "step": 3}, pt)
     code, out, err = _run(
-        ["compare", str(pt), "--key", "layer1.0.conv1.weight", "--compression", "4",
-         "--no-progress"], capsys,
+        [
+            "compare",
+            str(pt),
+            "--key",
+            "layer1.0.conv1.weight",
+            "--compression",
+            "4",
+            "--no-progress",
+        ],
+        capsys,
     )
     assert code == 0, err
     code, _, err = _run(["compare", str(pt), "--key", "step"], capsys)
@@ -170,7 +205,9 @@ def test_console_script_subprocess(tmp_path) -> None:
         cmd = [script]
     proc = subprocess.run(
         [*cmd, "compare", str(tmp_path / "missing.npz")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"sekron: error: {tmp_path / 'missing.npz'}: no such file"

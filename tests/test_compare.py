@@ -69,8 +69,17 @@ def test_json_schema(table, tmp_path) -> None:
     data = json.loads(path.read_text())
     assert data == json.loads(text)
     assert data["tensor_shape"] == [8, 6, 3, 3]
-    keys = {"family", "compression", "budget", "n_params", "rel_error", "shapes", "ranks",
-            "form", "reason"}
+    keys = {
+        "family",
+        "compression",
+        "budget",
+        "n_params",
+        "rel_error",
+        "shapes",
+        "ranks",
+        "form",
+        "reason",
+    }
     for row in data["rows"]:
         assert set(row) == keys
         assert row["family"] in FAMILIES

@@ -91,8 +91,11 @@ def test_full_ranks_are_exact(backend, float_dtype) -> None:
     check()
 
 
-@given(ks=kron_shapes(min_factors=2, max_factors=2, max_modes=3), seed=st.integers(0, 2**32 - 1),
-       data=st.data())
+@given(
+    ks=kron_shapes(min_factors=2, max_factors=2, max_modes=3),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
 def test_two_factors_error_is_eckart_young_tail(ks, seed: int, data) -> None:
     W = np.random.default_rng(seed).standard_normal(ks.tensor_shape)
     s = np.linalg.svd(sekron.rearrange(W, ks.shapes), compute_uv=False)
@@ -103,8 +106,11 @@ def test_two_factors_error_is_eckart_young_tail(ks, seed: int, data) -> None:
         assert abs(st_.error - expected) <= TOL64
 
 
-@given(ks=kron_shapes(min_factors=2, max_factors=2, max_modes=3), seed=st.integers(0, 2**32 - 1),
-       data=st.data())
+@given(
+    ks=kron_shapes(min_factors=2, max_factors=2, max_modes=3),
+    seed=st.integers(0, 2**32 - 1),
+    data=st.data(),
+)
 def test_two_factors_no_competitor_of_same_shapes_and_rank_does_better(ks, seed: int, data) -> None:
     rng = np.random.default_rng(seed)
     W = rng.standard_normal(ks.tensor_shape)
@@ -149,8 +155,11 @@ def test_error_is_monotone_in_each_rank(p: Problem, data) -> None:
 # -- planted tensors ------------------------------------------------------------------------------
 def test_planted_chain_is_recovered_at_its_ranks(backend, float_dtype) -> None:
     @settings(max_examples=backend.max_examples)
-    @given(ks=kron_shapes(min_factors=2, max_factors=4, max_modes=3),
-           seed=st.integers(0, 2**16), data=st.data())
+    @given(
+        ks=kron_shapes(min_factors=2, max_factors=4, max_modes=3),
+        seed=st.integers(0, 2**16),
+        data=st.data(),
+    )
     def check(ks, seed, data) -> None:
         ranks = data.draw(st.tuples(*(st.integers(1, 3) for _ in range(len(ks.shapes) - 1))))
         planted = sekron.random_sekron(ks.shapes, ranks, form="chain", random_state=seed)
@@ -162,8 +171,11 @@ def test_planted_chain_is_recovered_at_its_ranks(backend, float_dtype) -> None:
     check()
 
 
-@given(ks=kron_shapes(min_factors=3, max_factors=4, max_modes=3, max_side=3),
-       seed=st.integers(0, 2**16), data=st.data())
+@given(
+    ks=kron_shapes(min_factors=3, max_factors=4, max_modes=3, max_side=3),
+    seed=st.integers(0, 2**16),
+    data=st.data(),
+)
 def test_planted_nested_is_recovered_at_cumulative_ranks(ks, seed, data) -> None:
     ranks = data.draw(st.tuples(*(st.integers(1, 3) for _ in range(len(ks.shapes) - 1))))
     W = sekron.random_sekron(ks.shapes, ranks, random_state=seed).to_tensor()
@@ -206,8 +218,7 @@ def test_tol_is_never_violated(p: Problem, tol: float) -> None:
     assert measured(p.tensor, st_) <= tol + TOL64
 
 
-@given(p=sekron_problems(forms=("nested",), max_factors=3, max_size=300),
-       tol=st.floats(0.01, 0.99))
+@given(p=sekron_problems(forms=("nested",), max_factors=3, max_size=300), tol=st.floats(0.01, 0.99))
 def test_nested_tol_gives_the_cheapest_ranks(p: Problem, tol: float) -> None:
     chosen = sekron.decompose(p.tensor, p.shapes, tol=tol)
     for R in all_rank_tuples(p.shapes, "nested"):
@@ -242,8 +253,9 @@ def test_rank_acts_as_a_cap_with_tol_and_max_params() -> None:
     with pytest.raises(ValueError, match="tol=0.01 cannot be met with the rank cap rank=\\(2,\\)"):
         sekron.decompose(W, shapes, rank=2, tol=0.01)
     with pytest.raises(ValueError, match="tol=0.01 cannot be met.*rank=\\(2, 2\\)"):
-        sekron.decompose(W, [(4, 4, 3, 1), (4, 4, 1, 3), (1, 1, 1, 1)], rank=2, tol=0.01,
-                         form="chain")
+        sekron.decompose(
+            W, [(4, 4, 3, 1), (4, 4, 1, 3), (1, 1, 1, 1)], rank=2, tol=0.01, form="chain"
+        )
 
 
 def test_ranks_above_full_rank_are_capped() -> None:

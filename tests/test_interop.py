@@ -31,6 +31,7 @@ class NumpyOnly:
     def asarray(data: Any, dtype: str = "float64") -> Any:
         return np.asarray(data, dtype=dtype)
 
+
 TO_TENSOR = {
     CPTensor: tl.cp_to_tensor,
     TuckerTensor: tl.tucker_to_tensor,

@@ -18,8 +18,11 @@ def bash_blocks() -> list[str]:
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     test_cmd = [b for b in bash_blocks() if "pytest" in b]
     assert len(test_cmd) == 1, "README must give exactly one test command"
-    ci_lines = [ln for ln in (ROOT / ".ci" / "run").read_text().splitlines()
-                if ln.strip() and not ln.lstrip().startswith("#")]
+    ci_lines = [
+        ln
+        for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+        if ln.strip() and not ln.lstrip().startswith("#")
+    ]
     assert test_cmd[0].strip() in [ln.strip() for ln in ci_lines]
 
 
@@ -31,8 +34,9 @@ def test_readme_main_job_is_sekron_compare() -> None:
 def test_readme_python_example_runs_and_prints_what_it_says() -> None:
     code = re.findall(r"```python\n(.*?)\n```", README, flags=re.S)[0]
     assert len(code.splitlines()) <= 10
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].startswith(

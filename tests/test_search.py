@@ -17,7 +17,8 @@ from sekron.testing import rel_error, tolerance
 
 def _divisor_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
     return [
-        s for s in product(*(range(1, w + 1) for w in shape))
+        s
+        for s in product(*(range(1, w + 1) for w in shape))
         if all(w % v == 0 for w, v in zip(shape, s, strict=True))
     ]
 
@@ -70,9 +71,7 @@ def test_front_is_pareto_within_budget_and_errors_are_exact(case) -> None:
     assert errs == sorted(errs) and all(a > b for a, b in zip(params, params[1:], strict=False))
     for f in res:
         for x in res.all:
-            assert not (
-                x.n_params <= f.n_params and x.rel_error < f.rel_error - 1e-12
-            ), (f, x)
+            assert not (x.n_params <= f.n_params and x.rel_error < f.rel_error - 1e-12), (f, x)
     assert res.best.rel_error == min(x.rel_error for x in res.all)
     # the reported errors equal decompose's and the measured error
     tol = tolerance(W.dtype)
@@ -264,8 +263,10 @@ def test_progress_callback_counts_to_total() -> None:
     seen: list[tuple[int, int]] = []
     W = np.random.default_rng(0).standard_normal((4, 4, 3))
     search(W, compression=2, progress=lambda d, t: seen.append((d, t)))
-    assert seen and seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == list(
-        range(1, len(seen) + 1)
+    assert (
+        seen
+        and seen[-1][0] == seen[-1][1]
+        and [d for d, _ in seen] == list(range(1, len(seen) + 1))
     )
 
 

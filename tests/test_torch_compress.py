@@ -76,8 +76,17 @@ def test_count_params_of_a_sekron_layer_is_its_factors_and_bias():
         (nn.Conv2d(6, 6, 3, groups=6, padding=1, padding_mode="reflect"), (1, 6, 8, 8)),
         (nn.Linear(5, 7), (3, 5)),
         (nn.Conv1d(4, 6, 3, stride=2), (2, 4, 11)),
-        (nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                       nn.Conv2d(8, 4, 1), nn.Flatten(), nn.Linear(64, 10)), (2, 3, 8, 8)),
+        (
+            nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(8, 4, 1),
+                nn.Flatten(),
+                nn.Linear(64, 10),
+            ),
+            (2, 3, 8, 8),
+        ),
     ],
 )
 def test_count_macs_of_dense_layers_matches_flop_counter(module, input_shape):
@@ -97,14 +106,18 @@ SEKRON_CASES = [
 @pytest.mark.parametrize("form, shapes, rank", SEKRON_CASES)
 @pytest.mark.parametrize(
     "kwargs",
-    [{"stride": (2, 3), "padding": (1, 0), "dilation": (2, 1)},
-     {"padding": "same", "padding_mode": "reflect"}],
+    [
+        {"stride": (2, 3), "padding": (1, 0), "dilation": (2, 1)},
+        {"padding": "same", "padding_mode": "reflect"},
+    ],
 )
-def test_count_macs_of_a_sekron_layer_matches_flop_counter_on_its_stages(form, shapes, rank,
-                                                                        kwargs):
+def test_count_macs_of_a_sekron_layer_matches_flop_counter_on_its_stages(
+    form, shapes, rank, kwargs
+):
     st = sekron.random_sekron(shapes, rank, form=form, backend="pytorch", random_state=0)
-    layer = SeKronConv2d(st, torch.zeros(st.shape[0], dtype=torch.float64), method="factorized",
-                         **kwargs)
+    layer = SeKronConv2d(
+        st, torch.zeros(st.shape[0], dtype=torch.float64), method="factorized", **kwargs
+    )
     x = torch.zeros(2, st.shape[1], 11, 10, dtype=torch.float64)
     assert count_macs(layer, x) == _flop_macs(layer, x)
 
@@ -131,8 +144,9 @@ def test_macs_per_position_is_spec_formula(form, shapes, rank):
         )
     else:
         b = (1, *ranks, 1)
-        want = sum(p(c[:k]) * p(f[k + 1:]) * b[k] * f[k] * b[k + 1] * c[k] * hw[k]
-                   for k in range(S))
+        want = sum(
+            p(c[:k]) * p(f[k + 1 :]) * b[k] * f[k] * b[k + 1] * c[k] * hw[k] for k in range(S)
+        )
     assert sekron_conv_macs(shapes, ranks, form) == want
     if all(v == 1 for s in shapes for v in s[2:]):  # 1x1: every stage sees the output grid
         assert sekron_conv_macs(shapes, ranks, form, (5, 4)) == want * 5 * 4
@@ -170,8 +184,9 @@ def test_count_macs_errors(args, exc, match):
 # ----------------------------------------------------------------------------------------------
 # compress on the pretrained digits CNN
 # ----------------------------------------------------------------------------------------------
-def _check_rows(report: CompressionReport, original: nn.Module, compressed: nn.Module,
-                x: torch.Tensor | None) -> None:
+def _check_rows(
+    report: CompressionReport, original: nn.Module, compressed: nn.Module, x: torch.Tensor | None
+) -> None:
     """Every row against direct counts on the two models."""
     orig = dict(original.named_modules())
     new = dict(compressed.named_modules())
@@ -208,8 +223,14 @@ def test_compress_digits_cnn_with_shapes_keeps_accuracy(digits):
     model, x, y = digits
     state = {k: v.clone() for k, v in model.state_dict().items()}
     base = accuracy(model, x, y)
-    small, report = compress(model, shapes=_halves, compression=2, progress=False,
-                             input_shape=(1, 1, 16, 16), method="factorized")
+    small, report = compress(
+        model,
+        shapes=_halves,
+        compression=2,
+        progress=False,
+        input_shape=(1, 1, 16, 16),
+        method="factorized",
+    )
     # the original is untouched
     assert all(type(m) is not SeKronConv2d for m in model.modules())
     for k, v in model.state_dict().items():
@@ -228,8 +249,14 @@ def test_compress_digits_cnn_with_a_structure(digits, compression):
     pytest.importorskip("sekron.structures")
     model, x, y = digits
     base = accuracy(model, x, y)
-    small, report = compress(model, structure="tt", compression=compression, progress=False,
-                             example_input=x[:2], method="factorized")
+    small, report = compress(
+        model,
+        structure="tt",
+        compression=compression,
+        progress=False,
+        example_input=x[:2],
+        method="factorized",
+    )
     _check_rows(report, model, small, x[:2])
     assert report.replaced, report
     for r in report:
@@ -257,8 +284,9 @@ def test_compress_without_input_reports_macs_per_position(digits):
 def test_compress_inplace_replaces_in_the_model_itself():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3))
-    out, report = compress(model, shapes=_halves, compression=2, min_params=0, inplace=True,
-                           progress=False)
+    out, report = compress(
+        model, shapes=_halves, compression=2, min_params=0, inplace=True, progress=False
+    )
     assert out is model
     assert isinstance(model[0], SeKronConv2d) and isinstance(model[2], SeKronConv2d)
     assert model(torch.zeros(1, 8, 6, 6)).shape == (1, 16, 4, 4)
@@ -293,8 +321,15 @@ class MobileBlock(nn.Module):
 def test_skip_reasons_are_reported():
     torch.manual_seed(0)
     model = MobileBlock()
-    small, report = compress(model, shapes=_halves, compression=2, min_params=100,
-                             skip=["head"], progress=False, input_shape=(1, 4, 6, 6))
+    small, report = compress(
+        model,
+        shapes=_halves,
+        compression=2,
+        min_params=100,
+        skip=["head"],
+        progress=False,
+        input_shape=(1, 4, 6, 6),
+    )
     reasons = report.skipped
     assert reasons["depthwise"] == "depthwise conv (groups=32)"
     assert reasons["grouped"] == "grouped conv (groups=4)"
@@ -309,21 +344,29 @@ def test_skip_reasons_are_reported():
 
 def test_unfactorizable_and_unprofitable_layers_are_skipped_with_reasons():
     model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
-    shapes = {"0": [(4, 4, 3, 3), (4, 3, 1, 1)],  # 4*3 != 8 input channels: decompose refuses
-              "1": [(16, 16, 3, 3), (1, 1, 1, 1)]}  # rank 1 already costs more than 1/2
+    shapes = {
+        "0": [(4, 4, 3, 3), (4, 3, 1, 1)],  # 4*3 != 8 input channels: decompose refuses
+        "1": [(16, 16, 3, 3), (1, 1, 1, 1)],
+    }  # rank 1 already costs more than 1/2
     _, report = compress(model, shapes=shapes, compression=2, min_params=0, progress=False)
     assert report.skipped["0"].startswith("cannot factorize: mode 1")
     assert report.skipped["1"].startswith("cannot factorize: max_params=")
-    _, report = compress(model, shapes=shapes | {"0": [(4, 8, 3, 3), (4, 1, 1, 1)]},
-                         compression=None, min_params=0, progress=False)  # full rank: no saving
+    _, report = compress(
+        model,
+        shapes=shapes | {"0": [(4, 8, 3, 3), (4, 1, 1, 1)]},
+        compression=None,
+        min_params=0,
+        progress=False,
+    )  # full rank: no saving
     assert report.skipped["0"].startswith("no saving")
 
 
 @pytest.mark.parametrize("pattern", ["1", "?", "*"])
 def test_skip_patterns(pattern):
     model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
-    _, report = compress(model, shapes=_halves, compression=2, min_params=0, skip=pattern,
-                         progress=False)
+    _, report = compress(
+        model, shapes=_halves, compression=2, min_params=0, skip=pattern, progress=False
+    )
     assert "1" in report.skipped
     assert ("0" in report.skipped) == (pattern != "1")
 
@@ -349,8 +392,9 @@ def test_keyboard_interrupt(monkeypatch, inplace):
 
     monkeypatch.setattr(SeKronConv2d, "from_conv", classmethod(interrupted))
     with pytest.raises(KeyboardInterrupt):
-        compress(model, shapes=_halves, compression=2, min_params=0, inplace=inplace,
-                 progress=False)
+        compress(
+            model, shapes=_halves, compression=2, min_params=0, inplace=inplace, progress=False
+        )
     assert type(model[2]) is nn.Conv2d
     assert isinstance(model[0], SeKronConv2d) == inplace
     with torch.no_grad():
@@ -373,8 +417,9 @@ def test_progress_goes_to_stderr(capsys):
 
 def test_report_table_dicts_and_json(digits):
     model, _, _ = digits
-    _, report = compress(model, shapes=_halves, compression=2, progress=False,
-                         input_shape=(2, 1, 16, 16))
+    _, report = compress(
+        model, shapes=_halves, compression=2, progress=False, input_shape=(2, 1, 16, 16)
+    )
     text = str(report)
     for r in report:
         assert r.name in text
@@ -399,8 +444,11 @@ def test_report_table_dicts_and_json(digits):
         ({"shapes": _halves, "min_params": -1}, ValueError, "min_params must be"),
         ({"shapes": _halves, "skip": 3}, TypeError, "skip must be"),
         ({"shapes": _halves, "skip": ["a", 3]}, TypeError, r"skip\[1\] must be a str"),
-        ({"shapes": _halves, "input_shape": (1, 3), "example_input": torch.zeros(1)},
-         ValueError, "at most one of input_shape and example_input"),
+        (
+            {"shapes": _halves, "input_shape": (1, 3), "example_input": torch.zeros(1)},
+            ValueError,
+            "at most one of input_shape and example_input",
+        ),
         ({"structure": "tt", "tol": 0.1}, ValueError, "tol applies to explicit shapes"),
         ({"shapes": _halves, "form": "ring"}, ValueError, "form must be"),
         ({"shapes": _halves, "method": "fast"}, ValueError, "method must be one of"),

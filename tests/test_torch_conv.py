@@ -47,8 +47,9 @@ def conv_problems(draw: st.DrawFn, n_spatial: int = 2) -> dict:
     ranks = tuple(draw(st.integers(1, 3)) for _ in range(len(shapes) - 1))
     dtype = draw(st.sampled_from(("float32", "float64")))
     seed = draw(st.integers(0, 2**31 - 1))
-    kern = random_sekron(shapes, ranks, form=form, backend="pytorch", dtype=dtype,
-                         random_state=seed)
+    kern = random_sekron(
+        shapes, ranks, form=form, backend="pytorch", dtype=dtype, random_state=seed
+    )
     spatial = kern.shape[2:]
     stride = tuple(draw(st.integers(1, 3)) for _ in spatial)
     dilation = tuple(draw(st.integers(1, 2)) for _ in spatial)
@@ -69,8 +70,13 @@ def conv_problems(draw: st.DrawFn, n_spatial: int = 2) -> dict:
     bias = torch.from_numpy(rng.standard_normal(kern.shape[0])).to(getattr(torch, dtype))
     use_bias = draw(st.booleans())
     return {
-        "x": x, "st": kern, "bias": bias if use_bias else None, "stride": stride,
-        "padding": padding, "dilation": dilation, "dtype": dtype,
+        "x": x,
+        "st": kern,
+        "bias": bias if use_bias else None,
+        "stride": stride,
+        "padding": padding,
+        "dilation": dilation,
+        "dtype": dtype,
     }
 
 
@@ -83,8 +89,9 @@ def _reference(p: dict, fn: object) -> torch.Tensor:
 def test_conv2d_equals_dense_conv(p: dict, method: str, grad: bool) -> None:
     expected = _reference(p, F.conv2d)
     with torch.set_grad_enabled(grad):
-        got = conv2d(p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"],
-                     method=method)
+        got = conv2d(
+            p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"], method=method
+        )
     assert got.shape == expected.shape
     assert got.dtype == p["x"].dtype and got.device == p["x"].device
     assert rel_error(got, expected) <= RTOL[p["dtype"]]
@@ -94,8 +101,9 @@ def test_conv2d_equals_dense_conv(p: dict, method: str, grad: bool) -> None:
 @given(conv_problems(1), st.sampled_from(METHODS))
 def test_conv1d_equals_dense_conv(p: dict, method: str) -> None:
     expected = _reference(p, F.conv1d)
-    got = conv1d(p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"],
-                 method=method)
+    got = conv1d(
+        p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"], method=method
+    )
     assert got.shape == expected.shape
     assert rel_error(got, expected) <= RTOL[p["dtype"]]
 
@@ -103,8 +111,13 @@ def test_conv1d_equals_dense_conv(p: dict, method: str) -> None:
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 @pytest.mark.parametrize("form", ["nested", "chain"])
 def test_both_layouts_equal_dense(layout: str, form: str) -> None:
-    kern = random_sekron([(2, 3, 3, 1), (2, 1, 1, 3), (3, 2, 1, 1)], [3, 2], form=form,
-                         backend="pytorch", random_state=1)
+    kern = random_sekron(
+        [(2, 3, 3, 1), (2, 1, 1, 3), (3, 2, 1, 1)],
+        [3, 2],
+        form=form,
+        backend="pytorch",
+        random_state=1,
+    )
     x = torch.randn(2, 6, 9, 8, dtype=torch.float64)
     pad4 = normalize_padding(1, (3, 3), (1, 2))
     plan = conv_plan(kern.shapes, kern.ranks, form, tuple(x.shape), (2, 1), pad4, (1, 2), layout)
@@ -116,14 +129,18 @@ def test_both_layouts_equal_dense(layout: str, form: str) -> None:
 @pytest.mark.parametrize("form", ["nested", "chain"])
 @pytest.mark.parametrize("stride, padding", [(1, "same"), (2, 1), ((1, 2), (0, 1))])
 def test_gradcheck_factorized(form: str, stride: object, padding: object) -> None:
-    kern = random_sekron([(2, 2, 3, 1), (1, 2, 1, 2), (2, 1, 1, 1)], [2, 2], form=form,
-                         backend="pytorch", random_state=0)
+    kern = random_sekron(
+        [(2, 2, 3, 1), (1, 2, 1, 2), (2, 1, 1, 1)],
+        [2, 2],
+        form=form,
+        backend="pytorch",
+        random_state=0,
+    )
     factors = [f.clone().requires_grad_(True) for f in kern.factors]
     x = torch.randn(1, 4, 5, 4, dtype=torch.float64, requires_grad=True)
 
     def fn(x: torch.Tensor, *fs: torch.Tensor) -> torch.Tensor:
-        return conv2d(x, SeKronTensor(list(fs), form), None, stride, padding,
-                      method="factorized")
+        return conv2d(x, SeKronTensor(list(fs), form), None, stride, padding, method="factorized")
 
     assert torch.autograd.gradcheck(fn, (x, *factors), fast_mode=True)
 
@@ -142,14 +159,29 @@ CONV_ARGS = [
 ]
 
 
-def _deferred_plan(structure: tuple, layout: str, stride: tuple, padding: object,
-                   dilation: tuple, in_shape: tuple = (2, 4, 7, 6)) -> tuple:
+def _deferred_plan(
+    structure: tuple,
+    layout: str,
+    stride: tuple,
+    padding: object,
+    dilation: tuple,
+    in_shape: tuple = (2, 4, 7, 6),
+) -> tuple:
     shapes, ranks, form = structure
     kern = random_sekron(shapes, ranks, form=form, backend="pytorch", random_state=2)
     x = torch.randn(*in_shape, dtype=torch.float64)
     pad4 = normalize_padding(padding, kern.shape[2:], dilation)
-    plan = conv_plan(kern.shapes, kern.ranks, form, tuple(x.shape), stride, pad4, dilation,
-                     layout, PIPELINE_ORDER[form])
+    plan = conv_plan(
+        kern.shapes,
+        kern.ranks,
+        form,
+        tuple(x.shape),
+        stride,
+        pad4,
+        dilation,
+        layout,
+        PIPELINE_ORDER[form],
+    )
     return kern, x, pad4, plan
 
 
@@ -178,8 +210,9 @@ def test_pointwise_first_stage_runs_unpadded(
 @pytest.mark.parametrize("structure", [CP_LIKE, TT_LIKE], ids=["cp", "tt"])
 def test_gradcheck_deferred_padding(layout: str, structure: tuple) -> None:
     for stride, padding, dilation in CONV_ARGS:
-        kern, x, _, plan = _deferred_plan(structure, layout, stride, padding, dilation,
-                                          (1, 4, 5, 5))
+        kern, x, _, plan = _deferred_plan(
+            structure, layout, stride, padding, dilation, (1, 4, 5, 5)
+        )
         x.requires_grad_(True)
         factors = tuple(f.clone().requires_grad_(True) for f in kern.factors)
 
@@ -221,8 +254,9 @@ def test_grouped_factorized_raises() -> None:
 
 # -- validation ----------------------------------------------------------------------------------
 def _kernel(dtype: str = "float64") -> SeKronTensor:
-    return random_sekron([(2, 2, 3, 1), (2, 2, 1, 3)], 2, backend="pytorch", dtype=dtype,
-                         random_state=0)
+    return random_sekron(
+        [(2, 2, 3, 1), (2, 2, 1, 3)], 2, backend="pytorch", dtype=dtype, random_state=0
+    )
 
 
 @pytest.mark.parametrize(
@@ -284,8 +318,13 @@ def _counted_macs(fn: object) -> int:
     [
         (((4, 2, 3, 3), (2, 4, 1, 1)), (3,), (1, 1), (1, 1), (1, 1)),
         (((2, 2, 1, 3), (2, 2, 3, 1), (2, 2, 1, 1)), (2, 3), (2, 1), (1, 2), (1, 2)),
-        (((2, 2, 1, 1), (2, 2, 1, 1), (1, 2, 1, 1), (2, 1, 1, 1)), (2, 2, 3), (2, 2), (0, 0),
-         (1, 1)),
+        (
+            ((2, 2, 1, 1), (2, 2, 1, 1), (1, 2, 1, 1), (2, 1, 1, 1)),
+            (2, 2, 3),
+            (2, 2),
+            (0, 0),
+            (1, 1),
+        ),
     ],
 )
 def test_macs_match_an_independent_count(
@@ -301,9 +340,19 @@ def test_macs_match_an_independent_count(
                 kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation, layout, order
             )
             counted = _counted_macs(partial(run_plan, x, kern.factors, plan, layout))
-            assert counted == plan.macs == factorized_macs(
-                kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation,
-                order=tuple(s.factor for s in plan.stages),
+            assert (
+                counted
+                == plan.macs
+                == factorized_macs(
+                    kern.shapes,
+                    kern.ranks,
+                    form,
+                    in_shape,
+                    stride,
+                    pad4,
+                    dilation,
+                    order=tuple(s.factor for s in plan.stages),
+                )
             )
     assert factorized_macs(kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation) == (
         conv_plan(kern.shapes, kern.ranks, form, in_shape, stride, pad4, dilation).macs
@@ -323,9 +372,9 @@ def test_macs_equal_spec_formula_for_pointwise_kernels() -> None:
     c = [s[1] for s in shapes]
     P = [prod(ranks[:k]) for k in range(len(shapes))]  # P_0 = 1, P_1 = R_1, ...
     C = prod(c)
-    spec = n * L * (P[2] * f[2] * C + sum(
-        P[k + 1] * prod(f[k:]) * prod(c[: k + 1]) for k in range(2)
-    ))
+    spec = (
+        n * L * (P[2] * f[2] * C + sum(P[k + 1] * prod(f[k:]) * prod(c[: k + 1]) for k in range(2)))
+    )
     order = spec_order(len(shapes))
     assert factorized_macs(shapes, ranks, "nested", (n, C, height, width), order=order) == spec
     assert dense_macs(shapes, (n, C, height, width)) == n * L * prod(f) * C
@@ -333,8 +382,9 @@ def test_macs_equal_spec_formula_for_pointwise_kernels() -> None:
 
 # -- auto ------------------------------------------------------------------------------------------
 def test_auto_measures_only_without_autograd() -> None:
-    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
-                         random_state=0)
+    kern = random_sekron(
+        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
+    )
     x = torch.randn(1, 64, 12, 12)
     _auto.clear_cache()
     conv2d(x, kern, padding=1)  # grad enabled: cost model, nothing cached
@@ -355,8 +405,9 @@ def test_auto_caches_the_fastest_measured_candidate(
     monkeypatch: pytest.MonkeyPatch, fastest: str
 ) -> None:
     """Both factorized layouts are candidates; the cached one runs and equals the dense conv."""
-    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
-                         random_state=0)
+    kern = random_sekron(
+        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
+    )
     x = torch.randn(2, 64, 9, 9)
     timed: list[tuple[str, ...]] = []
 
@@ -396,8 +447,9 @@ def test_auto_needs_factorized_to_win_paired_and_at_best() -> None:
 
 
 def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
-    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
-                         random_state=0)
+    kern = random_sekron(
+        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
+    )
     monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
     _auto.clear_cache()
     with torch.no_grad():
@@ -417,8 +469,9 @@ def test_auto_skips_factorized_when_macs_do_not_pay() -> None:
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_auto_under_jit_trace() -> None:
-    kern = random_sekron([(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32",
-                         random_state=0)
+    kern = random_sekron(
+        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
+    )
     x = torch.randn(2, 64, 8, 8)
     _auto.clear_cache()
     traced = torch.jit.trace(lambda t: conv2d(t, kern, padding=1), (x,), check_trace=False)
@@ -428,8 +481,9 @@ def test_auto_under_jit_trace() -> None:
 
 @pytest.mark.filterwarnings("ignore:Dynamo:UserWarning")  # graph-break notes, not errors
 def test_auto_under_torch_compile() -> None:
-    kern = random_sekron([(4, 4, 3, 3), (4, 4, 1, 1)], 1, backend="pytorch", dtype="float32",
-                         random_state=0)
+    kern = random_sekron(
+        [(4, 4, 3, 3), (4, 4, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
+    )
     x = torch.randn(2, 16, 8, 8)
     _auto.clear_cache()
     compiled = torch.compile(lambda t: conv2d(t, kern, padding=1), backend="eager")
@@ -446,8 +500,9 @@ def test_reconstructed_kernel_cache_tracks_in_place_updates_and_identity() -> No
     """The cached kernel is reused only for the same, unmodified factors."""
     from sekron.torch._functional import _kernel
 
-    st = sekron.random_sekron([(4, 2, 3, 1), (2, 4, 1, 3)], 3, backend="pytorch",
-                              dtype="float32", random_state=0)
+    st = sekron.random_sekron(
+        [(4, 2, 3, 1), (2, 4, 1, 3)], 3, backend="pytorch", dtype="float32", random_state=0
+    )
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 8, 6, 6))).float()
     with torch.no_grad():
         first = _kernel(st)

@@ -154,8 +154,15 @@ def test_from_conv_at_full_rank_equals_the_conv(kwargs, shapes, form, dtype):
     conv = nn.Conv2d(**kwargs, dtype=dtype)
     layer = SeKronConv2d.from_conv(conv, shapes=shapes, form=form)
     assert layer.factors[0].dtype == dtype
-    for attr in ("stride", "dilation", "padding", "padding_mode", "in_channels",
-                 "out_channels", "kernel_size"):
+    for attr in (
+        "stride",
+        "dilation",
+        "padding",
+        "padding_mode",
+        "in_channels",
+        "out_channels",
+        "kernel_size",
+    ):
         assert getattr(layer, attr) == getattr(conv, attr), attr
     assert (layer.bias is None) == (conv.bias is None)
     assert layer.weight_error <= tolerance(dtype)
@@ -289,10 +296,18 @@ def test_extra_repr_shows_structure_ranks_and_compression():
 
 
 def _trained_like_pair(form="nested"):
-    a = SeKronConv2d(_st(SHAPES_3, (2, 2), form, seed=0), torch.randn(8, dtype=torch.float64),
-                     stride=2, padding=1)
-    b = SeKronConv2d(_st(SHAPES_3, (2, 2), form, seed=5), torch.zeros(8, dtype=torch.float64),
-                     stride=2, padding=1)
+    a = SeKronConv2d(
+        _st(SHAPES_3, (2, 2), form, seed=0),
+        torch.randn(8, dtype=torch.float64),
+        stride=2,
+        padding=1,
+    )
+    b = SeKronConv2d(
+        _st(SHAPES_3, (2, 2), form, seed=5),
+        torch.zeros(8, dtype=torch.float64),
+        stride=2,
+        padding=1,
+    )
     return a, b
 
 
@@ -334,8 +349,9 @@ def test_jit_trace_matches():
 @DYNAMO_LRU_CACHE
 @DYNAMO_BUILTIN
 @DYNAMO_NON_LEAF
-@pytest.mark.parametrize("backend, method", [("eager", "reconstructed"),
-                                             ("aot_eager", "factorized")])
+@pytest.mark.parametrize(
+    "backend, method", [("eager", "reconstructed"), ("aot_eager", "factorized")]
+)
 def test_torch_compile_matches(backend, method):
     torch._dynamo.reset()
     a = SeKronConv2d(_st(SHAPES_2, 2), padding=1, method=method)
@@ -370,8 +386,9 @@ def test_factors_are_trainable():
 )
 def test_gradcheck_float64(form, method):
     st = _st(((2, 1, 3, 1), (1, 2, 1, 2)), (2,) if form == "nested" else 2, form)
-    layer = SeKronConv2d(st, torch.randn(2, dtype=torch.float64), stride=(1, 2), padding=1,
-                         method=method)
+    layer = SeKronConv2d(
+        st, torch.randn(2, dtype=torch.float64), stride=(1, 2), padding=1, method=method
+    )
     x = torch.randn(1, 2, 4, 5, dtype=torch.float64, requires_grad=True)
     names = [f"factor{k}" for k in range(layer.n_factors)] + ["bias"]
 

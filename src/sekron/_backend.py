@@ -14,8 +14,16 @@ from typing import Any
 import numpy as np
 from tensorly.backend import BackendManager
 
-__all__ = ["backend_name_of", "eps", "get_backend", "is_array", "like", "numpy_dtype",
-           "sq_norm", "to_numpy"]
+__all__ = [
+    "backend_name_of",
+    "eps",
+    "get_backend",
+    "is_array",
+    "like",
+    "numpy_dtype",
+    "sq_norm",
+    "to_numpy",
+]
 
 
 @cache

@@ -126,9 +126,7 @@ def reconstruction_equation(n_factors: int, form: str) -> str:
     modes = [sym(n_factors + 1 + k) for k in range(n_factors)]
     if form == "nested":
         ranks = [sym(k) for k in range(n_factors - 1)]
-        terms = [
-            "".join(ranks[: min(k + 1, n_factors - 1)]) + modes[k] for k in range(n_factors)
-        ]
+        terms = ["".join(ranks[: min(k + 1, n_factors - 1)]) + modes[k] for k in range(n_factors)]
     else:
         ranks = [sym(k) for k in range(n_factors + 1)]
         terms = [ranks[k] + ranks[k + 1] + modes[k] for k in range(n_factors)]

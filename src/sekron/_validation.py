@@ -120,9 +120,7 @@ def check_shapes(shapes: object, tensor_shape: tuple[int, ...] | None) -> Shapes
             f"got {_type_name(shapes)}."
         )
     if len(shapes) < 2:
-        raise ValueError(
-            f"shapes must hold at least 2 factor shapes (S >= 2); got {len(shapes)}."
-        )
+        raise ValueError(f"shapes must hold at least 2 factor shapes (S >= 2); got {len(shapes)}.")
     out = []
     n_modes = None if tensor_shape is None else len(tensor_shape)
     for k, s in enumerate(shapes):

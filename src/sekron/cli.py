@@ -203,15 +203,25 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("path", nargs="?", help=".npy, .npz or PyTorch .pt/.pth state dict")
     cmp.add_argument("--key", help="entry name in a .npz or state dict, e.g. layer1.0.conv1.weight")
     cmp.add_argument(
-        "--compression", type=_compression, nargs="+", default=[2.0, 4.0, 8.0, 16.0],
-        metavar="C", help="compression ratios > 1 (default: 2 4 8 16)",
+        "--compression",
+        type=_compression,
+        nargs="+",
+        default=[2.0, 4.0, 8.0, 16.0],
+        metavar="C",
+        help="compression ratios > 1 (default: 2 4 8 16)",
     )
     cmp.add_argument(
-        "--max-factors", type=_max_factors, default=3, metavar="S",
+        "--max-factors",
+        type=_max_factors,
+        default=3,
+        metavar="S",
         help="largest number of Kronecker factors searched (default: 3)",
     )
     cmp.add_argument(
-        "--max-seconds", type=_seconds, default=None, metavar="T",
+        "--max-seconds",
+        type=_seconds,
+        default=None,
+        metavar="T",
         help="stop the SeKron search's 3+-factor configurations after T seconds, most "
         "promising first; the output says whether the best found is certified optimal",
     )
@@ -219,7 +229,10 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", metavar="OUT.json", help="write the table rows as JSON here")
     cmp.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cmp.add_argument(
-        "--threads", type=_int_at_least("--threads", 1), default=None, metavar="N",
+        "--threads",
+        type=_int_at_least("--threads", 1),
+        default=None,
+        metavar="N",
         help="worker threads of the SeKron search (default: the CPUs available); BLAS runs "
         "single-threaded, since the many small SVDs run fastest side by side",
     )
@@ -243,8 +256,11 @@ def _compare(args: argparse.Namespace) -> int:
     try:
         with _blas_threads(1):
             table = compare(
-                W, compression=tuple(args.compression), max_factors=args.max_factors,
-                max_seconds=args.max_seconds, threads=args.threads,
+                W,
+                compression=tuple(args.compression),
+                max_factors=args.max_factors,
+                max_seconds=args.max_seconds,
+                threads=args.threads,
                 progress=False if args.no_progress else True,
             )
     except (ValueError, TypeError) as e:

@@ -140,9 +140,7 @@ class CompareTable:
                     strs.append(r.describe())
             lines_err.append(errs)
             lines_str.append(strs)
-        widths = [
-            max(len(x[i]) for x in [head, *lines_err, *lines_str]) for i in range(len(head))
-        ]
+        widths = [max(len(x[i]) for x in [head, *lines_err, *lines_str]) for i in range(len(head))]
 
         def fmt(cells: list[str]) -> str:
             return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
@@ -246,17 +244,21 @@ def _fit_family(
         reason = str(e).split(";")[0].split(":")[0]
         return Row(name, c, budget, None, None, None, None, None, reason[:60])
     return Row(
-        name, c, budget, _own_params(name, s, shape, st, budget), float(st.error or 0.0),
-        tuple(st.shapes), tuple(st.ranks), st.form,
+        name,
+        c,
+        budget,
+        _own_params(name, s, shape, st, budget),
+        float(st.error or 0.0),
+        tuple(st.shapes),
+        tuple(st.ranks),
+        st.form,
     )
 
 
 def _candidate_row(family: str, c: float, budget: int, cand: Candidate | None, why: str) -> Row:
     if cand is None:
         return Row(family, c, budget, None, None, None, None, None, why)
-    return Row(
-        family, c, budget, cand.n_params, cand.rel_error, cand.shapes, cand.ranks, cand.form
-    )
+    return Row(family, c, budget, cand.n_params, cand.rel_error, cand.shapes, cand.ranks, cand.form)
 
 
 def compare(
@@ -373,9 +375,17 @@ def _search_all(
     ok = [i for i, b in enumerate(budgets) if b >= 2]
     try:
         results = _run(
-            t, [budgets[i] for i in ok], max_factors=int(max_factors), forms=forms,
-            max_configs=max_configs, svd="auto", random_state=None, exhaustive=False,
-            progress=progress, max_seconds=max_seconds, threads=threads,
+            t,
+            [budgets[i] for i in ok],
+            max_factors=int(max_factors),
+            forms=forms,
+            max_configs=max_configs,
+            svd="auto",
+            random_state=None,
+            exhaustive=False,
+            progress=progress,
+            max_seconds=max_seconds,
+            threads=threads,
         )
         for i, r in zip(ok, results, strict=True):
             out[i] = r
@@ -384,9 +394,17 @@ def _search_all(
         for i in ok:
             try:
                 out[i] = _run(
-                    t, [budgets[i]], max_factors=int(max_factors), forms=forms,
-                    max_configs=max_configs, svd="auto", random_state=None, exhaustive=False,
-                    progress=progress, max_seconds=max_seconds, threads=threads,
+                    t,
+                    [budgets[i]],
+                    max_factors=int(max_factors),
+                    forms=forms,
+                    max_configs=max_configs,
+                    svd="auto",
+                    random_state=None,
+                    exhaustive=False,
+                    progress=progress,
+                    max_seconds=max_seconds,
+                    threads=threads,
                 )[0]
             except ValueError:
                 out[i] = None

@@ -184,9 +184,9 @@ def _choose_chain_budget(tails: list[np.ndarray], d: Sequence[int], budget: int)
             E, _ranks.params_table(d, M, "chain"), tol2=None, budget=budget
         )
     return _ranks.greedy_select(
-        lambda R: sum(float(t[r - 1]) for t, r in zip(tails, R, strict=True))
-        if valid(R)
-        else np.inf,
+        lambda R: (
+            sum(float(t[r - 1]) for t, r in zip(tails, R, strict=True)) if valid(R) else np.inf
+        ),
         lambda R: chain_params(d, R),
         M,
         tol2=None,
@@ -458,4 +458,3 @@ def _unreachable(
             "raise or drop the cap."
         )
     return ValueError(f"no ranks within the cap rank={caps!r} fit max_params={budget!r}.")
-

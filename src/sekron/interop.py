@@ -292,8 +292,7 @@ def from_tensorly(obj: Any, *, form: str | None = None) -> SeKronTensor:
         raise ValueError(f"form must be None, 'chain' or 'nested'; got {form!r}.")
     if form == "chain" and kind != "TTTensor":
         raise ValueError(
-            f"form='chain' embeds a TTTensor only; a {kind} embeds in nested form. "
-            "Leave form=None."
+            f"form='chain' embeds a TTTensor only; a {kind} embeds in nested form. Leave form=None."
         )
     n_modes = len(obj.shape)
     if n_modes < 2:
@@ -327,9 +326,7 @@ def _one_mode_problem(shapes: Shapes) -> str | None:
         if len(spans) > 1:
             return f"shapes[{k}] = {s} spans {len(spans)} modes; {{kind}} needs one mode per factor"
         if spans and spans[0] != k:
-            return (
-                f"shapes[{k}] = {s} holds mode {spans[0]}; {{kind}} needs factor k on mode k"
-            )
+            return f"shapes[{k}] = {s} holds mode {spans[0]}; {{kind}} needs factor k on mode k"
     if n_factors != n_modes:
         return (
             f"the tensor has {n_modes} modes but {n_factors} factors; {{kind}} needs one factor "

@@ -913,11 +913,7 @@ def _run_with(
     pos = -1  # index in ``order`` of the first job not yet evaluated; -1: deep phase not begun
 
     def record(job: _Job, bi: int, ranks: Ranks, err2: float) -> None:
-        n = (
-            nested_params(job.d, ranks)
-            if job.form == "nested"
-            else chain_params(job.d, ranks)
-        )
+        n = nested_params(job.d, ranks) if job.form == "nested" else chain_params(job.d, ranks)
         rel = _relative(err2, eng.norm2)
         evaluated[bi].append(Candidate(job.shapes, job.form, ranks, n, rel, t))
         best2[bi] = min(best2[bi], err2)
@@ -1092,9 +1088,7 @@ def _evaluate_deep(
                 record(job, bi, ranks, _ranks.nested_error2(tree.sig2, tree.rest2, ranks))
         return {}
     for bi, b, caps in live:
-        tails = [
-            eng.spectra[_prefix(job.shapes, k + 1)].tail(caps[k]) for k in range(len(caps))
-        ]
+        tails = [eng.spectra[_prefix(job.shapes, k + 1)].tail(caps[k]) for k in range(len(caps))]
         ranks = _choose_chain_budget(tails, job.d, b)
         if ranks is not None:
             record(job, bi, ranks, eng.chain_error2(job.shapes, job.d, ranks))

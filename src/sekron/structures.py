@@ -155,8 +155,12 @@ def _minimal_tucker(t: Sequence[int], kept: int = 1) -> tuple[int, ...]:
 # HOSVD rank selection (Tucker, Tucker-2)
 # ----------------------------------------------------------------------------------------------
 def _budget_ranks(
-    name: str, X: np.ndarray, modes: Sequence[int], count: Callable[[Sequence[Any]], Any],
-    budget: int, kept: int = 1,
+    name: str,
+    X: np.ndarray,
+    modes: Sequence[int],
+    count: Callable[[Sequence[Any]], Any],
+    budget: int,
+    kept: int = 1,
 ) -> tuple[int, ...]:
     """Tucker-style ranks of ``modes`` for a budget: :func:`_choose_hosvd` on ``X``'s spectra."""
     smallest = count((1,) * len(modes))
@@ -199,9 +203,9 @@ def _choose_hosvd(
         P = np.broadcast_to(count(grids), tuple(M))
         return _ranks.select_from_tables(E, P, tol2=None, budget=budget)
     return _ranks.greedy_select(
-        lambda R: float(sum(t[r - 1] for t, r in zip(tails, R, strict=True)))
-        if usable(R)
-        else np.inf,
+        lambda R: (
+            float(sum(t[r - 1] for t, r in zip(tails, R, strict=True))) if usable(R) else np.inf
+        ),
         lambda R: int(count(R)),
         M,
         tol2=None,
@@ -281,7 +285,11 @@ class TT(Structure):
         return chain_params(shape, self._ranks(shape, rank))
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         budget = _check_budget(rank, max_params)
@@ -289,7 +297,11 @@ class TT(Structure):
         shape = _check_modes(t, self.min_modes, "TT")
         ranks = None if rank is None else self._ranks(shape, rank)
         st = decompose(
-            t, one_mode_shapes(shape), ranks, form="chain", max_params=budget,
+            t,
+            one_mode_shapes(shape),
+            ranks,
+            form="chain",
+            max_params=budget,
             random_state=random_state,
         )
         return _finish(t, st)
@@ -367,7 +379,11 @@ class TR(Structure):
         return best
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         from tensorly.decomposition import tensor_ring
@@ -433,7 +449,11 @@ class CP(Structure):
         return min(check_positive_int(rank, "rank"), self.max_rank(shape)) * sum(shape)
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         from tensorly.decomposition import parafac
@@ -455,8 +475,9 @@ class CP(Structure):
         with thread_backend("numpy"), warnings.catch_warnings():
             # for R > n_k the SVD initialisation pads with random columns and says so
             warnings.filterwarnings("ignore", message="Trying to compute SVD", category=UserWarning)
-            cp = parafac(X, R, n_iter_max=self.n_iter_max, init=self.init, tol=self.tol,
-                         random_state=rs)
+            cp = parafac(
+                X, R, n_iter_max=self.n_iter_max, init=self.init, tol=self.tol, random_state=rs
+            )
         weights, *factors = _to_input([cp.weights, *cp.factors], t)
         st = SeKronTensor(_cp_factors(get_backend(backend), weights, factors), "nested")
         return _finish(t, st)
@@ -508,7 +529,11 @@ class Tucker(Structure):
         return int(self._count(shape, self._ranks(shape, rank)))
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         from tensorly.decomposition import tucker
@@ -524,8 +549,14 @@ class Tucker(Structure):
             )
         rs = _tensorly_random_state(random_state)
         with thread_backend("numpy"):
-            tk = tucker(X, rank=list(ranks), n_iter_max=self.n_iter_max, init="svd",
-                        tol=self.tol, random_state=rs)
+            tk = tucker(
+                X,
+                rank=list(ranks),
+                n_iter_max=self.n_iter_max,
+                init="svd",
+                tol=self.tol,
+                random_state=rs,
+            )
         core, *factors = _to_input([tk.core, *tk.factors], t)
         st = SeKronTensor(_tucker_factors(get_backend(backend), core, factors), "nested")
         return _finish(t, st)
@@ -584,7 +615,11 @@ class Tucker2(Structure):
         return int(self._count(shape, self._ranks(shape, rank)))
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         from tensorly.decomposition import partial_tucker
@@ -601,14 +636,20 @@ class Tucker2(Structure):
         rs = _tensorly_random_state(random_state)
         with thread_backend("numpy"):
             (core, (UF, UC)), _ = partial_tucker(
-                X, rank=list(ranks), modes=[0, 1], n_iter_max=self.n_iter_max, init="svd",
-                tol=self.tol, random_state=rs,
+                X,
+                rank=list(ranks),
+                modes=[0, 1],
+                n_iter_max=self.n_iter_max,
+                init="svd",
+                tol=self.tol,
+                random_state=rs,
             )
         core, UF, UC = _to_input([core, UF, UC], t)
         B = get_backend(backend)
         # the 3-factor embedding is the 3-mode Tucker embedding of (F, C, H*W), reshaped
         A1, A2, A3 = _tucker_factors(
-            B, B.reshape(core, (*ranks, prod(shape[2:]))),
+            B,
+            B.reshape(core, (*ranks, prod(shape[2:]))),
             [UF, UC, B.eye(prod(shape[2:]), **_ctx_of(B, core))],
         )
         shapes = self.shapes_for(shape)
@@ -693,7 +734,11 @@ class GKPD(Structure):
         return _general_params(self.shapes_for(tensor_shape), "nested", rank)
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         return _general_fit(self, "nested", tensor, rank, max_params, random_state)
@@ -735,7 +780,11 @@ class General(Structure):
         return _general_params(self.shapes_for(tensor_shape), self.form, rank)
 
     def fit(
-        self, tensor: Any, *, rank: Any = None, max_params: int | None = None,
+        self,
+        tensor: Any,
+        *,
+        rank: Any = None,
+        max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
         return _general_fit(self, self.form, tensor, rank, max_params, random_state)

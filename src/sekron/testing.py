@@ -70,8 +70,12 @@ class Problem(NamedTuple):
 
 
 def kron_shapes(
-    *, min_factors: int = 2, max_factors: int = 3, min_modes: int = 1, max_modes: int = 3,
-    max_side: int = 3
+    *,
+    min_factors: int = 2,
+    max_factors: int = 3,
+    min_modes: int = 1,
+    max_modes: int = 3,
+    max_side: int = 3,
 ) -> Any:
     """Strategy for :class:`KronShapes`; shrinks towards 2 factors, 1 mode and sides of 1."""
     from hypothesis import strategies as st
@@ -81,9 +85,7 @@ def kron_shapes(
         n_factors = draw_(st.integers(min_factors, max_factors))
         n_modes = draw_(st.integers(min_modes, max_modes))
         side = st.integers(1, max_side)
-        shapes = tuple(
-            tuple(draw_(side) for _ in range(n_modes)) for _ in range(n_factors)
-        )
+        shapes = tuple(tuple(draw_(side) for _ in range(n_modes)) for _ in range(n_factors))
         return KronShapes(tensor_shape(shapes), shapes)
 
     return draw()
@@ -99,8 +101,12 @@ def ranks_for(shapes: Shapes, form: str, *, max_rank: int | None = None) -> Any:
 
 
 def sekron_problems(
-    *, forms: tuple[str, ...] = ("nested", "chain"), max_factors: int = 3, max_modes: int = 3,
-    max_side: int = 3, max_size: int = 4096
+    *,
+    forms: tuple[str, ...] = ("nested", "chain"),
+    max_factors: int = 3,
+    max_modes: int = 3,
+    max_side: int = 3,
+    max_size: int = 4096,
 ) -> Any:
     """Strategy for :class:`Problem` with a standard-normal float64 tensor (seeded draw)."""
     from hypothesis import assume

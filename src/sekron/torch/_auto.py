@@ -34,7 +34,12 @@ import torch
 from ._conv_plan import dense_macs, factorized_macs
 
 __all__ = [
-    "MARGIN", "MIN_MAC_RATIO", "MODEL_MAC_RATIO", "cached_choices", "choose", "clear_cache",
+    "MARGIN",
+    "MIN_MAC_RATIO",
+    "MODEL_MAC_RATIO",
+    "cached_choices",
+    "choose",
+    "clear_cache",
 ]
 
 MIN_MAC_RATIO = 2.0
@@ -77,9 +82,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(
-    candidates: dict[str, Callable[[], Any]], device: torch.device
-) -> dict[str, list[float]]:
+def _time(candidates: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:
     """``_REPEATS`` timings of each candidate, interleaved (every repetition runs each once,
     in rotating order), after one warm-up each."""
     for fn in candidates.values():
@@ -87,7 +90,7 @@ def _time(
     times: dict[str, list[float]] = {name: [] for name in candidates}
     names = list(candidates)
     for rep in range(_REPEATS):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             _sync(device)
             t0 = time.perf_counter()
             candidates[name]()
@@ -116,8 +119,16 @@ def choose(
     n, c, h, w = (int(v) for v in x.shape)
     in_shape = (n, c, h, w)
     key = (
-        st.shapes, st.ranks, st.form, in_shape, stride, pad4, dilation, x.dtype,
-        x.device, x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
+        st.shapes,
+        st.ranks,
+        st.form,
+        in_shape,
+        stride,
+        pad4,
+        dilation,
+        x.dtype,
+        x.device,
+        x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
     )
     hit = _CACHE.get(key)
     if hit is not None:

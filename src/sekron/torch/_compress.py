@@ -155,19 +155,23 @@ class CompressionReport(Sequence[LayerReport]):
         head = ["layer", "shape", "structure", "ranks", "params", macs_head, "rel.err", "note"]
         lines = [head]
         for r in self._rows:
-            lines.append([
-                r.name,
-                "x".join(map(str, r.shape)),
-                "" if r.structure is None else _structure_text(r),
-                "" if r.ranks is None else ",".join(map(str, r.ranks)),
-                _arrow(r.params_before, r.params_after),
-                _arrow(r.macs_before, r.macs_after),
-                "" if r.rel_error is None else f"{r.rel_error:.3g}",
-                "" if r.skipped is None else f"skipped: {r.skipped}",
-            ])
+            lines.append(
+                [
+                    r.name,
+                    "x".join(map(str, r.shape)),
+                    "" if r.structure is None else _structure_text(r),
+                    "" if r.ranks is None else ",".join(map(str, r.ranks)),
+                    _arrow(r.params_before, r.params_after),
+                    _arrow(r.macs_before, r.macs_after),
+                    "" if r.rel_error is None else f"{r.rel_error:.3g}",
+                    "" if r.skipped is None else f"skipped: {r.skipped}",
+                ]
+            )
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
-        out = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-               for row in lines]
+        out = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in lines
+        ]
         out.insert(1, "  ".join("-" * w for w in widths))
         total = f"model params {_arrow(self.params_before, self.params_after)}"
         if self.params_after:
@@ -421,9 +425,18 @@ def compress(
             bar.step(name)
             rows.append(
                 _compress_one(
-                    target, name, conv, patterns=patterns, min_params=int(min_params),
-                    structure=structure, shapes=shapes, rank=rank, tol=tol, form=form,
-                    compression=compression, method=method,
+                    target,
+                    name,
+                    conv,
+                    patterns=patterns,
+                    min_params=int(min_params),
+                    structure=structure,
+                    shapes=shapes,
+                    rank=rank,
+                    tol=tol,
+                    form=form,
+                    compression=compression,
+                    method=method,
                 )
             )
             bar.advance()
@@ -438,8 +451,9 @@ def compress(
         macs_before = sum(m for m, _ in macs_before_by.values())
         macs_after = sum(m for m, _ in macs_after_by.values())
         rows = [
-            _with_macs(r, macs_before_by.get(r.name, (None,))[0],
-                       macs_after_by.get(r.name, (None,))[0])
+            _with_macs(
+                r, macs_before_by.get(r.name, (None,))[0], macs_after_by.get(r.name, (None,))[0]
+            )
             for r in rows
         ]
     report = CompressionReport(

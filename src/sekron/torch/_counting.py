@@ -140,7 +140,12 @@ def sekron_conv_macs(
     in_shape = (batch, prod(s[1] for s in shapes_t), int(in_hw[0]), int(in_hw[1]))
     top, bottom, left, right = (int(v) for v in padding)
     return factorized_macs(
-        shapes_t, ranks_t, form, in_shape, _pair(stride), (top, bottom, left, right),
+        shapes_t,
+        ranks_t,
+        form,
+        in_shape,
+        _pair(stride),
+        (top, bottom, left, right),
         _pair(dilation),
     )
 

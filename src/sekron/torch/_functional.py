@@ -37,16 +37,20 @@ def _pair(value: Any, name: str, n_spatial: int, *, minimum: int) -> Pair:
     # fast path for the common cases (this runs on every call; see the overhead benchmark)
     if type(value) is int and value >= minimum:
         return (value, value) if n_spatial == 2 else (1, value)
-    if (type(value) is tuple and len(value) == n_spatial == 2 and type(value[0]) is int
-            and type(value[1]) is int and value[0] >= minimum and value[1] >= minimum):
+    if (
+        type(value) is tuple
+        and len(value) == n_spatial == 2
+        and type(value[0]) is int
+        and type(value[1]) is int
+        and value[0] >= minimum
+        and value[1] >= minimum
+    ):
         return value
     items = value if isinstance(value, tuple | list) else (value,) * n_spatial
     if len(items) != n_spatial or not all(
         isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
     ):
-        raise TypeError(
-            f"{name} must be an int or a tuple of {n_spatial} ints; got {value!r}."
-        )
+        raise TypeError(f"{name} must be an int or a tuple of {n_spatial} ints; got {value!r}.")
     if any(int(v) < minimum for v in items):
         raise ValueError(f"{name} must be >= {minimum} in every dim; got {value!r}.")
     out = tuple(int(v) for v in items)
@@ -72,9 +76,7 @@ def _check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
     want = 2 + n_spatial
     if st.ndim != want:
         layout = "(F, C, K)" if n_spatial == 1 else "(F, C, Kh, Kw)"
-        raise ValueError(
-            f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}."
-        )
+        raise ValueError(f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}.")
     return st
 
 
@@ -220,8 +222,12 @@ def _kernel(st: SeKronTensor) -> torch.Tensor:
     """
     needs_graph = torch.is_grad_enabled() and any(f.requires_grad for f in st.factors)
     compiler = getattr(torch, "compiler", None)
-    if (needs_graph or torch.jit.is_tracing() or torch.jit.is_scripting()
-            or (compiler is not None and compiler.is_compiling())):
+    if (
+        needs_graph
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or (compiler is not None and compiler.is_compiling())
+    ):
         return st.to_tensor()
     # the storage address too: module.to(), .float() etc. swap a parameter's data in place
     # without bumping its version counter
@@ -260,9 +266,7 @@ def _conv2d_batched(
     if method == "reconstructed":
         dense_pad = padding if isinstance(padding, str) else (pad4[0], pad4[2])
         return F.conv2d(x, _kernel(st), bias, stride, dense_pad, dilation, groups)
-    plan = conv_plan(
-        st.shapes, st.ranks, st.form, _ints(x.shape), stride, pad4, dilation, layout
-    )
+    plan = conv_plan(st.shapes, st.ranks, st.form, _ints(x.shape), stride, pad4, dilation, layout)
     out = run_plan(x, st.factors, plan, layout)
     if bias is not None:
         out = out + bias.reshape(1, -1, 1, 1)
@@ -274,10 +278,15 @@ def _candidates(
 ) -> Any:
     """A zero-argument callable computing one candidate (for timing in :mod:`._auto`)."""
     if layout == "dense":
+
         def dense() -> torch.Tensor:
             return F.conv2d(
-                F.pad(x, (pad4[2], pad4[3], pad4[0], pad4[1])), _kernel(st), None,
-                stride, 0, dilation,
+                F.pad(x, (pad4[2], pad4[3], pad4[0], pad4[1])),
+                _kernel(st),
+                None,
+                stride,
+                0,
+                dilation,
             )
 
         return dense
@@ -457,7 +466,14 @@ def conv1d(
     if not isinstance(padding_c, str):
         padding_c = (0, padding_c[1])
     out = conv2d(
-        x.unsqueeze(-2), _as_2d(st), bias, stride_p, padding_c, dilation_p, groups,
-        method=method, measure=measure,
+        x.unsqueeze(-2),
+        _as_2d(st),
+        bias,
+        stride_p,
+        padding_c,
+        dilation_p,
+        groups,
+        method=method,
+        measure=measure,
     )
     return out.squeeze(-2)

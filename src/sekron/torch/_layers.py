@@ -269,8 +269,9 @@ class SeKronConv2d(nn.Module):
                     f"tol applies to explicit shapes only; got tol={tol!r} with "
                     f"structure={structure!r}. Use rank or compression."
                 )
-            st = fit_structure(weight, structure, rank=rank, max_params=max_params,
-                               compression=compression)
+            st = fit_structure(
+                weight, structure, rank=rank, max_params=max_params, compression=compression
+            )
         layer = cls(
             st,
             conv.bias,
@@ -326,8 +327,13 @@ class SeKronConv2d(nn.Module):
     @property
     def compression(self) -> float:
         """Dense kernel size over the factors' size (bias excluded)."""
-        return (self.out_channels * self.in_channels * self.kernel_size[0] * self.kernel_size[1]
-                / self.n_params)
+        return (
+            self.out_channels
+            * self.in_channels
+            * self.kernel_size[0]
+            * self.kernel_size[1]
+            / self.n_params
+        )
 
     def to_conv(self) -> nn.Conv2d:
         """A dense ``nn.Conv2d`` with the rebuilt kernel (same options, dtype and device)."""
@@ -390,8 +396,10 @@ class SeKronConv2d(nn.Module):
             f"stride={self.stride}"
         )
         if self.padding != (0, 0):
-            text += f", padding={self.padding!r}" if isinstance(self.padding, str) else (
-                f", padding={self.padding}"
+            text += (
+                f", padding={self.padding!r}"
+                if isinstance(self.padding, str)
+                else (f", padding={self.padding}")
             )
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
@@ -466,8 +474,13 @@ def fit_structure(
                 "structure='search' needs a parameter budget: give compression (> 1); got "
                 "compression=None."
             )
-        result = search(weight, compression=compression, max_factors=3,
-                        max_configs=SEARCH_MAX_CONFIGS, progress=False)
+        result = search(
+            weight,
+            compression=compression,
+            max_factors=3,
+            max_configs=SEARCH_MAX_CONFIGS,
+            progress=False,
+        )
         st: SeKronTensor = result.best.to_sekron()
         return st
     if not isinstance(structure, str) and not hasattr(structure, "fit"):
