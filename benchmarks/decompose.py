@@ -89,7 +89,7 @@ def bench_tt(quick: bool) -> list[dict[str, Any]]:
                 "tensorly_s": t["tensorly"],
                 "ratio": t["sekron"] / t["tensorly"],
                 "reconstruction_rel_diff": agree,
-                "error": out["st"].error,
+                "error": out["st"].rel_error,
             }
         )
         print(
@@ -171,7 +171,7 @@ MEMORY_SCRIPT = textwrap.dedent(
                           random_state=0)
     peak = status("VmHWM")
     print(json.dumps({"tensor_bytes": W.nbytes, "extra_peak_bytes": peak - base,
-                      "error": st.error}))
+                      "error": st.rel_error}))
     """
 )
 

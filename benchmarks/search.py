@@ -159,7 +159,7 @@ def bench_search(
     }
     # the best candidate's error equals decompose's (a correctness check, not a timing)
     out["best_error_matches_decompose"] = bool(
-        abs(res.best.to_sekron().error - res.best.rel_error) < 1e-8
+        abs(res.best.to_sekron().rel_error - res.best.rel_error) < 1e-8
     )
     return out
 

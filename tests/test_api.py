@@ -86,13 +86,23 @@ def test_repr_pickle_and_immutability() -> None:
     )
     assert f"{st.n_params:,} params" in repr(st)
     back = pickle.loads(pickle.dumps(st))
-    assert back.error == st.error and back.ranks == st.ranks and back.form == st.form
+    assert back.rel_error == st.rel_error and back.ranks == st.ranks and back.form == st.form
     np.testing.assert_array_equal(back.to_tensor(), st.to_tensor())
     with pytest.raises(AttributeError):
         st.ranks = (1, 1)  # type: ignore[misc]
     built = sekron.SeKronTensor(st.factors)
-    assert built.error is None
+    assert built.rel_error is None
     assert "error" not in repr(built)
+
+
+def test_deprecated_error_names_still_work_and_warn() -> None:
+    W = np.random.default_rng(0).standard_normal((8, 6, 3, 3))
+    st = sekron.decompose(W, SHAPES, rank=[2, 2])
+    with pytest.warns(DeprecationWarning, match="rel_error"):
+        assert st.error == st.rel_error
+    with pytest.warns(DeprecationWarning, match="rel_error"):
+        old = sekron.SeKronTensor(st.factors, error=0.25)
+    assert old.rel_error == 0.25
 
 
 def test_to_tensor_is_differentiable_in_the_factors() -> None:
@@ -116,7 +126,7 @@ def test_decompose_of_a_tensor_requiring_grad_returns_leaf_factors() -> None:
     st = sekron.decompose(W, SHAPES, rank=[2, 2])
     assert not any(f.requires_grad for f in st.factors)
     assert abs(
-        st.error - np.linalg.norm(data - to_numpy(st.to_tensor())) / np.linalg.norm(data)
+        st.rel_error - np.linalg.norm(data - to_numpy(st.to_tensor())) / np.linalg.norm(data)
     ) <= tolerance(torch.float64)
 
 

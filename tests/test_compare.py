@@ -55,7 +55,7 @@ def test_family_rows_match_their_structures(table) -> None:
     for c in (2, 4):
         tt = tab["tt", c]
         st = sekron.structures.TT().fit(W, max_params=tt.budget)
-        assert tt.rel_error == pytest.approx(st.error) and tt.n_params == st.n_params
+        assert tt.rel_error == pytest.approx(st.rel_error) and tt.n_params == st.n_params
         cp = tab["cp", c]
         assert cp.n_params == cp.ranks[0] * sum(W.shape)
         t2 = tab["tucker2", c]

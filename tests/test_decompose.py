@@ -67,14 +67,14 @@ def unfolding_errors(W: np.ndarray, shapes, ranks) -> list[float]:
 @given(p=sekron_problems())
 def test_reported_error_equals_measured(p: Problem) -> None:
     st_ = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form)
-    assert st_.error is not None
-    assert abs(st_.error - measured(p.tensor, st_)) <= TOL64
+    assert st_.rel_error is not None
+    assert abs(st_.rel_error - measured(p.tensor, st_)) <= TOL64
 
 
 @given(p=sekron_problems(forms=("nested",)))
 def test_nested_error_identity_matches_branch_by_branch_oracle(p: Problem) -> None:
     st_ = sekron.decompose(p.tensor, p.shapes, p.ranks)
-    assert abs(st_.error - nested_error_oracle(p.tensor, p.shapes, st_.ranks)) <= TOL64
+    assert abs(st_.rel_error - nested_error_oracle(p.tensor, p.shapes, st_.ranks)) <= TOL64
 
 
 def test_full_ranks_are_exact(backend, float_dtype) -> None:
@@ -86,7 +86,7 @@ def test_full_ranks_are_exact(backend, float_dtype) -> None:
         if p.form == "nested":
             assert st_.ranks == full_ranks(p.shapes, p.form)
         assert_close(st_.to_tensor(), W)
-        assert st_.error <= tolerance(float_dtype)
+        assert st_.rel_error <= tolerance(float_dtype)
 
     check()
 
@@ -103,7 +103,7 @@ def test_two_factors_error_is_eckart_young_tail(ks, seed: int, data) -> None:
     expected = np.sqrt(np.sum(s[R:] ** 2)) / np.linalg.norm(W)
     for form in ("nested", "chain"):
         st_ = sekron.decompose(W, ks.shapes, R, form=form)
-        assert abs(st_.error - expected) <= TOL64
+        assert abs(st_.rel_error - expected) <= TOL64
 
 
 @given(
@@ -116,7 +116,7 @@ def test_two_factors_no_competitor_of_same_shapes_and_rank_does_better(ks, seed:
     W = rng.standard_normal(ks.tensor_shape)
     d = factor_sizes(ks.shapes)
     R = data.draw(st.integers(1, min(d)))
-    best = sekron.decompose(W, ks.shapes, R).error
+    best = sekron.decompose(W, ks.shapes, R).rel_error
     T = sekron.rearrange(W, ks.shapes)
     norm = np.linalg.norm(W)
     for _ in range(5):
@@ -134,9 +134,9 @@ def test_two_factors_no_competitor_of_same_shapes_and_rank_does_better(ks, seed:
 def test_chain_error_bounds(p: Problem) -> None:
     st_ = sekron.decompose(p.tensor, p.shapes, p.ranks, form="chain")
     eps = unfolding_errors(p.tensor, p.shapes, st_.ranks)
-    assert max(eps) <= st_.error + TOL64
-    assert st_.error <= np.sqrt(np.sum(np.square(eps))) + TOL64
-    assert st_.error <= np.sqrt(len(p.shapes) - 1) * max(eps) + TOL64
+    assert max(eps) <= st_.rel_error + TOL64
+    assert st_.rel_error <= np.sqrt(np.sum(np.square(eps))) + TOL64
+    assert st_.rel_error <= np.sqrt(len(p.shapes) - 1) * max(eps) + TOL64
     # the lower bound holds for ANY chain of those ranks: a random chain can't beat it
     rnd = sekron.random_sekron(p.shapes, st_.ranks, form="chain", random_state=0).to_tensor()
     assert rel_error(rnd, p.tensor) >= max(eps) - TOL64
@@ -149,7 +149,7 @@ def test_error_is_monotone_in_each_rank(p: Problem, data) -> None:
     bigger = list(base.ranks)
     bigger[k] += 1
     more = sekron.decompose(p.tensor, p.shapes, bigger, form=p.form)
-    assert more.error <= base.error + TOL64
+    assert more.rel_error <= base.rel_error + TOL64
 
 
 # -- planted tensors ------------------------------------------------------------------------------
@@ -166,7 +166,7 @@ def test_planted_chain_is_recovered_at_its_ranks(backend, float_dtype) -> None:
         W = backend.asarray(to_numpy(planted.to_tensor()), float_dtype)
         st_ = sekron.decompose(W, ks.shapes, ranks, form="chain")
         assert_close(st_.to_tensor(), W, rtol=10 * tolerance(float_dtype))
-        assert st_.error <= 10 * tolerance(float_dtype)
+        assert st_.rel_error <= 10 * tolerance(float_dtype)
 
     check()
 
@@ -181,7 +181,7 @@ def test_planted_nested_is_recovered_at_cumulative_ranks(ks, seed, data) -> None
     W = sekron.random_sekron(ks.shapes, ranks, random_state=seed).to_tensor()
     cumulative = tuple(int(np.prod(ranks[: k + 1])) for k in range(len(ranks)))
     st_ = sekron.decompose(W, ks.shapes, cumulative)
-    assert st_.error <= TOL64
+    assert st_.rel_error <= TOL64
     assert rel_error(st_.to_tensor(), W) <= TOL64
 
 
@@ -191,18 +191,18 @@ def test_planted_nested_needs_refine_at_its_own_ranks(seed: int) -> None:
     ranks = (3, 2)
     W = sekron.random_sekron(shapes, ranks, random_state=seed).to_tensor()
     greedy = sekron.decompose(W, shapes, ranks)
-    assert greedy.error > 1e-3  # the level-1 SVD mixes the branches
+    assert greedy.rel_error > 1e-3  # the level-1 SVD mixes the branches
     refined = sekron.decompose(W, shapes, ranks, refine=60)
-    assert refined.error <= 1e-6
-    assert abs(refined.error - measured(W, refined)) <= TOL64
+    assert refined.rel_error <= 1e-6
+    assert abs(refined.rel_error - measured(W, refined)) <= TOL64
 
 
 @given(p=sekron_problems(max_factors=3), sweeps=st.integers(1, 4))
 def test_refine_never_increases_the_error(p: Problem, sweeps: int) -> None:
     base = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form)
     refined = sekron.decompose(p.tensor, p.shapes, p.ranks, form=p.form, refine=sweeps)
-    assert refined.error <= base.error + TOL64
-    assert abs(refined.error - measured(p.tensor, refined)) <= TOL64
+    assert refined.rel_error <= base.rel_error + TOL64
+    assert abs(refined.rel_error - measured(p.tensor, refined)) <= TOL64
     assert refined.ranks == base.ranks
 
 
@@ -214,7 +214,7 @@ def all_rank_tuples(shapes, form):
 @given(p=sekron_problems(max_factors=3, max_size=600), tol=st.floats(0.01, 0.99))
 def test_tol_is_never_violated(p: Problem, tol: float) -> None:
     st_ = sekron.decompose(p.tensor, p.shapes, form=p.form, tol=tol)
-    assert st_.error <= tol + TOL64
+    assert st_.rel_error <= tol + TOL64
     assert measured(p.tensor, st_) <= tol + TOL64
 
 
@@ -223,7 +223,7 @@ def test_nested_tol_gives_the_cheapest_ranks(p: Problem, tol: float) -> None:
     chosen = sekron.decompose(p.tensor, p.shapes, tol=tol)
     for R in all_rank_tuples(p.shapes, "nested"):
         if n_params(p.shapes, R, "nested") < chosen.n_params:
-            assert sekron.decompose(p.tensor, p.shapes, R).error > tol - TOL64
+            assert sekron.decompose(p.tensor, p.shapes, R).rel_error > tol - TOL64
 
 
 @given(p=sekron_problems(max_factors=3, max_size=600), data=st.data())
@@ -232,7 +232,7 @@ def test_max_params_is_never_exceeded(p: Problem, data) -> None:
     budget = data.draw(st.integers(lo, max(lo, prod(p.tensor.shape) * 2)))
     st_ = sekron.decompose(p.tensor, p.shapes, form=p.form, max_params=budget)
     assert st_.n_params <= budget
-    assert abs(st_.error - measured(p.tensor, st_)) <= TOL64
+    assert abs(st_.rel_error - measured(p.tensor, st_)) <= TOL64
 
 
 @given(p=sekron_problems(forms=("nested",), max_factors=3, max_size=300), data=st.data())
@@ -242,7 +242,7 @@ def test_nested_max_params_gives_the_lowest_error(p: Problem, data) -> None:
     chosen = sekron.decompose(p.tensor, p.shapes, max_params=budget)
     for R in all_rank_tuples(p.shapes, "nested"):
         if n_params(p.shapes, R, "nested") <= budget:
-            assert sekron.decompose(p.tensor, p.shapes, R).error >= chosen.error - TOL64
+            assert sekron.decompose(p.tensor, p.shapes, R).rel_error >= chosen.rel_error - TOL64
 
 
 def test_rank_acts_as_a_cap_with_tol_and_max_params() -> None:
@@ -262,7 +262,7 @@ def test_ranks_above_full_rank_are_capped() -> None:
     W = np.random.default_rng(0).standard_normal((6, 4))
     st_ = sekron.decompose(W, [(2, 2), (3, 2)], rank=100)
     assert st_.ranks == (4,)
-    assert st_.error <= TOL64
+    assert st_.rel_error <= TOL64
 
 
 # -- svd kernels ----------------------------------------------------------------------------------
@@ -276,12 +276,12 @@ def test_every_svd_kernel_reports_the_exact_error(svd: str, form: str) -> None:
     else:
         shapes = [(4, 4, 3, 1), (4, 4, 1, 3), (2, 2, 1, 1)]
     st_ = sekron.decompose(W, shapes, rank=4, form=form, svd=svd, random_state=0)
-    assert abs(st_.error - measured(W, st_)) <= TOL64
+    assert abs(st_.rel_error - measured(W, st_)) <= TOL64
     exact = sekron.decompose(W, shapes, rank=4, form=form, svd="exact")
     if form == "nested":  # S = 2: the exact SVD is optimal, no kernel can beat it
-        assert st_.error >= exact.error - TOL64
+        assert st_.rel_error >= exact.rel_error - TOL64
     if svd != "randomized":
-        assert abs(st_.error - exact.error) <= 1e-6
+        assert abs(st_.rel_error - exact.rel_error) <= 1e-6
 
 
 def test_randomized_svd_is_reproducible_with_random_state() -> None:
@@ -297,7 +297,7 @@ def test_randomized_svd_is_reproducible_with_random_state() -> None:
 def test_all_zero_tensor_gives_zero_error_and_no_nan(backend, form: str) -> None:
     W = backend.asarray(np.zeros((4, 6, 2)))
     st_ = sekron.decompose(W, [(2, 3, 1), (2, 2, 2)], form=form, tol=0.1)
-    assert st_.error == 0.0
+    assert st_.rel_error == 0.0
     assert np.all(np.isfinite(to_numpy(st_.to_tensor())))
     assert np.all(to_numpy(st_.to_tensor()) == 0)
 
@@ -312,4 +312,4 @@ def test_integer_input_is_cast_to_float() -> None:
 def test_one_dimensional_tensor() -> None:
     w = np.random.default_rng(0).standard_normal(24)
     st_ = sekron.decompose(w, [(2,), (3,), (4,)], rank=[2, 3])
-    assert abs(st_.error - measured(w, st_)) <= TOL64
+    assert abs(st_.rel_error - measured(w, st_)) <= TOL64

@@ -96,7 +96,7 @@ def test_fits_are_embeddings_with_measured_error(shape: tuple, r: int, seed: int
             continue
         out = s.fit(W, rank=r, random_state=seed)
         assert out.shapes == s.shapes_for(shape)
-        assert abs(out.error - rel_error(out.to_tensor(), W)) <= tolerance("float64")
+        assert abs(out.rel_error - rel_error(out.to_tensor(), W)) <= tolerance("float64")
         if s.name in ("tt", "cp", "gkpd"):  # their own count is the embedding's count
             assert out.n_params == s.n_params(shape, r)
 
@@ -131,7 +131,7 @@ def test_full_ranks_are_exact(backend: Any, float_dtype: str) -> None:
     W = backend.asarray(np.random.default_rng(2).standard_normal((4, 6, 2, 3)), float_dtype)
     for s in (TT(), Tucker(), Tucker2(), GKPD(), General([(2, 3, 1, 3), (2, 2, 2, 1)], "chain")):
         out = s.fit(W)
-        assert out.error <= tolerance(float_dtype), s.name
+        assert out.rel_error <= tolerance(float_dtype), s.name
         assert_close(out.to_tensor(), W)
 
 

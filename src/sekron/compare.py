@@ -248,7 +248,7 @@ def _fit_family(
         c,
         budget,
         _own_params(name, s, shape, st, budget),
-        float(st.error or 0.0),
+        float(st.rel_error or 0.0),
         tuple(st.shapes),
         tuple(st.ranks),
         st.form,

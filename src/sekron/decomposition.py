@@ -325,12 +325,12 @@ def decompose(
         Seed for ``svd="randomized"``.
     refine : int
         Number of alternating-least-squares sweeps started from the SVD result. The error never
-        increases; ``.error`` is then the measured error.
+        increases; ``.rel_error`` is then the measured error.
 
     Returns
     -------
     SeKronTensor
-        Its ``.error`` is the exact relative Frobenius error, computed from singular values.
+        Its ``.rel_error`` is the exact relative Frobenius error, computed from singular values.
 
     Raises
     ------
@@ -374,11 +374,11 @@ def decompose(
     >>> import numpy as np, sekron
     >>> W = np.random.default_rng(0).standard_normal((64, 64, 3, 3))
     >>> st = sekron.decompose(W, [(8, 8, 3, 1), (8, 8, 1, 3)], rank=16)
-    >>> st.ranks, st.n_params, round(st.error, 3)
+    >>> st.ranks, st.n_params, round(st.rel_error, 3)
     ((16,), 6144, 0.855)
-    >>> bool(abs(st.error - np.linalg.norm(W - st.to_tensor()) / np.linalg.norm(W)) < 1e-10)
+    >>> bool(abs(st.rel_error - np.linalg.norm(W - st.to_tensor()) / np.linalg.norm(W)) < 1e-10)
     True
-    >>> sekron.decompose(W, [(8, 8, 3, 1), (8, 8, 1, 3)], tol=0.5).error <= 0.5
+    >>> sekron.decompose(W, [(8, 8, 3, 1), (8, 8, 1, 3)], tol=0.5).rel_error <= 0.5
     True
     """
     t, backend = check_tensor(tensor)
@@ -445,7 +445,7 @@ def decompose(
         flat, err2 = _als(B, T, flat, form, int(refine), norm2)
         factors = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, checked, strict=True)]
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
-    return SeKronTensor(factors, form, error=rel)
+    return SeKronTensor(factors, form, rel_error=rel)
 
 
 def _unreachable(

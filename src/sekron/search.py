@@ -1196,7 +1196,7 @@ def search(
     >>> res.best.n_params <= W.size // 4
     True
     >>> st = res.best.to_sekron()
-    >>> abs(st.error - res.best.rel_error) < 1e-8
+    >>> abs(st.rel_error - res.best.rel_error) < 1e-8
     True
     """
     if not is_int(max_factors) or int(max_factors) < 2:

@@ -71,10 +71,10 @@ def _tensorly_random_state(random_state: Any) -> np.random.RandomState:
 
 
 def _finish(t: Any, st: SeKronTensor) -> SeKronTensor:
-    """``st`` with ``.error`` the measured ``||W - Ŵ|| / ||W||`` (0 for a zero tensor)."""
+    """``st`` with ``.rel_error`` the measured ``||W - Ŵ|| / ||W||`` (0 for a zero tensor)."""
     den = float(sq_norm(t))
     num = float(sq_norm(st.to_tensor() - t))
-    return st.with_error(0.0 if den == 0.0 else float(np.sqrt(num / den)))
+    return st.with_rel_error(0.0 if den == 0.0 else float(np.sqrt(num / den)))
 
 
 def _to_input(arrays: Sequence[np.ndarray], ref: Any) -> list[Any]:
@@ -239,7 +239,7 @@ class Structure:
         max_params: int | None = None,
         random_state: Any = None,
     ) -> SeKronTensor:
-        """Fit the structure and return its exact SeKron embedding (``.error`` measured)."""
+        """Fit the structure and return its exact SeKron embedding (``.rel_error`` measured)."""
         raise NotImplementedError
 
 

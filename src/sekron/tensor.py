@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Sequence
 from math import prod
 from typing import Any
@@ -92,7 +94,7 @@ class SeKronTensor:
         - ``form="chain"``: factor k has shape ``(R_{k-1}, R_k, *shapes[k])`` with
           ``R_0 = R_S = 1``.
     form : {"nested", "chain"}
-    error : float, optional
+    rel_error : float, optional
         Relative Frobenius error ``||W - Ŵ|| / ||W||`` of the approximation this tensor is of.
         Set by :func:`sekron.decompose`; ``None`` for a tensor built from factors.
 
@@ -120,10 +122,15 @@ class SeKronTensor:
     (64, 64, 3, 3)
     """
 
-    __slots__ = ("_factors", "_form", "_shapes", "_ranks", "_error", "_backend", "_shape")
+    __slots__ = ("_factors", "_form", "_shapes", "_ranks", "_rel_error", "_backend", "_shape")
 
     def __init__(
-        self, factors: Sequence[Any], form: str = "nested", *, error: float | None = None
+        self,
+        factors: Sequence[Any],
+        form: str = "nested",
+        *,
+        rel_error: float | None = None,
+        error: float | None = None,
     ) -> None:
         form = check_form(form)
         if isinstance(factors, str | bytes) or not isinstance(factors, Sequence):
@@ -151,13 +158,21 @@ class SeKronTensor:
         if any(r < 1 for r in ranks):
             raise ValueError(f"ranks must be >= 1; got {ranks}.")
         if error is not None:
-            error = float(error)
+            warnings.warn(
+                "SeKronTensor(error=...) is deprecated; use rel_error=...",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            if rel_error is None:
+                rel_error = error
+        if rel_error is not None:
+            rel_error = float(rel_error)
         self._factors = tuple(factors)
         self._form = form
         self._shapes = shapes
         self._shape = tensor_shape(shapes)
         self._ranks = ranks
-        self._error = error
+        self._rel_error = rel_error
         self._backend = names[0]
 
     # -- read-only attributes ------------------------------------------------------------------
@@ -205,9 +220,20 @@ class SeKronTensor:
         return prod(self.shape) / self.n_params
 
     @property
+    def rel_error(self) -> float | None:
+        """Exact relative Frobenius error ``||W - Ŵ|| / ||W||`` of the approximation (None if
+        built from factors)."""
+        return self._rel_error
+
+    @property
     def error(self) -> float | None:
-        """Exact relative Frobenius error of the approximation (None if built from factors)."""
-        return self._error
+        """Deprecated alias of :attr:`rel_error` (one name per quantity); removed in 0.3."""
+        warnings.warn(
+            "SeKronTensor.error is deprecated; use SeKronTensor.rel_error",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._rel_error
 
     @property
     def backend(self) -> str:
@@ -240,22 +266,22 @@ class SeKronTensor:
         B = get_backend(self._backend)
         return unrearrange_unchecked(B, self.to_rearranged(), self._shapes)
 
-    def with_error(self, error: float | None) -> SeKronTensor:
-        """A copy sharing the factors, with :attr:`error` set."""
-        return SeKronTensor(self._factors, self._form, error=error)
+    def with_rel_error(self, rel_error: float | None) -> SeKronTensor:
+        """A copy sharing the factors, with :attr:`rel_error` set."""
+        return SeKronTensor(self._factors, self._form, rel_error=rel_error)
 
     def __repr__(self) -> str:
         text = (
             f"{self._form} SeKronTensor of shape {self.shape}: {len(self._factors)} factors, "
             f"ranks {self._ranks}, {self.n_params:,} params"
         )
-        if self._error is not None:
-            text += f", rel. error {self._error:.3g}"
+        if self._rel_error is not None:
+            text += f", rel. error {self._rel_error:.3g}"
         return text
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (self._factors, self._form, self._error))
+        return (_rebuild, (self._factors, self._form, self._rel_error))
 
 
-def _rebuild(factors: tuple[Any, ...], form: str, error: float | None) -> SeKronTensor:
-    return SeKronTensor(factors, form, error=error)
+def _rebuild(factors: tuple[Any, ...], form: str, rel_error: float | None) -> SeKronTensor:
+    return SeKronTensor(factors, form, rel_error=rel_error)

@@ -537,5 +537,5 @@ def _compress_one(
         form=layer.form,
         shapes=layer.shapes,
         ranks=layer.ranks,
-        rel_error=layer.weight_error,
+        rel_error=layer.rel_error,
     )

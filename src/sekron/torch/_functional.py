@@ -423,7 +423,7 @@ def _check_bias(bias: object, st: SeKronTensor) -> None:
 
 def _as_2d(st: SeKronTensor) -> SeKronTensor:
     """(F, C, K) factors as (F, C, 1, K): a view of every factor, no copy."""
-    return SeKronTensor([f.unsqueeze(-2) for f in st.factors], st.form, error=st.error)
+    return SeKronTensor([f.unsqueeze(-2) for f in st.factors], st.form, rel_error=st.rel_error)
 
 
 def conv1d(

@@ -163,7 +163,7 @@ class SeKronConv2d(nn.Module):
         self.form = st.form
         self.shapes = st.shapes
         self.ranks = st.ranks
-        self.weight_error: float | None = st.error
+        self.rel_error: float | None = st.rel_error
         self.n_factors = len(factors)
         for k, f in enumerate(factors):
             self.register_parameter(f"factor{k}", nn.Parameter(f))
@@ -217,7 +217,7 @@ class SeKronConv2d(nn.Module):
         Returns
         -------
         SeKronConv2d
-            Of the conv's dtype and device. ``weight_error`` holds the measured relative
+            Of the conv's dtype and device. ``rel_error`` holds the measured relative
             Frobenius error of the kernel.
 
         Raises
@@ -286,7 +286,7 @@ class SeKronConv2d(nn.Module):
             rebuilt = layer.sekron.to_tensor()
             den = torch.linalg.vector_norm(weight.double())
             num = torch.linalg.vector_norm((rebuilt - weight).double())
-            layer.weight_error = float(num / den) if float(den) > 0 else float(num)
+            layer.rel_error = float(num / den) if float(den) > 0 else float(num)
         return layer
 
     # -- the current kernel --------------------------------------------------------------------
