@@ -16,8 +16,7 @@ from typing import Any
 
 import opt_einsum
 
-Shapes = tuple[tuple[int, ...], ...]
-Ranks = tuple[int, ...]
+from ._typing import Ranks, Shapes
 
 
 @lru_cache(maxsize=1024)

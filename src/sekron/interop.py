@@ -228,8 +228,8 @@ def from_tensorly(obj: Any, *, form: str | None = None) -> SeKronTensor:
     -------
     SeKronTensor
         With one mode per factor, ``shapes[k] = (1, .., n_k, .., 1)``; arrays of the input's kind,
-        dtype and device (differentiable on autograd backends). ``.rel_error`` is None: the embedding
-        is exact, so ``to_tensor()`` equals TensorLy's own reconstruction to rounding.
+        dtype and device (differentiable on autograd backends). ``.rel_error`` is None: the
+        embedding is exact, so ``to_tensor()`` equals TensorLy's own reconstruction to rounding.
 
     Raises
     ------

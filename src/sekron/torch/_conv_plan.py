@@ -34,6 +34,8 @@ from itertools import permutations
 from math import prod
 from typing import NamedTuple
 
+from .._typing import Pad4, Pair, Ranks, Shapes
+
 __all__ = [
     "ConvPlan",
     "ELEMENT_COST",
@@ -49,10 +51,6 @@ __all__ = [
     "stage_macs",
 ]
 
-Shapes = tuple[tuple[int, ...], ...]
-Ranks = tuple[int, ...]
-Pair = tuple[int, int]
-Pad4 = tuple[int, int, int, int]  # (top, bottom, left, right)
 LAYOUTS = ("nchw", "nhwc")
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._typing import Pair
 from .._validation import _type_name
 from ..tensor import SeKronTensor
 from ._auto import choose
@@ -27,7 +28,6 @@ from ._conv_plan import ConvPlan, conv_plan, normalize_padding
 __all__ = ["conv1d", "conv2d"]
 
 METHODS = ("auto", "factorized", "reconstructed")
-Pair = tuple[int, int]
 
 
 # ----------------------------------------------------------------------------------------------
