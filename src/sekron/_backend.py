@@ -21,6 +21,7 @@ __all__ = [
     "is_array",
     "like",
     "numpy_dtype",
+    "pow2_scale",
     "sq_norm",
     "to_numpy",
 ]
@@ -110,6 +111,28 @@ def sq_norm(x: Any, batch: bool = False) -> np.ndarray:
     flat = x.reshape(x.shape[0], -1) if batch else x.reshape(1, -1)
     out = np.einsum("pi,pi->p", flat, flat).astype(np.float64)
     return out if batch else out[0]
+
+
+def pow2_scale(x: Any) -> float:
+    """A power of two ``s`` with ``max|s·x|`` in [0.5, 1) (1.0 for an all-zero array).
+
+    Relative errors do not depend on scale, but squares of entries near 1e±160 (float64) or
+    1e±19 (float32) overflow or underflow. Multiplying by ``s`` is exact in floating point,
+    so callers normalize once at the boundary, work on ``s·x`` and divide ``s`` out of one
+    factor at the end.
+    """
+    name = backend_name_of(x)
+    if name == "pytorch":
+        m = float(x.detach().abs().max()) if x.numel() else 0.0
+    elif name == "jax":
+        import jax.numpy as jnp
+
+        m = float(jnp.max(jnp.abs(x))) if x.size else 0.0
+    else:
+        m = float(np.max(np.abs(x))) if x.size else 0.0
+    if m == 0.0 or not np.isfinite(m):
+        return 1.0
+    return float(np.ldexp(1.0, -int(np.frexp(m)[1])))
 
 
 def numpy_dtype(dtype: Any) -> np.dtype:

@@ -36,9 +36,7 @@ def check_positive_int(x: object, name: str) -> int:
 
 
 def check_form(form: object) -> str:
-    if form not in FORMS:
-        raise ValueError(f"form must be 'nested' or 'chain'; got {form!r}.")
-    return str(form)
+    return check_choice(form, "form", FORMS)
 
 
 def array_dtype_kind(x: Any) -> str:
@@ -55,16 +53,94 @@ def array_dtype_kind(x: Any) -> str:
     return "?"
 
 
+def check_array(x: object, name: str) -> str:
+    """The TensorLy backend name of ``x``; TypeError unless it is a plain numpy, torch or jax
+    array. numpy subclasses are refused: a masked array's mask or a matrix's 2-d rules would be
+    dropped silently by the linear algebra."""
+    backend = backend_name_of(x)
+    if backend is None:
+        raise TypeError(
+            f"{name} must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(x)}."
+        )
+    if backend == "numpy" and type(x) is not np.ndarray:
+        raise TypeError(
+            f"{name} must be a plain numpy.ndarray; got the subclass {_type_name(x)} "
+            "(for a masked array, fill or drop the masked entries and pass .data)."
+        )
+    return backend
+
+
+def check_number(
+    x: object,
+    name: str,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    below: float | None = None,
+) -> float:
+    """A finite real number (not a bool) within the given bounds, as a float.
+
+    Python ints too large for a float (``10**400``) raise ValueError, not OverflowError.
+    """
+    rule = " and ".join(
+        f"{op} {b:g}" for op, b in ((">", above), (">=", at_least), ("<", below)) if b is not None
+    )
+    want = f"a finite number {rule}".rstrip()
+    if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real):
+        raise TypeError(f"{name} must be {want}; got {x!r} of type {_type_name(x)}.")
+    try:
+        v = float(x)
+    except (OverflowError, ValueError):
+        raise ValueError(
+            f"{name} must be {want}; got an int of {len(str(x))} digits, too large for a float."
+        ) from None
+    ok = np.isfinite(v)
+    ok = ok and (above is None or v > above) and (at_least is None or v >= at_least)
+    ok = ok and (below is None or v < below)
+    if not ok:
+        raise ValueError(f"{name} must be {want}; got {x!r}.")
+    return v
+
+
+def check_int(x: object, name: str, *, at_least: int = 1) -> int:
+    """An int (not a bool) >= ``at_least``."""
+    if not is_int(x):
+        raise TypeError(f"{name} must be an int >= {at_least}; got {x!r} of type {_type_name(x)}.")
+    if int(x) < at_least:  # type: ignore[call-overload]
+        raise ValueError(f"{name} must be an int >= {at_least}; got {x!r}.")
+    return int(x)  # type: ignore[call-overload]
+
+
+def check_bool(x: object, name: str) -> bool:
+    """A bool (numpy's too); strings such as ``"no"`` are refused, never read as True."""
+    if not isinstance(x, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False; got {x!r} of type {_type_name(x)}.")
+    return bool(x)
+
+
+def check_choice(x: object, name: str, choices: Sequence[str]) -> str:
+    """One of ``choices`` (the members of an option's ``Literal`` type)."""
+    if not isinstance(x, str) or x not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {x!r}.")
+    return x
+
+
+def check_compression(compression: object, name: str = "compression") -> float:
+    """A compression ratio: dense size / parameters, a finite number > 1."""
+    return check_number(compression, name, above=1.0)
+
+
+def budget_from_compression(compression: float, numel: int) -> int:
+    """The parameter budget ``floor(numel / compression)``, at least 1 (checked values)."""
+    return max(1, int(numel / compression))
+
+
 def check_tensor(tensor: object, name: str = "tensor") -> tuple[Any, str]:
     """Validate an input array; return it as floating point, with its TensorLy backend name.
 
     Integers are cast to floating point (float64 for numpy, the library default otherwise).
     """
-    backend = backend_name_of(tensor)
-    if backend is None:
-        raise TypeError(
-            f"{name} must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(tensor)}."
-        )
+    backend = check_array(tensor, name)
     t: Any = tensor
     kind = array_dtype_kind(t)
     if kind == "c":
