@@ -36,7 +36,9 @@ def check_positive_int(x: object, name: str) -> int:
 
 
 def check_form(form: object) -> str:
-    return check_choice(form, "form", FORMS)
+    if not isinstance(form, str) or form not in FORMS:
+        raise ValueError(f"form must be 'nested' or 'chain'; got {form!r}.")
+    return form
 
 
 def array_dtype_kind(x: Any) -> str:
