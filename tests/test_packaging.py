@@ -44,3 +44,14 @@ def test_readme_python_example_runs_and_prints_what_it_says() -> None:
     )
     reported, measured = map(float, lines[1].split())
     assert abs(reported - measured) < 1e-10
+
+
+def test_version_is_written_once_in_pyproject() -> None:
+    import tomllib
+
+    import sekron
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert sekron.__version__ == declared
+    init = (ROOT / "src" / "sekron" / "__init__.py").read_text()
+    assert declared not in init

@@ -1,5 +1,7 @@
 """sekron: tensor decomposition by sequences of Kronecker products (SeKron, arXiv:2210.06299)."""
 
+from importlib import metadata as _metadata
+
 from . import structures
 from .compare import CompareTable, compare
 from .decomposition import decompose
@@ -9,7 +11,7 @@ from .random import random_sekron
 from .search import Candidate, SearchResult, search
 from .tensor import SeKronTensor
 
-__version__ = "0.1.0"
+__version__ = _metadata.version("sekron")
 
 __all__ = [
     "Candidate",
