@@ -8,6 +8,7 @@ from .decomposition import decompose
 from .interop import from_tensorly, to_tensorly
 from .kron import kron, rearrange, unrearrange
 from .random import random_sekron
+from .refinement import refine
 from .search import Candidate, SearchResult, search
 from .tensor import SeKronTensor
 
@@ -25,6 +26,7 @@ __all__ = [
     "kron",
     "random_sekron",
     "rearrange",
+    "refine",
     "search",
     "structures",
     "to_tensorly",
