@@ -1,0 +1,242 @@
+"""The joint-fit stage of the structure search: a shortlist of warm starts refined by ALS.
+
+The greedy search ranks structures by the error of one pass of SVDs. For S >= 3 that error can
+be far above what a joint fit of the same structure reaches, so this stage refines a shortlist
+and ranks it by the refined error. The shortlist holds:
+
+1. ``greedy``: the ``top`` best greedy candidates, at their greedy ranks;
+2. ``split``: for the ``top`` best configurations with S >= 3, lopsided rank splits (one level
+   at the largest rank the budget allows, the others at 1) and, for S = 3, a geometric ladder
+   of first ranks with the largest second rank that fits. Ranks above a level's SVD rank are
+   allowed: the SVD result is grown with terms that start at zero (:func:`sekron.refine`);
+3. ``cp`` / ``tt`` / ``tucker2``: the classical families' own fits, embedded at an *equal*
+   parameter count (CP nested (R, 1, .., 1); TT and Tucker-2 in chain form, Tucker-2 as the
+   chain (F)(H, W)(C) whose middle factor is the core), with one factor per tensor mode where
+   the family has one. These are the structures with as many factors as the tensor has modes;
+4. ``cp-grouped``: the CP fit with its modes grouped (for a conv weight (F)(C)(H W): rank-R
+   sums whose spatial factors are full matrices, not outer products), its rank cut to fit the
+   budget. Each grouping of the modes into two or more groups is tried.
+
+Every start holds at most ``budget`` parameters. All starts get a few sweeps; the best
+``keep`` get the rest of ``sweeps`` (successive halving). ALS never increases a start's error,
+so the stage's best is at most the error of every start, the families' included.
+
+What it can miss: a configuration outside the greedy top whose greedy error is poor but whose
+refined error is best, and rank splits between the ones listed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from ._backend import get_backend, like, to_numpy
+from ._plan import chain_params, factor_sizes, full_ranks, nested_params
+from ._typing import Ranks, Shapes
+from .decomposition import decompose
+from .refinement import refine
+from .tensor import SeKronTensor
+
+__all__ = ["Refined", "Start", "family_starts", "grouped_cp_starts", "refine_starts", "shortlist"]
+
+FIRST_SWEEPS = 5
+
+
+class Start(NamedTuple):
+    """A warm start of the joint-fit stage."""
+
+    st: SeKronTensor
+    source: str  # "greedy", "split", "cp", "tt", "tucker2"
+    greedy_error: float | None = None
+
+
+class Refined(NamedTuple):
+    """A refined structure: the fit, where it started and its greedy error (if it had one)."""
+
+    st: SeKronTensor
+    source: str
+    greedy_error: float | None
+
+
+def _params(shapes: Shapes, form: str, ranks: Sequence[int]) -> int:
+    d = factor_sizes(shapes)
+    return nested_params(d, ranks) if form == "nested" else chain_params(d, ranks)
+
+
+def _largest(shapes: Shapes, form: str, ranks: list[int], level: int, budget: int) -> int:
+    """The largest rank at ``level`` (others as given) within the budget; 0 if none fits."""
+    ranks = list(ranks)
+    ranks[level] = 1
+    if _params(shapes, form, ranks) > budget:
+        return 0
+    lo, hi = 1, 2
+    while True:
+        ranks[level] = hi
+        if _params(shapes, form, ranks) > budget:
+            break
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        ranks[level] = mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _params(shapes, form, ranks) <= budget else (lo, mid)
+    return lo
+
+
+def rank_splits(shapes: Shapes, form: str, budget: int) -> list[Ranks]:
+    """Lopsided rank tuples within the budget, and for S = 3 a ladder of first ranks."""
+    levels = len(shapes) - 1
+    out: dict[Ranks, None] = {}
+    for level in range(levels):
+        base = [1] * levels
+        r = _largest(shapes, form, base, level, budget)
+        if r:
+            base[level] = r
+            out[tuple(base)] = None
+    if levels == 2:
+        r1 = 2
+        while True:
+            r2 = _largest(shapes, form, [r1, 1], 1, budget)
+            if r2 <= 1:  # (r1, 1) and larger r1 are below the lopsided (R, 1) split
+                break
+            out[(r1, r2)] = None
+            r1 *= 2
+    return list(out)
+
+
+def _start_at(tensor: Any, shapes: Shapes, form: str, ranks: Ranks, seed: int) -> SeKronTensor:
+    """The greedy SVD fit at ``ranks`` (capped at full rank), grown to ``ranks`` with zeros."""
+    capped = tuple(min(r, f) for r, f in zip(ranks, full_ranks(shapes, form), strict=True))
+    st = decompose(tensor, shapes, rank=capped, form=form)
+    if st.ranks == tuple(ranks):
+        return st
+    return refine(tensor, st, rank=ranks, sweeps=1, random_state=seed)
+
+
+def shortlist(
+    tensor: Any,
+    greedy: Sequence[Any],
+    budget: int,
+    *,
+    top: int = 8,
+    random_state: int = 0,
+) -> list[Start]:
+    """Warm starts from the greedy candidates (``shapes``, ``form``, ``ranks``, ``rel_error``)."""
+    ranked = sorted(greedy, key=lambda c: (c.rel_error, c.n_params))
+    starts = [
+        Start(decompose(tensor, c.shapes, rank=c.ranks, form=c.form), "greedy", c.rel_error)
+        for c in ranked[:top]
+    ]
+    seen: set[tuple[Shapes, str]] = set()
+    for c in ranked:
+        if len(seen) >= top:
+            break
+        if len(c.shapes) < 3 or (c.shapes, c.form) in seen:
+            continue
+        seen.add((c.shapes, c.form))
+        for ranks in rank_splits(c.shapes, c.form, budget):
+            if ranks != tuple(c.ranks):
+                st = _start_at(tensor, c.shapes, c.form, ranks, random_state)
+                starts.append(Start(st, "split"))
+    return starts
+
+
+def family_starts(tensor: Any, budget: int, *, random_state: int = 0) -> dict[str, SeKronTensor]:
+    """CP, TT and Tucker-2 fits within the budget, embedded at their own parameter counts.
+
+    A family that cannot meet the budget, or does not apply to the tensor's modes, is left out.
+    """
+    from . import structures
+
+    out: dict[str, SeKronTensor] = {}
+    for name in ("cp", "tt", "tucker2"):
+        try:
+            st = structures.get_structure(name).fit(
+                tensor, max_params=budget, random_state=random_state
+            )
+        except ValueError:
+            continue
+        if name == "tucker2":
+            st = _tucker2_chain(st)
+        if st.n_params <= budget:
+            out[name] = st
+    return out
+
+
+def grouped_cp_starts(cp: SeKronTensor, budget: int) -> list[Start]:
+    """The CP fit ``cp`` (nested, one mode per factor, ranks (R, 1, .., 1)) with its modes
+    grouped: for every partition of the modes into 2 .. N-1 groups, a nested (R', 1, .., 1)
+    structure over the groups, R' <= R the largest rank within the budget, started from the
+    R' CP terms of largest norm (its tensor is then exactly that truncation of the CP fit)."""
+    B = get_backend(cp.backend)
+    sizes = cp.shape
+    n = len(sizes)
+    vecs = [B.reshape(f, (cp.ranks[0], -1)) for f in cp.factors]
+    norms = np.prod([np.linalg.norm(to_numpy(v), axis=1) for v in vecs], axis=0)
+    order = np.argsort(-norms, kind="stable")
+    starts = []
+    for groups in _partitions(list(range(n))):
+        if not 2 <= len(groups) < n:
+            continue
+        r = min(cp.ranks[0], budget // sum(prod(sizes[m] for m in g) for g in groups))
+        if r < 1:
+            continue
+        keep = like(order[:r], vecs[0]) if cp.backend != "numpy" else order[:r]
+        factors = []
+        for j, g in enumerate(groups):
+            block = vecs[g[0]][keep]
+            for m in g[1:]:
+                block = B.reshape(block[:, :, None] * vecs[m][keep][:, None, :], (r, -1))
+            lead = (r,) + (1,) * min(j, len(groups) - 2)
+            shape = tuple(sizes[m] if m in g else 1 for m in range(n))
+            factors.append(B.reshape(block, (*lead, *shape)))
+        starts.append(Start(SeKronTensor(factors, "nested"), "cp-grouped"))
+    return starts
+
+
+def _partitions(items: list[int]) -> list[list[list[int]]]:
+    """Every partition of ``items`` into non-empty groups, each group in increasing order."""
+    if not items:
+        return [[]]
+    first, rest = items[0], items[1:]
+    out = []
+    for p in _partitions(rest):
+        out.append([[first], *p])
+        for i in range(len(p)):
+            out.append([*p[:i], [first, *p[i]], *p[i + 1 :]])
+    return out
+
+
+def _tucker2_chain(st: SeKronTensor) -> SeKronTensor:
+    """Tucker-2's nested embedding (U_F)(U_C)(core) as the equal-count chain (U_F)(core)(U_C).
+
+    The nested form repeats U_C for every r_1; the chain over the factor order (F), (H, W), (C)
+    holds U_F, the core and U_C once each: exactly Tucker-2's own parameter count.
+    """
+    A1, A2, A3 = st.factors
+    rf, rc = st.ranks
+    first = A1.reshape((1, rf, *A1.shape[1:]))
+    core = A3.reshape((rf, rc, *A3.shape[2:]))
+    last = A2[0].reshape((rc, 1, *A2.shape[2:]))
+    # one mode per factor: the Kronecker order of the factors does not change the tensor
+    return SeKronTensor([first, core, last], "chain", rel_error=st.rel_error)
+
+
+def refine_starts(
+    tensor: Any, starts: Sequence[Start], *, sweeps: int, keep: int = 6
+) -> list[Refined]:
+    """Successive halving: every start gets ``FIRST_SWEEPS`` sweeps, the best ``keep`` the rest.
+
+    Returns every refined start, lowest refined error first.
+    """
+    first = min(FIRST_SWEEPS, sweeps)
+    done = [Refined(refine(tensor, s.st, sweeps=first), s.source, s.greedy_error) for s in starts]
+    done.sort(key=lambda r: (r.st.rel_error, r.st.n_params))
+    if sweeps > first:
+        done[:keep] = [
+            Refined(refine(tensor, r.st, sweeps=sweeps - first), r.source, r.greedy_error)
+            for r in done[:keep]
+        ]
+        done.sort(key=lambda r: (r.st.rel_error, r.st.n_params))
+    return done

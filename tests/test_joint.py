@@ -1,0 +1,110 @@
+"""The joint-fit stage of the search: shortlist starts within budget, exact embeddings, and a
+refined best that is never worse than any start (the classical families' fits included)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sekron
+from sekron import _joint, structures
+from sekron.testing import tolerance
+
+TOL64 = tolerance(np.float64)
+
+
+@pytest.mark.parametrize("n, bell", [(1, 1), (2, 2), (3, 5), (4, 15), (5, 52)])
+def test_partitions_are_all_set_partitions(n: int, bell: int) -> None:
+    parts = _joint._partitions(list(range(n)))
+    assert len(parts) == bell
+    canon = {tuple(sorted(tuple(g) for g in p)) for p in parts}
+    assert len(canon) == bell
+    for p in parts:
+        assert sorted(m for g in p for m in g) == list(range(n))
+
+
+@given(
+    shapes=st.sampled_from(
+        [
+            ((4, 1, 1), (1, 6, 1), (1, 1, 5)),
+            ((2, 3, 1), (2, 2, 5)),
+            ((2, 2, 1, 1), (2, 1, 3, 1), (1, 3, 1, 2)),
+        ]
+    ),
+    form=st.sampled_from(["nested", "chain"]),
+    budget=st.integers(20, 400),
+)
+def test_rank_splits_fit_the_budget_and_are_maximal(shapes, form, budget) -> None:
+    for ranks in _joint.rank_splits(shapes, form, budget):
+        assert _joint._params(shapes, form, ranks) <= budget
+        ones = [i for i, r in enumerate(ranks) if r > 1]
+        if len(ones) == 1:  # a lopsided split: its free level cannot grow
+            more = list(ranks)
+            more[ones[0]] += 1
+            assert _joint._params(shapes, form, more) > budget
+
+
+def _cp_terms_tensor(cp: sekron.SeKronTensor, keep: np.ndarray) -> np.ndarray:
+    vecs = [np.asarray(f).reshape(cp.ranks[0], -1)[keep] for f in cp.factors]
+    letters = "abcdefgh"[: len(vecs)]
+    eq = ",".join("r" + c for c in letters) + "->" + letters
+    return np.einsum(eq, *vecs)
+
+
+def test_grouped_cp_starts_are_truncations_of_the_cp_fit_within_budget() -> None:
+    W = np.random.default_rng(0).standard_normal((12, 8, 3, 3))
+    budget = W.size // 4
+    cp = structures.CP().fit(W, max_params=budget, random_state=0)
+    vecs = [np.asarray(f).reshape(cp.ranks[0], -1) for f in cp.factors]
+    norms = np.prod([np.linalg.norm(v, axis=1) for v in vecs], axis=0)
+    order = np.argsort(-norms, kind="stable")
+    starts = _joint.grouped_cp_starts(cp, budget)
+    # every partition of the 4 modes into 2 or 3 groups whose rank-1 term fits the budget
+    fits = [
+        p
+        for p in _joint._partitions([0, 1, 2, 3])
+        if 2 <= len(p) <= 3 and sum(np.prod([W.shape[m] for m in g]) for g in p) <= budget
+    ]
+    assert len(starts) == len(fits) == 11
+    for s in starts:
+        assert s.st.n_params <= budget and s.st.form == "nested"
+        r = s.st.ranks[0]
+        assert all(x == 1 for x in s.st.ranks[1:])
+        expected = _cp_terms_tensor(cp, order[:r])
+        np.testing.assert_allclose(s.st.to_tensor(), expected, rtol=0, atol=1e-10)
+
+
+def test_tucker2_chain_is_the_fit_at_its_own_parameter_count() -> None:
+    W = np.random.default_rng(1).standard_normal((10, 7, 3, 3))
+    t2 = structures.Tucker2()
+    nested = t2.fit(W, rank=(4, 3), random_state=0)
+    chain = _joint._tucker2_chain(nested)
+    assert chain.form == "chain" and chain.ranks == (4, 3)
+    np.testing.assert_allclose(chain.to_tensor(), nested.to_tensor(), rtol=0, atol=1e-12)
+    assert chain.n_params == t2.n_params(W.shape, (4, 3)) == 10 * 4 + 4 * 3 * 9 + 3 * 7
+
+
+@settings(max_examples=10)
+@given(seed=st.integers(0, 1000), compression=st.sampled_from([2.0, 4.0, 8.0]))
+def test_joint_best_is_at_most_every_start_and_every_family(seed, compression) -> None:
+    W = np.random.default_rng(seed).standard_normal((8, 6, 3, 3))
+    budget = int(W.size / compression)
+    res = sekron.search(W, compression=compression, progress=False)
+    fam = _joint.family_starts(W, budget, random_state=0)
+    starts = _joint.shortlist(W, res.all, budget)
+    starts += [_joint.Start(s, name) for name, s in fam.items()]
+    if "cp" in fam:
+        starts += _joint.grouped_cp_starts(fam["cp"], budget)
+    out = _joint.refine_starts(W, starts, sweeps=8, keep=3)
+    best = out[0].st
+    assert best.n_params <= budget
+    assert [r.st.rel_error for r in out] == sorted(r.st.rel_error for r in out)
+    measured = np.linalg.norm(W - best.to_tensor()) / np.linalg.norm(W)
+    assert abs(best.rel_error - measured) <= TOL64
+    for s in starts:
+        assert s.st.n_params <= budget
+        start_err = np.linalg.norm(W - s.st.to_tensor()) / np.linalg.norm(W)
+        assert best.rel_error <= start_err + TOL64
+    assert best.rel_error <= res.best.rel_error + TOL64  # the greedy best is a start
