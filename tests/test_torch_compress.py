@@ -13,6 +13,7 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import sekron  # noqa: E402
+import sekron.torch._compress as _compress_module  # noqa: E402
 from sekron.data.digits_cnn import accuracy, load_pretrained, load_test_set  # noqa: E402
 from sekron.testing import rel_error, tolerance  # noqa: E402
 from sekron.torch import (  # noqa: E402
@@ -381,16 +382,16 @@ def test_keyboard_interrupt(monkeypatch, inplace):
     x = torch.randn(1, 8, 6, 6)
     with torch.no_grad():
         want = model(x)
-    real = SeKronConv2d.from_conv.__func__
+    real = _compress_module.factorize_weight
     calls = []
 
-    def interrupted(cls, conv, **kwargs):
-        calls.append(conv)
+    def interrupted(weight, *args):
+        calls.append(weight)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(cls, conv, **kwargs)
+        return real(weight, *args)
 
-    monkeypatch.setattr(SeKronConv2d, "from_conv", classmethod(interrupted))
+    monkeypatch.setattr(_compress_module, "factorize_weight", interrupted)
     with pytest.raises(KeyboardInterrupt):
         compress(
             model, shapes=_halves, compression=2, min_params=0, inplace=inplace, progress=False
@@ -436,7 +437,7 @@ def test_report_table_dicts_and_json(digits):
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        ({"compression": 0.5}, ValueError, "compression must be > 1"),
+        ({"compression": 0.5}, ValueError, "compression must be a finite number > 1"),
         ({"shapes": _halves, "structure": "cp"}, ValueError, "either shapes or a structure"),
         ({"shapes": 3}, TypeError, "shapes must be a dict"),
         ({"structure": None}, ValueError, "got neither"),
@@ -458,7 +459,7 @@ def test_compress_errors_before_any_work(kwargs, exc, match, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("factorized a layer before validating")
 
-    monkeypatch.setattr(SeKronConv2d, "from_conv", fail)
+    monkeypatch.setattr(_compress_module, "factorize_weight", fail)
     with pytest.raises(exc, match=match):
         compress(nn.Sequential(nn.Conv2d(8, 16, 3)), progress=False, **kwargs)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):

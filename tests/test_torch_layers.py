@@ -238,8 +238,16 @@ def test_from_conv_with_search():
         ({"shapes": SHAPES_2, "structure": "cp"}, ValueError, "exactly one of shapes"),
         ({"structure": "cp", "tol": 0.1}, ValueError, "tol applies to explicit shapes"),
         ({"structure": "cp", "form": "chain"}, ValueError, "form applies to explicit shapes"),
-        ({"shapes": SHAPES_2, "compression": 1}, ValueError, "compression must be > 1"),
-        ({"shapes": SHAPES_2, "compression": "4"}, TypeError, "compression must be a number"),
+        (
+            {"shapes": SHAPES_2, "compression": 1},
+            ValueError,
+            "compression must be a finite number > 1",
+        ),
+        (
+            {"shapes": SHAPES_2, "compression": "4"},
+            TypeError,
+            "compression must be a finite number",
+        ),
         ({"structure": "search", "rank": 2}, ValueError, "rank does not apply"),
         ({"shapes": [(2, 3, 3, 1), (4, 3, 1, 3)]}, ValueError, r"mode 1"),
     ],
@@ -263,7 +271,7 @@ def test_from_conv_rejects_grouped_and_non_conv():
     "kwargs, exc, match",
     [
         ({"stride": 0}, ValueError, "stride must be >= 1"),
-        ({"stride": "2"}, TypeError, "stride must be an int or a pair"),
+        ({"stride": "2"}, TypeError, "stride must be an int or a tuple of 2 ints"),
         ({"padding": "full"}, ValueError, "padding must be an int, a pair, 'same' or 'valid'"),
         ({"padding": "same", "stride": 2}, ValueError, "padding='same' needs stride 1"),
         ({"padding": -1}, ValueError, "padding must be >= 0"),
@@ -417,12 +425,12 @@ def test_float64_follows_through_dtype_conversion():
     assert np.isfinite(layer(x).detach().numpy()).all()
 
 
-def test_kernel_object_is_reused_and_follows_the_parameters() -> None:
-    # the SeKronTensor behind the layer is built once, yet every change to the parameters
-    # (values in place, dtype, a replaced parameter) reaches the output
+def test_kernel_object_follows_the_parameters() -> None:
+    # the SeKronTensor behind the layer shares the parameters: every change to them (values
+    # in place, dtype, a replaced parameter) reaches the output
     layer = SeKronConv2d(_st(SHAPES_3, (2, 3)), torch.randn(8, dtype=torch.float64), padding=1)
     x = _x(layer.sekron)
-    assert layer.sekron is layer.sekron
+    assert all(a is b for a, b in zip(layer.sekron.factors, layer.factors, strict=True))
 
     def dense(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

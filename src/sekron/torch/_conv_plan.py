@@ -37,8 +37,11 @@ from typing import NamedTuple
 from .._typing import Pad4, Pair, Ranks, Shapes
 
 __all__ = [
+    "BATCH",
+    "ConvKey",
     "ConvPlan",
     "ELEMENT_COST",
+    "HEIGHT",
     "Stage",
     "best_order",
     "conv_output_size",
@@ -49,9 +52,32 @@ __all__ = [
     "plan_cost",
     "spec_order",
     "stage_macs",
+    "WIDTH",
 ]
 
 LAYOUTS = ("nchw", "nhwc")
+
+
+# Shape templates: the sizes of a plan's reshapes with the batch-dependent size as BATCH and the
+# spatial sizes as HEIGHT/WIDTH, filled in from the live tensors when the plan runs under
+# torch.jit.trace (so that a trace is valid for other batch and spatial sizes).
+BATCH, HEIGHT, WIDTH = -1, -2, -3
+
+
+class ConvKey(NamedTuple):
+    """Everything a factorized plan depends on except the layout: the one key of
+    :func:`conv_plan` and of the ``method="auto"`` choice."""
+
+    shapes: Shapes
+    ranks: Ranks
+    form: str
+    in_shape: tuple[int, int, int, int]
+    stride: Pair
+    padding: Pad4
+    dilation: Pair
+
+    def plan(self, layout: str) -> ConvPlan:
+        return conv_plan(*self, layout)
 
 
 class Stage(NamedTuple):
@@ -76,6 +102,8 @@ class Stage(NamedTuple):
     out_axes: tuple[str, ...]
     out_sizes: tuple[int, ...]
     macs: int
+    in_template: tuple[int, ...]  # in_shape with BATCH, HEIGHT, WIDTH (input spatial sizes)
+    out_template: tuple[int, ...]  # out_sizes with BATCH, HEIGHT, WIDTH (output sizes)
 
 
 class ConvPlan(NamedTuple):
@@ -89,6 +117,7 @@ class ConvPlan(NamedTuple):
     final_perm: tuple[int, ...]
     out_shape: tuple[int, int, int, int]
     macs: int
+    split_template: tuple[int, ...]  # (BATCH, c1..cS, HEIGHT, WIDTH)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
@@ -256,16 +285,17 @@ def conv_plan(
             # result channels-last with the f digits adjacent, so no final copy is needed
             rest = tuple(a for a in bt if a != "n")
             order_in = ("n", "H", "W", *rest, *G, *K)
-            in_shape_k = (b, in_h, in_w, g * kk)
+            in_template = (BATCH, HEIGHT, WIDTH, g * kk)
             out_axes = ("n", "H", "W", *rest, *G, *Out)
         elif layout == "nhwc":
             order_in = (*bt, "H", "W", *G, *K)
-            in_shape_k = (b, in_h, in_w, g * kk)
+            in_template = (BATCH, HEIGHT, WIDTH, g * kk)
             out_axes = (*bt, "H", "W", *G, *Out)
         else:
             order_in = (*bt, *G, *K, "H", "W")
-            in_shape_k = (b, g * kk, in_h, in_w)
+            in_template = (BATCH, g * kk, HEIGHT, WIDTH)
             out_axes = (*bt, *G, *Out, "H", "W")
+        in_shape_k = _fill(in_template, b, in_h, in_w)
         perm = tuple(axes.index(a) for a in order_in)
         size["H"], size["W"] = out_h, out_w
         macs = b * g * o * out_h * out_w * kk * h[k] * w[k]
@@ -285,15 +315,35 @@ def conv_plan(
                 out_axes=out_axes,
                 out_sizes=tuple(size[a] for a in out_axes),
                 macs=macs,
+                in_template=in_template,
+                out_template=tuple(_TEMPLATE.get(a, size[a]) for a in out_axes),
             )
         )
         axes = out_axes
     final = ("n", *(f"f{k}" for k in range(n_factors)), "H", "W")
     final_perm = tuple(axes.index(a) for a in final)
     out_shape = (n_batch, prod(f), size["H"], size["W"])
+    split_template = (BATCH, *split_shape[1:-2], HEIGHT, WIDTH)
     return ConvPlan(
-        in_pad, sub, split_shape, split_unpadded, tuple(stages), final_perm, out_shape, total
+        in_pad,
+        sub,
+        split_shape,
+        split_unpadded,
+        tuple(stages),
+        final_perm,
+        out_shape,
+        total,
+        split_template,
     )
+
+
+_TEMPLATE = {"n": BATCH, "H": HEIGHT, "W": WIDTH}
+
+
+def _fill(template: tuple[int, ...], batch: int, height: int, width: int) -> tuple[int, ...]:
+    """A shape template with its BATCH, HEIGHT and WIDTH entries replaced."""
+    subs = {BATCH: batch, HEIGHT: height, WIDTH: width}
+    return tuple(subs.get(v, v) for v in template)
 
 
 # memory traffic weight: one element read or written costs about this many multiply-adds
