@@ -448,3 +448,31 @@ def test_kernel_object_follows_the_parameters() -> None:
         layer.factor0 = nn.Parameter(torch.randn_like(layer.factor0))  # a new parameter
         assert layer.sekron is not old and layer.sekron.factors[0] is layer.factor0
         assert_close(layer(x.float()), dense(x.float()))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("method", ["factorized", "reconstructed", "auto"])
+@pytest.mark.parametrize(
+    "shapes, ranks, form, stride, padding",
+    [
+        ([(16, 16, 3, 1), (16, 16, 1, 3)], 2, "nested", 1, 1),  # the 256 -> 256 layer
+        ([(2, 2, 3, 1), (2, 3, 1, 3), (2, 1, 1, 1)], (2, 3), "nested", 2, 1),
+        ([(2, 2, 3, 1), (2, 3, 1, 3), (2, 1, 1, 1)], (2, 3), "chain", 2, 0),
+        ([(2, 2, 1, 1), (4, 3, 1, 1)], 2, "nested", 2, 0),  # 1x1: subsampled input
+    ],
+)
+def test_a_trace_runs_at_other_batch_and_spatial_sizes(
+    shapes, ranks, form, stride, padding, method
+):
+    st = sekron.random_sekron(
+        shapes, ranks, backend="pytorch", dtype="float32", form=form, random_state=0
+    )
+    layer = SeKronConv2d(st, stride=stride, padding=padding, method=method)
+    c = st.shape[1]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, torch.randn(2, c, 8, 8, generator=gen))
+        for shape in [(3, c, 8, 8), (3, c, 11, 9), (1, c, 5, 6)]:
+            x = torch.randn(*shape, generator=gen)
+            want = F.conv2d(x, st.to_tensor(), stride=stride, padding=padding)
+            assert rel_error(traced(x), want) <= tolerance(torch.float32, exact=True)

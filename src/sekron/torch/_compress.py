@@ -21,9 +21,15 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .._typing import ConvMethod, Form
-from .._validation import _type_name, check_choice, check_int
+from .._validation import _type_name, check_bool, check_choice, check_int
 from ._checks import METHODS, check_weight_dtype
-from ._counting import _example_input, count_params, layer_macs, sekron_conv_macs
+from ._counting import (
+    _example_input,
+    check_initialized,
+    count_params,
+    layer_macs,
+    sekron_conv_macs,
+)
 from ._layers import SeKronConv2d
 from ._policy import (
     DEFAULT_COMPRESSION,
@@ -82,6 +88,7 @@ class _Job(NamedTuple):
     min_params: int
     method: str
     x: torch.Tensor | None
+    x_name: str  # the argument x came from
 
 
 def _check_skip(skip: object) -> tuple[str, ...]:
@@ -106,6 +113,7 @@ def _check_job(model: nn.Module, kwargs: dict[str, Any]) -> _Job:
     """Phase 1: every argument, before any work."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {_type_name(model)}.")
+    check_initialized(model, "model")
     shapes, structure = kwargs["shapes"], kwargs["structure"]
     if shapes is not None:
         if structure == "search":
@@ -144,7 +152,10 @@ def _check_job(model: nn.Module, kwargs: dict[str, Any]) -> _Job:
     elif example is not None:
         x = _example_input(model, example, "example_input")
     method = check_choice(kwargs["method"], "method", METHODS)
-    return _Job(options, shapes, patterns, min_params, method, x)
+    check_bool(kwargs["inplace"], "inplace")
+    check_bool(kwargs["progress"], "progress")
+    name = "input_shape" if input_shape is not None else "example_input"
+    return _Job(options, shapes, patterns, min_params, method, x, name)
 
 
 def compress(
@@ -223,7 +234,7 @@ def compress(
     Only what can be converted faithfully is replaced. Skipped, with the reason in the
     report: ``nn.Conv2d`` subclasses with their own ``forward``/``_conv_forward`` (a
     weight-standardising or dynamically padded conv would lose its behaviour), layers with
-    hooks or parametrized weights, uninitialized lazy layers, grouped and depthwise
+    hooks or parametrized weights, grouped and depthwise
     convolutions (``groups > 1``), weights that are not float32/float64, on the meta device
     or not finite, layers below ``min_params``, layers matching ``skip``, layers without
     shapes (dict/callable ``shapes``), layers the structure cannot factor (its ``ValueError``
@@ -252,10 +263,10 @@ def compress(
     """
     job = _check_job(model, dict(locals()))
     params_before = count_params(model)
-    macs_before = layer_macs(model, job.x) if job.x is not None else None
+    macs_before = layer_macs(model, job.x, job.x_name) if job.x is not None else None
     target = model if inplace else copy.deepcopy(model)
     convs = [(n, m) for n, m in target.named_modules() if isinstance(m, nn.Conv2d)]
-    rows = _convert_all(target, convs, job, bool(progress))
+    rows = _convert_all(target, convs, job, progress)
     return target, _report(target, rows, params_before, macs_before, job.x)
 
 
@@ -328,8 +339,6 @@ def _own_forward(cls: type[nn.Conv2d]) -> bool:
 
 def _unfaithful(conv: nn.Conv2d) -> str | None:
     """Why a SeKronConv2d could not stand in for ``conv``, or None."""
-    if isinstance(conv, nn.modules.lazy.LazyModuleMixin) and conv.has_uninitialized_params():
-        return "uninitialized lazy conv"
     if _own_forward(type(conv)):
         return f"{_type_name(conv)} has its own forward (only nn.Conv2d's is replaced)"
     if parametrize.is_parametrized(conv):
@@ -349,10 +358,9 @@ def _unfaithful(conv: nn.Conv2d) -> str | None:
 def _convert_one(name: str, conv: nn.Conv2d, job: _Job) -> tuple[LayerReport, SeKronConv2d | None]:
     """One layer's row and its replacement (None when skipped); the model is not touched."""
     reason = _unfaithful(conv)
-    lazy = isinstance(conv.weight, nn.parameter.UninitializedParameter)
-    shape = () if lazy else tuple(int(v) for v in conv.weight.shape)
-    before = 0 if lazy else count_params(conv)
-    dense_pos = None if lazy else prod(shape)
+    shape = tuple(int(v) for v in conv.weight.shape)
+    before = count_params(conv)
+    dense_pos = prod(shape)
 
     def skipped(why: str) -> tuple[LayerReport, None]:
         return LayerReport(name, shape, before, before, dense_pos, dense_pos, skipped=why), None

@@ -17,8 +17,8 @@ from torch import nn
 
 from .._plan import Ranks, Shapes
 from .._validation import (
-    INT_MAX,
     _type_name,
+    check_bool,
     check_form,
     check_ints,
     check_positive_int,
@@ -42,7 +42,14 @@ def count_params(module: nn.Module) -> int:
     Returns
     -------
     int
-        ``sum(p.numel() for p in module.parameters())``. A SeKronConv2d counts its factors
+        ``sum(p.numel() for p in module.parameters())``.
+
+    Raises
+    ------
+    TypeError
+        ``module`` is not an ``nn.Module``.
+    ValueError
+        It has uninitialized lazy parameters. A SeKronConv2d counts its factors
         (and bias), never the full kernel it stands for.
 
     Examples
@@ -54,7 +61,18 @@ def count_params(module: nn.Module) -> int:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module; got {_type_name(module)}.")
+    check_initialized(module, "module")
     return sum(p.numel() for p in module.parameters())
+
+
+def check_initialized(module: nn.Module, name: str) -> None:
+    """Lazy modules have no parameter sizes until they ran once."""
+    for pname, p in module.named_parameters():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(
+                f"{name} has an uninitialized lazy parameter {pname!r}; run it once on an "
+                "example input first."
+            )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -218,7 +236,7 @@ def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int 
 
 
 def layer_macs(
-    model: nn.Module, example_input: torch.Tensor
+    model: nn.Module, example_input: torch.Tensor, arg: str = "input_shape"
 ) -> dict[str, tuple[int, tuple[int, ...]]]:
     """``{name: (MACs, input shape)}`` of every counted layer, from one forward pass.
 
@@ -252,8 +270,8 @@ def layer_macs(
                 model(example_input)
             except (RuntimeError, ValueError, TypeError, IndexError) as exc:
                 raise ValueError(
-                    f"the model fails on an input of shape {tuple(example_input.shape)} and "
-                    f"dtype {example_input.dtype}: {exc}"
+                    f"{arg}: the model fails on an input of shape "
+                    f"{tuple(example_input.shape)} and dtype {example_input.dtype}: {exc}"
                 ) from exc
     finally:
         for h in handles:
@@ -261,6 +279,10 @@ def layer_macs(
         for m, flag in flags.items():
             m.training = flag
     return found
+
+
+# the largest zero input count_macs/compress allocate to run a model once (1 GiB of float32)
+MAX_EXAMPLE_ELEMENTS = 2**28
 
 
 def _example_input(model: nn.Module, input_shape: Any, name: str = "input_shape") -> torch.Tensor:
@@ -277,10 +299,11 @@ def _example_input(model: nn.Module, input_shape: Any, name: str = "input_shape"
             f"got {tuple(input_shape)!r}."
         )
     numel = prod(int(v) for v in input_shape)
-    if numel > INT_MAX:
+    if numel > MAX_EXAMPLE_ELEMENTS:
         raise ValueError(
             f"{name} {tuple(input_shape)!r} has {numel:,} elements; the model runs once on a "
-            f"zero input of that shape: give at most {INT_MAX:,} (count per sample and scale)."
+            f"zero input of that shape: give at most {MAX_EXAMPLE_ELEMENTS:,} (count one "
+            "sample and multiply by the batch size)."
         )
     ref = next(iter(model.parameters()), None)
     kwargs: dict[str, Any] = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
@@ -328,6 +351,7 @@ def count_macs(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {_type_name(model)}.")
     x = _example_input(model, input_shape)
+    check_bool(by_layer, "by_layer")
     found = layer_macs(model, x)
     if by_layer:
         return {name: macs for name, (macs, _) in found.items()}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .._typing import ConvMethod
+from .._validation import check_bool
 from ..tensor import SeKronTensor
 from . import _auto
 from ._checks import (
@@ -198,6 +199,8 @@ def conv2d(
     st = check_st(st, 2, "conv2d")
     args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
     x = check_x(x, st, args, 2, "conv2d")
+    if measure is not None:
+        check_bool(measure, "measure")
     return run_conv(x, st, check_bias(bias, st), args, measure)
 
 
@@ -240,5 +243,7 @@ def conv1d(
     st = check_st(st, 1, "conv1d")
     args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
     x = check_x(x, st, args, 1, "conv1d")
+    if measure is not None:
+        check_bool(measure, "measure")
     out = run_conv(x.unsqueeze(-2), _as_2d(st), check_bias(bias, st), args, measure)
     return out.squeeze(-2)
