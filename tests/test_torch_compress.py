@@ -697,3 +697,16 @@ def test_compress_reports_model_macs_with_transposed_convs():
     transposed = 36 * 16 * 8 * 4
     assert report.macs_before == dense_conv + transposed
     assert report.macs_after == report[0].macs_after + transposed
+
+
+def test_the_digits_weights_ship_once_as_plain_arrays():
+    from sekron.data import example_keys
+    from sekron.data.digits_cnn import WEIGHTS_PATH
+
+    assert WEIGHTS_PATH.suffix == ".npz" and not WEIGHTS_PATH.with_suffix(".pt").exists()
+    model = load_pretrained()  # np.load(allow_pickle=False): no pickle can run
+    x, y = load_test_set()
+    assert round(accuracy(model, x, y) * len(y)) == 355
+    assert example_keys() == [
+        n + ".weight" for n in ("features.0", "features.2", "features.5", "features.8")
+    ]
