@@ -375,6 +375,21 @@ def test_skip_patterns(pattern):
 # ----------------------------------------------------------------------------------------------
 # interruption, progress, report export, errors
 # ----------------------------------------------------------------------------------------------
+def _fail_at(monkeypatch, n: int, exc: BaseException) -> list:
+    """Make compress's n-th layer factorization raise ``exc``; returns the calls made."""
+    real = _compress_module.factorize_weight
+    calls: list = []
+
+    def failing(weight, *args):
+        calls.append(weight)
+        if len(calls) == n:
+            raise exc
+        return real(weight, *args)
+
+    monkeypatch.setattr(_compress_module, "factorize_weight", failing)
+    return calls
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_keyboard_interrupt(monkeypatch, inplace):
     torch.manual_seed(0)
@@ -382,16 +397,7 @@ def test_keyboard_interrupt(monkeypatch, inplace):
     x = torch.randn(1, 8, 6, 6)
     with torch.no_grad():
         want = model(x)
-    real = _compress_module.factorize_weight
-    calls = []
-
-    def interrupted(weight, *args):
-        calls.append(weight)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(weight, *args)
-
-    monkeypatch.setattr(_compress_module, "factorize_weight", interrupted)
+    _fail_at(monkeypatch, 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         compress(
             model, shapes=_halves, compression=2, min_params=0, inplace=inplace, progress=False
@@ -609,16 +615,7 @@ def test_compress_is_atomic_when_a_layer_fails(monkeypatch):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3), nn.Conv2d(16, 16, 3))
     layers = list(model)
-    real = _compress_module.factorize_weight
-    calls = []
-
-    def boom(weight, *args):
-        calls.append(weight)
-        if len(calls) == 3:
-            raise RuntimeError("out of memory")
-        return real(weight, *args)
-
-    monkeypatch.setattr(_compress_module, "factorize_weight", boom)
+    calls = _fail_at(monkeypatch, 3, RuntimeError("out of memory"))
     with pytest.raises(RuntimeError, match="out of memory"):
         compress(model, shapes=_halves, compression=2, min_params=0, inplace=True, progress=False)
     assert len(calls) == 3 and all(a is b for a, b in zip(model, layers, strict=True))
