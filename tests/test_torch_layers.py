@@ -476,3 +476,12 @@ def test_a_trace_runs_at_other_batch_and_spatial_sizes(
             x = torch.randn(*shape, generator=gen)
             want = F.conv2d(x, st.to_tensor(), stride=stride, padding=padding)
             assert rel_error(traced(x), want) <= tolerance(torch.float32, exact=True)
+
+
+def test_public_names_of_sekron_torch():
+    import sekron.torch
+
+    public = {n for n in vars(sekron.torch) if not n.startswith("_")} - {"annotations"}
+    assert public == set(sekron.torch.__all__)
+    assert list(sekron.torch.__all__) == sorted(sekron.torch.__all__)
+    assert sekron.torch.clear_cache is sekron.torch._auto.clear_cache

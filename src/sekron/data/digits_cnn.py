@@ -25,9 +25,9 @@ from torch import nn
 from . import EXAMPLE_KEY
 
 __all__ = [
+    "DigitsCNN",
     "EXAMPLE_KEY",
     "IMAGE_SIZE",
-    "DigitsCNN",
     "accuracy",
     "load_pretrained",
     "load_test_set",

@@ -17,9 +17,9 @@ from ..tensor import SeKronTensor
 from ._conv_plan import conv_output_size, normalize_padding
 
 __all__ = [
+    "ConvArgs",
     "METHODS",
     "PADDING_MODES",
-    "ConvArgs",
     "check_bias",
     "check_conv_args",
     "check_no_inference",

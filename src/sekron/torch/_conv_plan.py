@@ -43,6 +43,7 @@ __all__ = [
     "ELEMENT_COST",
     "HEIGHT",
     "Stage",
+    "WIDTH",
     "best_order",
     "conv_output_size",
     "conv_plan",
@@ -52,7 +53,6 @@ __all__ = [
     "plan_cost",
     "spec_order",
     "stage_macs",
-    "WIDTH",
 ]
 
 LAYOUTS = ("nchw", "nhwc")

@@ -26,8 +26,8 @@ from ..tensor import SeKronTensor
 
 __all__ = [
     "DEFAULT_COMPRESSION",
-    "SEARCH_MAX_CONFIGS",
     "FactorizeOptions",
+    "SEARCH_MAX_CONFIGS",
     "check_factorize_options",
     "factorize_weight",
     "structure_name",
