@@ -289,6 +289,15 @@ def test_layer_forward_bad_inputs(x: Any) -> None:
     _raises_naming(lambda: layer(x), "x")
 
 
+@pytest.mark.parametrize("mode, size", [("reflect", 3), ("circular", 2)])
+def test_layer_input_too_small_for_its_padding_mode(mode: str, size: int) -> None:
+    layer = SeKronConv2d(_st(), padding=3, padding_mode=mode)
+    _raises_naming(lambda: layer(_x(1, 4, size, 8)), "x")
+    ok = SeKronConv2d(_st(), padding=3, padding_mode="replicate")
+    with torch.no_grad():
+        assert ok(_x(1, 4, size, 8)).shape == ok.to_conv()(_x(1, 4, size, 8)).shape
+
+
 @pytest.mark.parametrize("padding_mode", ["zeros", "reflect", "replicate", "circular"])
 @pytest.mark.parametrize("padding", [1, "same", (2, 0), "valid"])
 def test_layer_and_to_conv_agree_with_the_dense_conv(padding_mode: str, padding: Any) -> None:

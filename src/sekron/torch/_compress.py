@@ -188,7 +188,7 @@ def compress(
     structure : str, structure object or None
         ``"search"`` (default): each layer's structure, factor shapes and ranks are chosen by
         :func:`sekron.search` within the budget, over the 200 most balanced factor
-        configurations of the layer (``sekron.torch._policy.SEARCH_MAX_CONFIGS``). A name
+        configurations of the layer (for an exhaustive search, call :func:`sekron.search`). A name
         such as ``"cp"``, ``"tucker2"``, ``"tt"``, ``"gkpd"`` or an object of
         :mod:`sekron.structures`: that structure is fitted to every layer (with ``rank`` or
         ``compression``).

@@ -57,8 +57,7 @@ def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
 
 def _candidates(x: torch.Tensor, st: SeKronTensor, args: ConvArgs, key: ConvKey) -> dict[str, Any]:
     """Zero-argument callables computing each candidate of ``_auto.CANDIDATES`` (no bias)."""
-    nobias = args._replace(groups=1)
-    out: dict[str, Any] = {"dense": lambda: _dense(x, st, None, nobias)}
+    out: dict[str, Any] = {"dense": lambda: _dense(x, st, None, args)}
     for layout in _auto.CANDIDATES[1:]:
         plan = key.plan(layout)
         out[layout] = lambda plan=plan, layout=layout: run_plan(x, st.factors, plan, layout)

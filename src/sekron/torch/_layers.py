@@ -23,6 +23,7 @@ from ..tensor import SeKronTensor
 from ._checks import (
     METHODS,
     PADDING_MODES,
+    ConvArgs,
     check_bias,
     check_conv_args,
     check_st,
@@ -142,11 +143,16 @@ class SeKronConv2d(nn.Module):
             self.register_parameter("bias", None)
         else:
             self.bias = nn.Parameter(bias.clone())
-        # padding modes other than zeros pad the input with F.pad first, the conv then none
-        self._args = args
-        self._conv_args = args if padding_mode == "zeros" else args._replace(pad4=(0, 0, 0, 0))
+        self._set_args(args)
+
+    def _set_args(self, args: ConvArgs) -> None:
+        """Keep the checked options; padding modes other than zeros pad the input with F.pad
+        first (``_mode_pad``), the conv then pads nothing."""
+        zeros = self.padding_mode == "zeros"
         top, bottom, left, right = args.pad4
-        self._mode_pad = None if padding_mode == "zeros" else (left, right, top, bottom)
+        self._args = args
+        self._conv_args = args if zeros else args._replace(pad4=(0, 0, 0, 0))
+        self._mode_pad = None if zeros else (left, right, top, bottom)
 
     # -- construction from a dense conv --------------------------------------------------------
     @classmethod
@@ -320,11 +326,24 @@ class SeKronConv2d(nn.Module):
                 conv.bias.copy_(self.bias)
         return conv
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling a layer pickled by sekron 0.1 (before the checked options were kept)."""
+        super().__setstate__(state)
+        if "_args" not in self.__dict__:
+            for old in ("_pad", "_conv_padding", "_sekron_cache"):
+                self.__dict__.pop(old, None)
+            self._set_args(
+                check_conv_args(
+                    self.stride, self.padding, self.dilation, 1, self.method, self.kernel_size
+                )
+            )
+
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         st = self.sekron
         x = check_x(x, st, self._args, 2, "SeKronConv2d")
         if self._mode_pad is not None:
+            _check_mode_padding(x, self._mode_pad, self.padding_mode)
             x = F.pad(x, self._mode_pad, mode=self.padding_mode)
         return run_conv(x, st, self.bias, self._conv_args, None)
 
@@ -351,6 +370,21 @@ class SeKronConv2d(nn.Module):
             f", {self.form}, shapes={self.shapes}, ranks={self.ranks}, "
             f"params={self.n_params:,} ({self.compression:.3g}x)"
         )
+
+
+def _check_mode_padding(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str) -> None:
+    """Reflect padding needs each pad < the input size there, circular each pad <= it."""
+    if mode == "replicate":
+        return
+    left, right, top, bottom = pad
+    for size, p in ((x.shape[-2], max(top, bottom)), (x.shape[-1], max(left, right))):
+        if p > size or (mode == "reflect" and p == size):
+            rule = "<" if mode == "reflect" else "<="
+            raise ValueError(
+                f"x of shape {tuple(x.shape)} is too small for padding_mode={mode!r}: each "
+                f"padding must be {rule} the input size in its dim; got padding {p} for size "
+                f"{size}."
+            )
 
 
 def _padding_pair(pad4: tuple[int, int, int, int]) -> tuple[int, int]:
