@@ -242,7 +242,7 @@ def run_layer(
             choice = [
                 v
                 for key, v in sekron.torch._auto.cached_choices().items()
-                if key[:4] == (st.shapes, st.ranks, form, in_shape)
+                if key[0][:4] == (st.shapes, st.ranks, form, in_shape)
             ]
             fns = {
                 "dense": lambda: F.conv2d(x, W_dense, None, stride, pad),

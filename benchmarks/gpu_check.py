@@ -195,7 +195,7 @@ def conv_timings(dev: torch.device, reps: int, layers: list[Any]) -> list[dict[s
             choice = [
                 v
                 for key, v in sekron.torch._auto.cached_choices().items()
-                if key[0] == st.shapes and key[1] == st.ranks
+                if key[0].shapes == st.shapes and key[0].ranks == st.ranks
             ]
             rows.append(
                 {

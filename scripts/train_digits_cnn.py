@@ -7,8 +7,7 @@ Run from the repository root::
 
 Writes, next to ``src/sekron/data/digits_cnn.py``:
 
-* ``digits_cnn.pt``   -- the state_dict (plain tensors, ``weights_only=True``-loadable)
-* ``digits_cnn.npz``  -- every conv weight as float32, keyed by state_dict name
+* ``digits_cnn.npz``  -- the state_dict as float32 arrays, keyed by name (loaded without pickle)
 * ``digits_test.npz`` -- the preprocessed test split, ``x`` float32 and ``y`` int64
 """
 
@@ -99,10 +98,9 @@ def main() -> None:
     model = DigitsCNN()
     acc = train(model, torch.optim.Adam(model.parameters(), lr=LR), splits, EPOCHS, start)
 
-    state = model.state_dict()
-    torch.save(state, WEIGHTS_PATH)
-    convs = {k: v.numpy().astype(np.float32) for k, v in state.items() if v.ndim == 4}
-    np.savez(WEIGHTS_PATH.with_suffix(".npz"), **convs)
+    state = {k: v.numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    np.savez(WEIGHTS_PATH, **state)
+    convs = {k: v for k, v in state.items() if v.ndim == 4}
     np.savez(TEST_SET_PATH, x=x_test.numpy().astype(np.float32), y=y_test.numpy().astype(np.int64))
 
     print(f"test accuracy: {acc:.4f} ({len(y_test)} images)")

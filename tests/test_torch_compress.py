@@ -13,6 +13,7 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import sekron  # noqa: E402
+import sekron.torch._compress as _compress_module  # noqa: E402
 from sekron.data.digits_cnn import accuracy, load_pretrained, load_test_set  # noqa: E402
 from sekron.testing import rel_error, tolerance  # noqa: E402
 from sekron.torch import (  # noqa: E402
@@ -374,6 +375,21 @@ def test_skip_patterns(pattern):
 # ----------------------------------------------------------------------------------------------
 # interruption, progress, report export, errors
 # ----------------------------------------------------------------------------------------------
+def _fail_at(monkeypatch, n: int, exc: BaseException) -> list:
+    """Make compress's n-th layer factorization raise ``exc``; returns the calls made."""
+    real = _compress_module.factorize_weight
+    calls: list = []
+
+    def failing(weight, *args):
+        calls.append(weight)
+        if len(calls) == n:
+            raise exc
+        return real(weight, *args)
+
+    monkeypatch.setattr(_compress_module, "factorize_weight", failing)
+    return calls
+
+
 @pytest.mark.parametrize("inplace", [False, True])
 def test_keyboard_interrupt(monkeypatch, inplace):
     torch.manual_seed(0)
@@ -381,16 +397,7 @@ def test_keyboard_interrupt(monkeypatch, inplace):
     x = torch.randn(1, 8, 6, 6)
     with torch.no_grad():
         want = model(x)
-    real = SeKronConv2d.from_conv.__func__
-    calls = []
-
-    def interrupted(cls, conv, **kwargs):
-        calls.append(conv)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(cls, conv, **kwargs)
-
-    monkeypatch.setattr(SeKronConv2d, "from_conv", classmethod(interrupted))
+    _fail_at(monkeypatch, 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         compress(
             model, shapes=_halves, compression=2, min_params=0, inplace=inplace, progress=False
@@ -436,7 +443,7 @@ def test_report_table_dicts_and_json(digits):
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        ({"compression": 0.5}, ValueError, "compression must be > 1"),
+        ({"compression": 0.5}, ValueError, "compression must be a finite number > 1"),
         ({"shapes": _halves, "structure": "cp"}, ValueError, "either shapes or a structure"),
         ({"shapes": 3}, TypeError, "shapes must be a dict"),
         ({"structure": None}, ValueError, "got neither"),
@@ -458,7 +465,7 @@ def test_compress_errors_before_any_work(kwargs, exc, match, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("factorized a layer before validating")
 
-    monkeypatch.setattr(SeKronConv2d, "from_conv", fail)
+    monkeypatch.setattr(_compress_module, "factorize_weight", fail)
     with pytest.raises(exc, match=match):
         compress(nn.Sequential(nn.Conv2d(8, 16, 3)), progress=False, **kwargs)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
@@ -487,3 +494,216 @@ def test_example_runs(capsys):
     assert result["compressed_accuracy"] >= result["original_accuracy"] - 0.05
     out = capsys.readouterr().out
     assert "accuracy" in out and "features.8" in out
+
+
+# ----------------------------------------------------------------------------------------------
+# compress never changes what a model computes silently, nor silently does nothing
+# ----------------------------------------------------------------------------------------------
+class _StdConv(nn.Conv2d):
+    """A weight-standardising conv (the timm/BiT pattern): its own forward."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return nn.functional.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+class _SamePadConv(nn.Conv2d):
+    """A conv that pads "same" dynamically (TF style): its own _conv_forward."""
+
+    def _conv_forward(self, x, weight, bias):
+        pad = self.kernel_size[0] - 1
+        x = nn.functional.pad(x, (pad // 2, pad - pad // 2, pad // 2, pad - pad // 2))
+        return nn.functional.conv2d(x, weight, bias, self.stride, 0)
+
+
+class _PlainSubclass(nn.Conv2d):
+    """A subclass that computes exactly what nn.Conv2d does: replaced."""
+
+
+def test_compress_skips_conv_subclasses_with_their_own_forward():
+    torch.manual_seed(0)
+    model = nn.Sequential(_StdConv(8, 16, 3), _SamePadConv(16, 16, 3), _PlainSubclass(16, 16, 3))
+    x = torch.randn(1, 8, 9, 9)
+    with torch.no_grad():
+        want = model(x)
+    small, report = compress(model, shapes=_halves, compression=2, min_params=0, progress=False)
+    assert "has its own forward" in report.skipped["0"] and "_StdConv" in report.skipped["0"]
+    assert "has its own forward" in report.skipped["1"]
+    assert report.replaced == ["2"] and isinstance(small[2], SeKronConv2d)
+    assert type(small[0]) is _StdConv and type(small[1]) is _SamePadConv
+    with torch.no_grad():
+        assert small(x).shape == want.shape
+
+
+def test_compress_skips_hooked_and_parametrized_layers():
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
+    model[0].register_forward_hook(lambda m, a, out: out * 2)
+    torch.nn.utils.parametrizations.weight_norm(model[1])
+    _, report = compress(model, shapes=_halves, compression=2, min_params=0, progress=False)
+    assert report.skipped == {
+        "0": "has hooks",
+        "1": "parametrized weight (torch.nn.utils.parametrize)",
+    }
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_compress_keeps_training_mode_and_frozen_parameters(training):
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3, bias=False))
+    model.train(training)
+    model[0].weight.requires_grad_(False)  # frozen weight, trainable bias
+    model[2].requires_grad_(False)
+    small, report = compress(model, shapes=_halves, compression=2, min_params=0, progress=False)
+    assert report.replaced == ["0", "2"]
+    for k in (0, 2):
+        assert small[k].training == training
+    assert [p.requires_grad for p in small[0].factors] == [False, False]
+    assert small[0].bias.requires_grad
+    assert not any(p.requires_grad for p in small[2].parameters())
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"structure": "cp", "rank": 3},
+        {"structure": "tucker2", "rank": 2},
+        {"shapes": _halves, "tol": 0.8},
+        {"shapes": _halves, "rank": 1},
+    ],
+)
+def test_an_explicit_budget_replaces_the_default_compression(kwargs):
+    pytest.importorskip("sekron.structures")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3))
+    small, report = compress(model, min_params=0, progress=False, **kwargs)
+    assert report.skipped == {} and report.replaced == ["0", "1"]
+    if "rank" in kwargs and "structure" in kwargs:
+        assert all(r.params_after > 0 for r in report)
+    if "tol" in kwargs:
+        assert all(r.rel_error <= 0.8 for r in report)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"structure": "cp", "rank": 3, "compression": 4}, "at most one of rank and compression"),
+        ({"shapes": _halves, "tol": 0.5, "compression": 4}, "at most one of tol and compression"),
+    ],
+)
+def test_conflicting_explicit_budgets_raise_before_any_layer(kwargs, match, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("factorized a layer before validating")
+
+    monkeypatch.setattr(_compress_module, "factorize_weight", fail)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3))
+    with pytest.raises(ValueError, match=match):
+        compress(model, min_params=0, progress=False, inplace=True, **kwargs)
+    assert type(model[0]) is nn.Conv2d
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_layers_are_skipped_and_the_rest_converted(dtype):
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3).to(dtype))
+    small, report = compress(
+        model, shapes=_halves, compression=2, min_params=0, inplace=True, progress=False
+    )
+    assert small is model and report.replaced == ["0"]
+    assert str(dtype) in report.skipped["1"] and type(model[1]) is nn.Conv2d
+
+
+def test_compress_is_atomic_when_a_layer_fails(monkeypatch):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(8, 16, 3), nn.Conv2d(16, 16, 3), nn.Conv2d(16, 16, 3))
+    layers = list(model)
+    calls = _fail_at(monkeypatch, 3, RuntimeError("out of memory"))
+    with pytest.raises(RuntimeError, match="out of memory"):
+        compress(model, shapes=_halves, compression=2, min_params=0, inplace=True, progress=False)
+    assert len(calls) == 3 and all(a is b for a, b in zip(model, layers, strict=True))
+
+
+def test_from_conv_names_the_conv_for_unsupported_weights():
+    shapes = [(2, 3, 3, 1), (4, 2, 1, 3)]
+    with pytest.raises(TypeError, match=r"conv\.weight has dtype torch\.bfloat16"):
+        SeKronConv2d.from_conv(nn.Conv2d(6, 8, 3).bfloat16(), shapes=shapes)
+    with pytest.raises(ValueError, match=r"conv\.weight is on the meta device"):
+        SeKronConv2d.from_conv(nn.Conv2d(6, 8, 3, device="meta"), shapes=shapes)
+    conv = nn.Conv2d(6, 8, 3)
+    with torch.no_grad():
+        conv.weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"conv\.weight contains NaN"):
+        SeKronConv2d.from_conv(conv, shapes=shapes)
+
+
+# ----------------------------------------------------------------------------------------------
+# MAC counts against hand counts
+# ----------------------------------------------------------------------------------------------
+def _out_size(n, k, s, p, d, transposed=False, out_pad=0):
+    if transposed:
+        return (n - 1) * s - 2 * p + d * (k - 1) + out_pad + 1
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+@pytest.mark.parametrize(
+    "c_in, c_out, k, s, p, d, g",
+    [
+        (16, 32, 3, 1, 1, 1, 1),
+        (16, 32, 3, 2, 0, 2, 4),
+        (8, 8, 2, 3, 1, 1, 8),
+        (6, 4, 1, 1, 0, 1, 2),
+    ],
+)
+def test_conv_macs_match_the_hand_count(dims, c_in, c_out, k, s, p, d, g):
+    size, batch = 9, 2
+    conv_cls = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[dims - 1]
+    tconv_cls = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)[dims - 1]
+    shape = (batch, c_in, *(size,) * dims)
+    conv = conv_cls(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g)
+    out_positions = _out_size(size, k, s, p, d) ** dims
+    assert count_macs(conv, shape) == batch * out_positions * c_out * (c_in // g) * k**dims
+    tconv = tconv_cls(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g)
+    # every input element is scattered through the kernel into c_out / g channels
+    assert count_macs(tconv, shape) == batch * size**dims * c_in * (c_out // g) * k**dims
+
+
+def test_transposed_conv_macs_match_the_issue_and_torch_flop_counter():
+    layer = nn.ConvTranspose2d(64, 32, 3, stride=2, padding=1, output_padding=1)
+    x = torch.zeros(1, 64, 8, 8)
+    assert count_macs(layer, x) == 8 * 8 * 64 * 32 * 9 == 1_179_648
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer(x)
+    assert count_macs(layer, x) == counter.get_total_flops() // 2
+
+
+def test_linear_macs_match_the_hand_count():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(48, 10), nn.Linear(10, 7))
+    assert count_macs(model, (5, 3, 4, 4)) == 5 * (48 * 10 + 10 * 7)
+
+
+def test_compress_reports_model_macs_with_transposed_convs():
+    model = nn.Sequential(nn.Conv2d(8, 16, 3, padding=1), nn.ConvTranspose2d(16, 8, 2, stride=2))
+    _, report = compress(
+        model,
+        shapes=_halves,
+        compression=2,
+        min_params=0,
+        input_shape=(1, 8, 6, 6),
+        progress=False,
+    )
+    dense_conv = 36 * 16 * 8 * 9
+    transposed = 36 * 16 * 8 * 4
+    assert report.macs_before == dense_conv + transposed
+    assert report.macs_after == report[0].macs_after + transposed
+
+
+def test_the_digits_weights_ship_once_as_plain_arrays():
+    from sekron.data import example_keys
+    from sekron.data.digits_cnn import WEIGHTS_PATH
+
+    assert WEIGHTS_PATH.suffix == ".npz" and not WEIGHTS_PATH.with_suffix(".pt").exists()
+    model = load_pretrained()  # np.load(allow_pickle=False): no pickle can run
+    x, y = load_test_set()
+    assert round(accuracy(model, x, y) * len(y)) == 355
+    assert example_keys() == [
+        n + ".weight" for n in ("features.0", "features.2", "features.5", "features.8")
+    ]

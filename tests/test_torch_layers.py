@@ -238,8 +238,16 @@ def test_from_conv_with_search():
         ({"shapes": SHAPES_2, "structure": "cp"}, ValueError, "exactly one of shapes"),
         ({"structure": "cp", "tol": 0.1}, ValueError, "tol applies to explicit shapes"),
         ({"structure": "cp", "form": "chain"}, ValueError, "form applies to explicit shapes"),
-        ({"shapes": SHAPES_2, "compression": 1}, ValueError, "compression must be > 1"),
-        ({"shapes": SHAPES_2, "compression": "4"}, TypeError, "compression must be a number"),
+        (
+            {"shapes": SHAPES_2, "compression": 1},
+            ValueError,
+            "compression must be a finite number > 1",
+        ),
+        (
+            {"shapes": SHAPES_2, "compression": "4"},
+            TypeError,
+            "compression must be a finite number",
+        ),
         ({"structure": "search", "rank": 2}, ValueError, "rank does not apply"),
         ({"shapes": [(2, 3, 3, 1), (4, 3, 1, 3)]}, ValueError, r"mode 1"),
     ],
@@ -263,7 +271,7 @@ def test_from_conv_rejects_grouped_and_non_conv():
     "kwargs, exc, match",
     [
         ({"stride": 0}, ValueError, "stride must be >= 1"),
-        ({"stride": "2"}, TypeError, "stride must be an int or a pair"),
+        ({"stride": "2"}, TypeError, "stride must be an int or a tuple of 2 ints"),
         ({"padding": "full"}, ValueError, "padding must be an int, a pair, 'same' or 'valid'"),
         ({"padding": "same", "stride": 2}, ValueError, "padding='same' needs stride 1"),
         ({"padding": -1}, ValueError, "padding must be >= 0"),
@@ -417,12 +425,12 @@ def test_float64_follows_through_dtype_conversion():
     assert np.isfinite(layer(x).detach().numpy()).all()
 
 
-def test_kernel_object_is_reused_and_follows_the_parameters() -> None:
-    # the SeKronTensor behind the layer is built once, yet every change to the parameters
-    # (values in place, dtype, a replaced parameter) reaches the output
+def test_kernel_object_follows_the_parameters() -> None:
+    # the SeKronTensor behind the layer shares the parameters: every change to them (values
+    # in place, dtype, a replaced parameter) reaches the output
     layer = SeKronConv2d(_st(SHAPES_3, (2, 3)), torch.randn(8, dtype=torch.float64), padding=1)
     x = _x(layer.sekron)
-    assert layer.sekron is layer.sekron
+    assert all(a is b for a, b in zip(layer.sekron.factors, layer.factors, strict=True))
 
     def dense(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -440,3 +448,40 @@ def test_kernel_object_is_reused_and_follows_the_parameters() -> None:
         layer.factor0 = nn.Parameter(torch.randn_like(layer.factor0))  # a new parameter
         assert layer.sekron is not old and layer.sekron.factors[0] is layer.factor0
         assert_close(layer(x.float()), dense(x.float()))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("method", ["factorized", "reconstructed", "auto"])
+@pytest.mark.parametrize(
+    "shapes, ranks, form, stride, padding",
+    [
+        ([(16, 16, 3, 1), (16, 16, 1, 3)], 2, "nested", 1, 1),  # the 256 -> 256 layer
+        ([(2, 2, 3, 1), (2, 3, 1, 3), (2, 1, 1, 1)], (2, 3), "nested", 2, 1),
+        ([(2, 2, 3, 1), (2, 3, 1, 3), (2, 1, 1, 1)], (2, 3), "chain", 2, 0),
+        ([(2, 2, 1, 1), (4, 3, 1, 1)], 2, "nested", 2, 0),  # 1x1: subsampled input
+    ],
+)
+def test_a_trace_runs_at_other_batch_and_spatial_sizes(
+    shapes, ranks, form, stride, padding, method
+):
+    st = sekron.random_sekron(
+        shapes, ranks, backend="pytorch", dtype="float32", form=form, random_state=0
+    )
+    layer = SeKronConv2d(st, stride=stride, padding=padding, method=method)
+    c = st.shape[1]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        traced = torch.jit.trace(layer, torch.randn(2, c, 8, 8, generator=gen))
+        for shape in [(3, c, 8, 8), (3, c, 11, 9), (1, c, 5, 6)]:
+            x = torch.randn(*shape, generator=gen)
+            want = F.conv2d(x, st.to_tensor(), stride=stride, padding=padding)
+            assert rel_error(traced(x), want) <= tolerance(torch.float32, exact=True)
+
+
+def test_public_names_of_sekron_torch():
+    import sekron.torch
+
+    public = {n for n in vars(sekron.torch) if not n.startswith("_")} - {"annotations"}
+    assert public == set(sekron.torch.__all__)
+    assert list(sekron.torch.__all__) == sorted(sekron.torch.__all__)
+    assert sekron.torch.clear_cache is sekron.torch._auto.clear_cache

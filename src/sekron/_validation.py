@@ -137,6 +137,35 @@ def budget_from_compression(compression: float, numel: int) -> int:
     return max(1, int(numel / compression))
 
 
+INT_MAX = 2**31 - 1  # sizes torch and numpy index with 32-bit ints
+
+
+def check_ints(
+    x: object, name: str, n: int, *, at_least: int, at_most: int = INT_MAX
+) -> tuple[int, ...]:
+    """An int (repeated ``n`` times) or a sequence of ``n`` ints, each within the bounds.
+
+    Bools are refused (``True`` is not a stride). Used for conv ``stride``/``padding``/
+    ``dilation``; the common cases (an int, a tuple of ints) take a fast path.
+    """
+    if type(x) is int and at_least <= x <= at_most:
+        return (x,) * n
+    if (
+        type(x) is tuple
+        and len(x) == n
+        and all(type(v) is int and at_least <= v <= at_most for v in x)
+    ):
+        return x
+    items: Sequence[Any] = x if isinstance(x, tuple | list) else (x,) * n
+    want = f"an int or a tuple of {n} ints" if n > 1 else "an int"
+    if len(items) != n or not all(is_int(v) for v in items):
+        raise TypeError(f"{name} must be {want}; got {x!r}.")
+    out = tuple(int(v) for v in items)
+    if not all(at_least <= v <= at_most for v in out):
+        raise ValueError(f"{name} must be >= {at_least} and <= {at_most} in every dim; got {x!r}.")
+    return out
+
+
 def check_tensor(tensor: object, name: str = "tensor") -> tuple[Any, str]:
     """Validate an input array; return it as floating point, with its TensorLy backend name.
 

@@ -80,6 +80,18 @@ def _infer(factors: Sequence[Any], form: str) -> tuple[Shapes, Ranks]:
     return tuple(shapes), ranks
 
 
+def _check_one_device(factors: Sequence[Any]) -> None:
+    """Torch factors must share one device (a ``meta`` or CUDA factor among CPU ones would
+    make :meth:`SeKronTensor.to_tensor` fail deep inside torch, or return a meta tensor)."""
+    device = factors[0].device
+    for k, f in enumerate(factors[1:], start=1):
+        if f.device != device:
+            raise ValueError(
+                f"factors must share one device; factors[0] is on {device} but factors[{k}] "
+                f"is on {f.device}. Move them with .to(device)."
+            )
+
+
 class SeKronTensor:
     """A tensor stored as a sequence of Kronecker products (SeKron), nested or chain form.
 
@@ -150,6 +162,8 @@ class SeKronTensor:
         dtypes = [str(f.dtype) for f in factors]
         if len(set(dtypes)) > 1:
             raise TypeError(f"factors must share one dtype; got {dtypes}.")
+        if names[0] == "pytorch":
+            _check_one_device(factors)
         shapes, ranks = _infer(factors, form)
         for k, s in enumerate(shapes):
             if any(v < 1 for v in s):
@@ -166,13 +180,43 @@ class SeKronTensor:
                 rel_error = error
         if rel_error is not None:
             rel_error = float(rel_error)
-        self._factors = tuple(factors)
+        self._set(tuple(factors), form, shapes, ranks, rel_error, names[0])
+
+    def _set(
+        self,
+        factors: tuple[Any, ...],
+        form: str,
+        shapes: Shapes,
+        ranks: Ranks,
+        rel_error: float | None,
+        backend: str,
+    ) -> None:
+        self._factors = factors
         self._form = form
         self._shapes = shapes
         self._shape = tensor_shape(shapes)
         self._ranks = ranks
         self._rel_error = rel_error
-        self._backend = names[0]
+        self._backend = backend
+
+    @classmethod
+    def _trusted(
+        cls,
+        factors: Sequence[Any],
+        form: str,
+        shapes: Shapes,
+        ranks: Ranks,
+        rel_error: float | None = None,
+        backend: str = "pytorch",
+    ) -> SeKronTensor:
+        """Internal: a SeKronTensor of factors already known to be valid, without checks.
+
+        For callers that hold checked factors whose layout they know (a layer's parameters):
+        building one then costs a few attribute writes instead of a validation pass.
+        """
+        obj = cls.__new__(cls)
+        obj._set(tuple(factors), form, shapes, ranks, rel_error, backend)
+        return obj
 
     # -- read-only attributes ------------------------------------------------------------------
     @property
@@ -267,7 +311,10 @@ class SeKronTensor:
 
     def with_rel_error(self, rel_error: float | None) -> SeKronTensor:
         """A copy sharing the factors, with :attr:`rel_error` set."""
-        return SeKronTensor(self._factors, self._form, rel_error=rel_error)
+        value = None if rel_error is None else float(rel_error)
+        return SeKronTensor._trusted(
+            self._factors, self._form, self._shapes, self._ranks, value, self._backend
+        )
 
     def __repr__(self) -> str:
         text = (

@@ -1,6 +1,8 @@
 """The ``method="auto"`` choice between the factorized and the reconstructed convolution.
 
-A choice is made per key ``(signature, input shape, stride, padding, dilation, dtype, device)``:
+This module only decides: :func:`lookup` answers from the cache or the cost model, and
+:func:`record` times the candidates the caller built and caches the choice. A choice is made
+per key ``(signature, input shape, stride, padding, dilation, dtype, device)``:
 
 1. Cost model first: if the factorized plan needs more than ``1 / MIN_MAC_RATIO`` of the dense
    multiply-adds it cannot win by enough, and "reconstructed" is chosen (and cached) at once.
@@ -18,7 +20,7 @@ A choice is made per key ``(signature, input shape, stride, padding, dilation, d
    least ``MODEL_MAC_RATIO``); that guess is not cached, so a later measurable call still
    measures.
 
-The cache is this module's ``_CACHE`` dict; :func:`clear_cache` empties it.
+The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` empties it.
 """
 
 from __future__ import annotations
@@ -31,29 +33,42 @@ from typing import Any
 
 import torch
 
-from ._conv_plan import dense_macs, factorized_macs
+from ._conv_plan import ConvKey, dense_macs, factorized_macs
 
 __all__ = [
+    "CANDIDATES",
     "MARGIN",
     "MIN_MAC_RATIO",
     "MODEL_MAC_RATIO",
     "cached_choices",
-    "choose",
     "clear_cache",
+    "lookup",
+    "record",
 ]
 
 MIN_MAC_RATIO = 2.0
 MODEL_MAC_RATIO = 4.0
 _REPEATS = 7
 # timed candidates: the reconstructed kernel's dense conv and the plan in both layouts
-_CANDIDATES = ("dense", "nhwc", "nchw")
+CANDIDATES = ("dense", "nhwc", "nchw")
 # the factorized plan must beat the dense conv by this factor to be chosen (timing noise)
 MARGIN = 0.8
 _CACHE: dict[tuple[Any, ...], tuple[str, str]] = {}
 
 
 def clear_cache() -> None:
-    """Forget every measured choice."""
+    """Forget every choice of ``method="auto"`` (measured or from the cost model).
+
+    :func:`sekron.torch.conv2d` with ``method="auto"`` caches its choice between the
+    factorized plan and the reconstructed kernel per (signature, input shape, stride, padding,
+    dilation, dtype, device). Clear it after the machine's load changed a lot, or to measure
+    again (e.g. before a benchmark).
+
+    Examples
+    --------
+    >>> import sekron.torch
+    >>> sekron.torch.clear_cache()
+    """
     _CACHE.clear()
 
 
@@ -105,58 +120,53 @@ def _paired_ratio(num: list[float], den: list[float]) -> float:
     return statistics.median(a / max(b, 1e-12) for a, b in zip(num, den, strict=True))
 
 
-def choose(
-    x: torch.Tensor,
-    st: Any,
-    stride: tuple[int, int],
-    pad4: tuple[int, int, int, int],
-    dilation: tuple[int, int],
-    measure: bool | None,
-    make: Callable[..., Callable[[], Any]],
-) -> tuple[str, str]:
-    """(method, layout) for this call; ``make(x, st, stride, pad4, dilation, layout)`` builds
-    a timed candidate (layout "dense" for the reconstructed one)."""
-    n, c, h, w = (int(v) for v in x.shape)
-    in_shape = (n, c, h, w)
-    key = (
-        st.shapes,
-        st.ranks,
-        st.form,
-        in_shape,
-        stride,
-        pad4,
-        dilation,
-        x.dtype,
-        x.device,
-        x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1,
-    )
-    hit = _CACHE.get(key)
+Choice = tuple[str, str]  # (method, layout)
+
+
+def _cache_key(key: ConvKey, x: torch.Tensor) -> tuple[Any, ...]:
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+    return (key, x.dtype, x.device, channels_last)
+
+
+def lookup(key: ConvKey, x: torch.Tensor, measure: bool | None) -> Choice | None:
+    """The choice for a call with plan key ``key`` on input ``x``, or None when it should be
+    measured (then time the candidates and call :func:`record`).
+
+    A cached choice first; then the cost model: a factorized plan that cannot save
+    ``MIN_MAC_RATIO`` of the multiply-adds is "reconstructed" (cached); when measuring is
+    not allowed, the model's guess (not cached).
+    """
+    ckey = _cache_key(key, x)
+    hit = _CACHE.get(ckey)
     if hit is not None:
         return hit
-    fact = factorized_macs(st.shapes, st.ranks, st.form, in_shape, stride, pad4, dilation)
-    dense = dense_macs(st.shapes, in_shape, stride, pad4, dilation)
+    fact = factorized_macs(*key)
+    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
     ratio = dense / max(fact, 1)
     if ratio < MIN_MAC_RATIO:
-        _CACHE[key] = ("reconstructed", "nchw")
-        return _CACHE[key]
+        _CACHE[ckey] = ("reconstructed", "nchw")
+        return _CACHE[ckey]
     if not _measuring_allowed(measure):
         return ("factorized", "nhwc") if ratio >= MODEL_MAC_RATIO else ("reconstructed", "nchw")
+    return None
+
+
+def record(key: ConvKey, x: torch.Tensor, candidates: dict[str, Callable[[], Any]]) -> Choice:
+    """Time ``candidates`` (``CANDIDATES`` -> zero-argument callables: "dense" runs the
+    reconstructed kernel's conv, "nhwc"/"nchw" the factorized plan in that layout), cache and
+    return the choice (see the module notes)."""
     with torch.no_grad():
-        timings = _time(
-            {layout: make(x, st, stride, pad4, dilation, layout) for layout in _CANDIDATES},
-            x.device,
-        )
+        timings = _time(candidates, x.device)
     ratios = {lay: _paired_ratio(timings[lay], timings["dense"]) for lay in ("nhwc", "nchw")}
     layout = min(ratios, key=ratios.__getitem__)
     fast = _wins(timings[layout], timings["dense"])
     if fast:  # confirm with a second, independent round before caching "factorized"
         with torch.no_grad():
-            again = _time(
-                {n: make(x, st, stride, pad4, dilation, n) for n in ("dense", layout)}, x.device
-            )
+            again = _time({n: candidates[n] for n in ("dense", layout)}, x.device)
         fast = _wins(timings[layout] + again[layout], timings["dense"] + again["dense"])
-    _CACHE[key] = ("factorized", layout) if fast else ("reconstructed", "nchw")
-    return _CACHE[key]
+    choice = ("factorized", layout) if fast else ("reconstructed", "nchw")
+    _CACHE[_cache_key(key, x)] = choice
+    return choice
 
 
 def _wins(fact: list[float], dense: list[float]) -> bool:

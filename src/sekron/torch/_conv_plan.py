@@ -37,9 +37,13 @@ from typing import NamedTuple
 from .._typing import Pad4, Pair, Ranks, Shapes
 
 __all__ = [
+    "BATCH",
+    "ConvKey",
     "ConvPlan",
     "ELEMENT_COST",
+    "HEIGHT",
     "Stage",
+    "WIDTH",
     "best_order",
     "conv_output_size",
     "conv_plan",
@@ -52,6 +56,28 @@ __all__ = [
 ]
 
 LAYOUTS = ("nchw", "nhwc")
+
+
+# Shape templates: the sizes of a plan's reshapes with the batch-dependent size as BATCH and the
+# spatial sizes as HEIGHT/WIDTH, filled in from the live tensors when the plan runs under
+# torch.jit.trace (so that a trace is valid for other batch and spatial sizes).
+BATCH, HEIGHT, WIDTH = -1, -2, -3
+
+
+class ConvKey(NamedTuple):
+    """Everything a factorized plan depends on except the layout: the one key of
+    :func:`conv_plan` and of the ``method="auto"`` choice."""
+
+    shapes: Shapes
+    ranks: Ranks
+    form: str
+    in_shape: tuple[int, int, int, int]
+    stride: Pair
+    padding: Pad4
+    dilation: Pair
+
+    def plan(self, layout: str) -> ConvPlan:
+        return conv_plan(*self, layout)
 
 
 class Stage(NamedTuple):
@@ -76,6 +102,8 @@ class Stage(NamedTuple):
     out_axes: tuple[str, ...]
     out_sizes: tuple[int, ...]
     macs: int
+    in_template: tuple[int, ...]  # in_shape with BATCH, HEIGHT, WIDTH (input spatial sizes)
+    out_template: tuple[int, ...]  # out_sizes with BATCH, HEIGHT, WIDTH (output sizes)
 
 
 class ConvPlan(NamedTuple):
@@ -89,6 +117,7 @@ class ConvPlan(NamedTuple):
     final_perm: tuple[int, ...]
     out_shape: tuple[int, int, int, int]
     macs: int
+    split_template: tuple[int, ...]  # (BATCH, c1..cS, HEIGHT, WIDTH)
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
@@ -172,128 +201,203 @@ def conv_plan(
     the state are groups (G); ``f_k`` and rank axes first met here are emitted (Out); the
     rest is batch. In SPEC's order (S first) this is exactly SPEC §5's plan.
     """
-    n_factors = len(shapes)
     if order is None:
         order = best_order(shapes, ranks, form, in_shape, stride, padding, dilation, layout)
-    f = tuple(s[0] for s in shapes)
-    c = tuple(s[1] for s in shapes)
+    n_factors = len(shapes)
     h = tuple(s[2] for s in shapes)
     w = tuple(s[3] for s in shapes)
-    n_batch, _, height, width = in_shape
+    place = _placement(h, w, order, padding, stride)
+    height = (in_shape[2] + place.in_pad[0] + place.in_pad[1] - 1) // place.sub[0] + 1
+    width = (in_shape[3] + place.in_pad[2] + place.in_pad[3] - 1) // place.sub[1] + 1
+    size = _axis_sizes(shapes, ranks, in_shape[0], height, width)
+    ctx = _Context(
+        shapes,
+        form,
+        layout,
+        order,
+        padding,
+        stride,
+        place,
+        tuple(dilation[0] * p for p in _suffix_products(h)),
+        tuple(dilation[1] * p for p in _suffix_products(w)),
+        _rank_users(n_factors, form),
+    )
+    axes = ("n", *(f"c{k}" for k in range(n_factors)), "H", "W")
+    split_shape = tuple(size[a] for a in axes)
+    stages = []
+    for pos, k in enumerate(order):
+        stage = _stage(ctx, pos, k, axes, size)
+        stages.append(stage)
+        axes = stage.out_axes
+    final = ("n", *(f"f{k}" for k in range(n_factors)), "H", "W")
+    return ConvPlan(
+        place.in_pad,
+        place.sub,
+        split_shape,
+        (*split_shape[:-2], in_shape[2], in_shape[3]),
+        tuple(stages),
+        tuple(axes.index(a) for a in final),
+        (in_shape[0], prod(s[0] for s in shapes), size["H"], size["W"]),
+        sum(s.macs for s in stages),
+        (BATCH, *split_shape[1:-2], HEIGHT, WIDTH),
+    )
+
+
+class _Placement(NamedTuple):
+    """Where padding and stride go: per spatial dim, the factor whose stage pads (None: the
+    input is padded) and the one whose stage strides (None: the input is subsampled)."""
+
+    pad_at: tuple[int | None, int | None]
+    stride_at: tuple[int | None, int | None]
+    in_pad: Pad4  # zero padding of the input itself
+    sub: Pair  # subsampling of the input itself
+
+
+def _placement(
+    h: tuple[int, ...], w: tuple[int, ...], order: tuple[int, ...], padding: Pad4, stride: Pair
+) -> _Placement:
     # padding: just before the first stage wider than 1 in that dim (see the module notes);
-    # the input itself is padded where that is the first stage or there is none
-    pad_at: list[int | None] = []
-    for ext in (h, w):
-        ks = [k for k in order if ext[k] > 1]
-        pad_at.append(ks[0] if ks and ks[0] != order[0] else None)
+    # the input itself is padded where that is the first stage or there is none.
+    # stride (SPEC §5.3, for any order): the last-run stage whose extent in that dim is > 1;
+    # the stages after it are 1x1 there and commute with subsampling. None: subsample first.
+    wide = [[k for k in order if ext[k] > 1] for ext in (h, w)]
+    pad_at = tuple(ks[0] if ks and ks[0] != order[0] else None for ks in wide)
+    stride_at = tuple(ks[-1] if ks else None for ks in wide)
     in_pad = (
         *(padding[0:2] if pad_at[0] is None else (0, 0)),
         *(padding[2:4] if pad_at[1] is None else (0, 0)),
     )
-    height += in_pad[0] + in_pad[1]
-    width += in_pad[2] + in_pad[3]
-
-    # stride (SPEC §5.3, for any order): the last-run stage whose extent in that dim is > 1;
-    # the stages after it are 1x1 there and commute with subsampling. None: subsample first.
-    stride_at: list[int | None] = []
-    for ext in (h, w):
-        ks = [k for k in order if ext[k] > 1]
-        stride_at.append(ks[-1] if ks else None)
     sub = (
         stride[0] if stride_at[0] is None else 1,
         stride[1] if stride_at[1] is None else 1,
     )
-    height = (height - 1) // sub[0] + 1
-    width = (width - 1) // sub[1] + 1
-    dil_h = tuple(dilation[0] * p for p in _suffix_products(h))
-    dil_w = tuple(dilation[1] * p for p in _suffix_products(w))
+    return _Placement(
+        (pad_at[0], pad_at[1]),
+        (stride_at[0], stride_at[1]),
+        in_pad,
+        sub,
+    )
 
+
+def _axis_sizes(
+    shapes: Shapes, ranks: Ranks, n_batch: int, height: int, width: int
+) -> dict[str, int]:
+    """Sizes of the named axes: n, H, W, c_k, f_k and the ranks r_0..r_S."""
+    n_factors = len(shapes)
     size: dict[str, int] = {"n": n_batch, "H": height, "W": width}
-    for k in range(n_factors):
-        size[f"c{k}"] = c[k]
-        size[f"f{k}"] = f[k]
+    for k, s in enumerate(shapes):
+        size[f"c{k}"] = s[1]
+        size[f"f{k}"] = s[0]
     size["r0"] = size[f"r{n_factors}"] = 1
     for k in range(1, n_factors):
         size[f"r{k}"] = ranks[k - 1]
-    rank_users: dict[str, set[int]] = {}
+    return size
+
+
+def _rank_users(n_factors: int, form: str) -> dict[str, frozenset[int]]:
+    """For every rank axis, the factors that carry it."""
+    users: dict[str, set[int]] = {}
     for k in range(n_factors):
         for a in _factor_axes(k, n_factors, form):
             if a.startswith("r"):
-                rank_users.setdefault(a, set()).add(k)
+                users.setdefault(a, set()).add(k)
+    return {a: frozenset(ks) for a, ks in users.items()}
 
-    axes = ("n", *(f"c{k}" for k in range(n_factors)), "H", "W")
-    split_shape = tuple(size[a] for a in axes)
-    split_unpadded = (*split_shape[:-2], in_shape[2], in_shape[3])
-    stages = []
-    total = 0
-    for pos, k in enumerate(order):
-        later = set(order[pos + 1 :])
-        w_axes = _factor_axes(k, n_factors, form)
-        ranks_k = [a for a in w_axes if a.startswith("r") and size[a] > 1]
-        G = tuple(a for a in ranks_k if a in axes and rank_users[a] & later)
-        K = (*(a for a in ranks_k if a in axes and not rank_users[a] & later), f"c{k}")
-        Out = (*(a for a in ranks_k if a not in axes), f"f{k}")
-        unit = tuple(a for a in w_axes if a.startswith("r") and size[a] == 1)
-        w_order = (*G, *Out, *K, *unit, "h", "w")
-        w_perm = tuple(w_axes.index(a) for a in w_order)
-        g, o, kk = (prod(size[a] for a in grp) for grp in (G, Out, K))
-        bt = tuple(a for a in axes if a not in (*G, *K, "H", "W"))
-        b = prod(size[a] for a in bt)
-        st_h = stride[0] if stride_at[0] == k else 1
-        st_w = stride[1] if stride_at[1] == k else 1
-        pad_k = (
-            *(padding[0:2] if pad_at[0] == k else (0, 0)),
-            *(padding[2:4] if pad_at[1] == k else (0, 0)),
-        )
-        in_h, in_w = size["H"], size["W"]
-        size["H"] += pad_k[0] + pad_k[1]
-        size["W"] += pad_k[2] + pad_k[3]
-        out_h = conv_output_size(size["H"], h[k], st_h, 0, dil_h[k])
-        out_w = conv_output_size(size["W"], w[k], st_w, 0, dil_w[k])
-        kind = "mm" if h[k] == w[k] == 1 and st_h == st_w == 1 else "conv"
-        if layout == "nhwc" and kind == "mm" and pos == len(order) - 1:
-            # a matrix product does not care about row order: rows (n, H, W, f..) make the
-            # result channels-last with the f digits adjacent, so no final copy is needed
-            rest = tuple(a for a in bt if a != "n")
-            order_in = ("n", "H", "W", *rest, *G, *K)
-            in_shape_k = (b, in_h, in_w, g * kk)
-            out_axes = ("n", "H", "W", *rest, *G, *Out)
-        elif layout == "nhwc":
-            order_in = (*bt, "H", "W", *G, *K)
-            in_shape_k = (b, in_h, in_w, g * kk)
-            out_axes = (*bt, "H", "W", *G, *Out)
-        else:
-            order_in = (*bt, *G, *K, "H", "W")
-            in_shape_k = (b, g * kk, in_h, in_w)
-            out_axes = (*bt, *G, *Out, "H", "W")
-        perm = tuple(axes.index(a) for a in order_in)
-        size["H"], size["W"] = out_h, out_w
-        macs = b * g * o * out_h * out_w * kk * h[k] * w[k]
-        total += macs
-        stages.append(
-            Stage(
-                factor=k,
-                kind=kind,
-                perm=perm,
-                pad=pad_k,
-                in_shape=in_shape_k,
-                w_perm=w_perm,
-                w_shape=(g * o, kk, h[k], w[k]),
-                groups=g,
-                stride=(st_h, st_w),
-                dilation=(dil_h[k], dil_w[k]),
-                out_axes=out_axes,
-                out_sizes=tuple(size[a] for a in out_axes),
-                macs=macs,
-            )
-        )
-        axes = out_axes
-    final = ("n", *(f"f{k}" for k in range(n_factors)), "H", "W")
-    final_perm = tuple(axes.index(a) for a in final)
-    out_shape = (n_batch, prod(f), size["H"], size["W"])
-    return ConvPlan(
-        in_pad, sub, split_shape, split_unpadded, tuple(stages), final_perm, out_shape, total
+
+class _Context(NamedTuple):
+    """What every stage of one plan needs to know."""
+
+    shapes: Shapes
+    form: str
+    layout: str
+    order: tuple[int, ...]
+    padding: Pad4
+    stride: Pair
+    place: _Placement
+    dil_h: tuple[int, ...]
+    dil_w: tuple[int, ...]
+    rank_users: dict[str, frozenset[int]]
+
+
+def _stage(ctx: _Context, pos: int, k: int, axes: tuple[str, ...], size: dict[str, int]) -> Stage:
+    """The stage of factor k at position ``pos`` of the order, on a state with ``axes``;
+    updates ``size["H"]``/``size["W"]`` to the stage's output."""
+    _, _, hk, wk = ctx.shapes[k]
+    later = set(ctx.order[pos + 1 :])
+    w_axes = _factor_axes(k, len(ctx.shapes), ctx.form)
+    ranks_k = [a for a in w_axes if a.startswith("r") and size[a] > 1]
+    G = tuple(a for a in ranks_k if a in axes and ctx.rank_users[a] & later)
+    K = (*(a for a in ranks_k if a in axes and not ctx.rank_users[a] & later), f"c{k}")
+    Out = (*(a for a in ranks_k if a not in axes), f"f{k}")
+    unit = tuple(a for a in w_axes if a.startswith("r") and size[a] == 1)
+    w_perm = tuple(w_axes.index(a) for a in (*G, *Out, *K, *unit, "h", "w"))
+    g, o, kk = (prod(size[a] for a in grp) for grp in (G, Out, K))
+    bt = tuple(a for a in axes if a not in (*G, *K, "H", "W"))
+    place, padding = ctx.place, ctx.padding
+    stride = (
+        ctx.stride[0] if place.stride_at[0] == k else 1,
+        ctx.stride[1] if place.stride_at[1] == k else 1,
     )
+    pad_k = (
+        *(padding[0:2] if place.pad_at[0] == k else (0, 0)),
+        *(padding[2:4] if place.pad_at[1] == k else (0, 0)),
+    )
+    in_h, in_w = size["H"], size["W"]
+    size["H"] = conv_output_size(in_h, hk, stride[0], pad_k[0] + pad_k[1], ctx.dil_h[k])
+    size["W"] = conv_output_size(in_w, wk, stride[1], pad_k[2] + pad_k[3], ctx.dil_w[k])
+    kind = "mm" if hk == wk == 1 and stride == (1, 1) else "conv"
+    last = pos == len(ctx.order) - 1
+    order_in, in_template, out_axes = _stage_axes(ctx.layout, kind, last, bt, G, K, Out, g * kk)
+    b = prod(size[a] for a in bt)
+    return Stage(
+        factor=k,
+        kind=kind,
+        perm=tuple(axes.index(a) for a in order_in),
+        pad=pad_k,
+        in_shape=_fill(in_template, b, in_h, in_w),
+        w_perm=w_perm,
+        w_shape=(g * o, kk, hk, wk),
+        groups=g,
+        stride=stride,
+        dilation=(ctx.dil_h[k], ctx.dil_w[k]),
+        out_axes=out_axes,
+        out_sizes=tuple(size[a] for a in out_axes),
+        macs=b * g * o * size["H"] * size["W"] * kk * hk * wk,
+        in_template=in_template,
+        out_template=tuple(_TEMPLATE.get(a, size[a]) for a in out_axes),
+    )
+
+
+def _stage_axes(
+    layout: str,
+    kind: str,
+    last: bool,
+    bt: tuple[str, ...],
+    G: tuple[str, ...],
+    K: tuple[str, ...],
+    Out: tuple[str, ...],
+    channels: int,
+) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    """(axes the stage reads, its input shape template, axes it writes) for the layout."""
+    if layout == "nhwc" and kind == "mm" and last:
+        # a matrix product does not care about row order: rows (n, H, W, f..) make the
+        # result channels-last with the f digits adjacent, so no final copy is needed
+        rest = tuple(a for a in bt if a != "n")
+        in_axes = ("n", "H", "W", *rest, *G, *K)
+        return in_axes, (BATCH, HEIGHT, WIDTH, channels), ("n", "H", "W", *rest, *G, *Out)
+    if layout == "nhwc":
+        in_axes = (*bt, "H", "W", *G, *K)
+        return in_axes, (BATCH, HEIGHT, WIDTH, channels), (*bt, "H", "W", *G, *Out)
+    return (*bt, *G, *K, "H", "W"), (BATCH, channels, HEIGHT, WIDTH), (*bt, *G, *Out, "H", "W")
+
+
+_TEMPLATE = {"n": BATCH, "H": HEIGHT, "W": WIDTH}
+
+
+def _fill(template: tuple[int, ...], batch: int, height: int, width: int) -> tuple[int, ...]:
+    """A shape template with its BATCH, HEIGHT and WIDTH entries replaced."""
+    subs = {BATCH: batch, HEIGHT: height, WIDTH: width}
+    return tuple(subs.get(v, v) for v in template)
 
 
 # memory traffic weight: one element read or written costs about this many multiply-adds

@@ -16,8 +16,17 @@ import torch
 from torch import nn
 
 from .._plan import Ranks, Shapes
-from .._validation import _type_name, is_int
-from ._conv_plan import Pad4, factorized_macs
+from .._validation import (
+    _type_name,
+    check_bool,
+    check_form,
+    check_ints,
+    check_positive_int,
+    check_rank,
+    check_shapes,
+    is_int,
+)
+from ._conv_plan import Pad4, factorized_macs, normalize_padding
 
 __all__ = ["count_macs", "count_params", "dense_conv_macs", "sekron_conv_macs"]
 
@@ -33,7 +42,14 @@ def count_params(module: nn.Module) -> int:
     Returns
     -------
     int
-        ``sum(p.numel() for p in module.parameters())``. A SeKronConv2d counts its factors
+        ``sum(p.numel() for p in module.parameters())``.
+
+    Raises
+    ------
+    TypeError
+        ``module`` is not an ``nn.Module``.
+    ValueError
+        It has uninitialized lazy parameters. A SeKronConv2d counts its factors
         (and bias), never the full kernel it stands for.
 
     Examples
@@ -45,18 +61,23 @@ def count_params(module: nn.Module) -> int:
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be a torch.nn.Module; got {_type_name(module)}.")
+    check_initialized(module, "module")
     return sum(p.numel() for p in module.parameters())
+
+
+def check_initialized(module: nn.Module, name: str) -> None:
+    """Lazy modules have no parameter sizes until they ran once."""
+    for pname, p in module.named_parameters():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(
+                f"{name} has an uninitialized lazy parameter {pname!r}; run it once on an "
+                "example input first."
+            )
 
 
 # ----------------------------------------------------------------------------------------------
 # plans: pure functions of ints
 # ----------------------------------------------------------------------------------------------
-def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, Sequence):
-        return (int(v[0]), int(v[1]))
-    return (int(v), int(v))
-
-
 @lru_cache(maxsize=1024)
 def _stage_kernel_macs(shapes: Shapes, ranks: Ranks, form: str) -> tuple[int, ...]:
     """MACs per batch element and per output position of each stage k (SPEC §5).
@@ -133,20 +154,30 @@ def sekron_conv_macs(
     >>> macs < 16 * 16 * 73728  # dense MACs of the same conv
     True
     """
-    shapes_t = tuple(tuple(int(v) for v in s) for s in shapes)
-    ranks_t = tuple(int(r) for r in ranks)
+    shapes_t = check_shapes(shapes, None)
+    if len(shapes_t[0]) != 4:
+        raise ValueError(
+            f"shapes must give 4 sizes (f_k, c_k, h_k, w_k) per factor; got {shapes_t[0]}."
+        )
+    ranks_t = check_rank(ranks, len(shapes_t) - 1, "ranks")
+    assert ranks_t is not None
+    form_c = check_form(form)
+    n_batch = check_positive_int(batch, "batch")
     if in_hw is None:
-        return batch * sum(_stage_kernel_macs(shapes_t, ranks_t, form))
-    in_shape = (batch, prod(s[1] for s in shapes_t), int(in_hw[0]), int(in_hw[1]))
-    top, bottom, left, right = (int(v) for v in padding)
+        return n_batch * sum(_stage_kernel_macs(shapes_t, ranks_t, form_c))
+    h, w = check_ints(in_hw, "in_hw", 2, at_least=1)
+    top, bottom, left, right = check_ints(padding, "padding", 4, at_least=0)
+    stride_p = check_ints(stride, "stride", 2, at_least=1)
+    dilation_p = check_ints(dilation, "dilation", 2, at_least=1)
+    in_shape = (n_batch, prod(s[1] for s in shapes_t), h, w)
     return factorized_macs(
         shapes_t,
         ranks_t,
-        form,
+        form_c,
         in_shape,
-        _pair(stride),
+        (stride_p[0], stride_p[1]),
         (top, bottom, left, right),
-        _pair(dilation),
+        (dilation_p[0], dilation_p[1]),
     )
 
 
@@ -165,14 +196,13 @@ def dense_conv_macs(weight_shape: Sequence[int], out_numel: int, groups: int = 1
 # ----------------------------------------------------------------------------------------------
 def _sekron_layer_padding(layer: Any, in_hw: tuple[int, int]) -> tuple[tuple[int, int], Pad4]:
     """(input size the conv sees, its zero padding (top, bottom, left, right)) for a
-    SeKronConv2d: where the layer pads with ``F.pad`` first (other padding modes, asymmetric
-    "same"), the conv gets the padded input; otherwise it pads (zeros) itself."""
-    h, w = in_hw
-    if layer._pad is not None:
-        left, right, top, bottom = layer._pad
-        h, w = h + top + bottom, w + left + right
-    ph, pw = layer._conv_padding
-    return (h, w), (ph, ph, pw, pw)
+    SeKronConv2d: with zero padding the conv pads itself; other padding modes pad the input
+    with ``F.pad`` first and the conv gets the padded input."""
+    pad4 = normalize_padding(layer.padding, layer.kernel_size, layer.dilation)
+    if layer.padding_mode == "zeros":
+        return in_hw, pad4
+    top, bottom, left, right = pad4
+    return (in_hw[0] + top + bottom, in_hw[1] + left + right), (0, 0, 0, 0)
 
 
 def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int | None:
@@ -192,6 +222,10 @@ def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int 
             dilation=module.dilation,
             batch=batch,
         )
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        # weight (C_in, C_out / groups, *kernel): every input element meets every tap of
+        # the C_out / groups output channels of its group
+        return inp.numel() * prod(int(v) for v in module.weight.shape[1:])
     if isinstance(module, nn.modules.conv._ConvNd):
         return dense_conv_macs(tuple(module.weight.shape), out.numel(), module.groups)
     if isinstance(module, nn.Linear):
@@ -202,7 +236,7 @@ def _layer_macs(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int 
 
 
 def layer_macs(
-    model: nn.Module, example_input: torch.Tensor
+    model: nn.Module, example_input: torch.Tensor, arg: str = "input_shape"
 ) -> dict[str, tuple[int, tuple[int, ...]]]:
     """``{name: (MACs, input shape)}`` of every counted layer, from one forward pass.
 
@@ -232,13 +266,23 @@ def layer_macs(
                 handles.append(m.register_forward_hook(make_hook(name)))
         model.eval()
         with torch.no_grad():
-            model(example_input)
+            try:
+                model(example_input)
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                raise ValueError(
+                    f"{arg}: the model fails on an input of shape "
+                    f"{tuple(example_input.shape)} and dtype {example_input.dtype}: {exc}"
+                ) from exc
     finally:
         for h in handles:
             h.remove()
         for m, flag in flags.items():
             m.training = flag
     return found
+
+
+# the largest zero input count_macs/compress allocate to run a model once (1 GiB of float32)
+MAX_EXAMPLE_ELEMENTS = 2**28
 
 
 def _example_input(model: nn.Module, input_shape: Any, name: str = "input_shape") -> torch.Tensor:
@@ -253,6 +297,13 @@ def _example_input(model: nn.Module, input_shape: Any, name: str = "input_shape"
         raise ValueError(
             f"{name} must be a non-empty tuple of positive ints such as (1, 3, 32, 32); "
             f"got {tuple(input_shape)!r}."
+        )
+    numel = prod(int(v) for v in input_shape)
+    if numel > MAX_EXAMPLE_ELEMENTS:
+        raise ValueError(
+            f"{name} {tuple(input_shape)!r} has {numel:,} elements; the model runs once on a "
+            f"zero input of that shape: give at most {MAX_EXAMPLE_ELEMENTS:,} (count one "
+            "sample and multiply by the batch size)."
         )
     ref = next(iter(model.parameters()), None)
     kwargs: dict[str, Any] = {} if ref is None else {"dtype": ref.dtype, "device": ref.device}
@@ -280,8 +331,10 @@ def count_macs(
 
     Notes
     -----
-    Counted layers: convolutions (``nn.Conv1d/2d/3d``, grouped included:
-    ``out_elements * C/groups * prod(kernel)``), ``nn.Linear`` (``out_elements * in_features``),
+    Counted layers: convolutions (``nn.Conv1d/2d/3d``, grouped and dilated included:
+    ``out_elements * C/groups * prod(kernel)``), transposed convolutions
+    (``nn.ConvTranspose1d/2d/3d``: ``in_elements * F/groups * prod(kernel)``, each input
+    element scattered through the kernel), ``nn.Linear`` (``out_elements * in_features``),
     ``nn.Bilinear`` and :class:`~sekron.torch.SeKronConv2d`. Biases, activations, pooling and
     normalization are not counted. A SeKronConv2d is charged the MACs of its factorized stage
     plan (SPEC §5, :func:`sekron_conv_macs`) whatever ``method`` it executes with.
@@ -298,6 +351,7 @@ def count_macs(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module; got {_type_name(model)}.")
     x = _example_input(model, input_shape)
+    check_bool(by_layer, "by_layer")
     found = layer_macs(model, x)
     if by_layer:
         return {name: macs for name, (macs, _) in found.items()}

@@ -3,299 +3,97 @@
 Three methods compute the same thing, ``F.conv2d(x, st.to_tensor(), ...)``:
 
 - ``"factorized"`` runs the stage plan of :mod:`sekron.torch._conv_plan` (one pad, then one
-  grouped, dilated conv or one matrix product per factor);
+  grouped, dilated conv or one matrix product per factor; :mod:`sekron.torch._execute`);
 - ``"reconstructed"`` builds the kernel (a few µs) and runs one dense conv;
 - ``"auto"`` picks one of them per (signature, input shape, dtype, device): see
-  :mod:`sekron.torch._auto`.
+  :mod:`sekron.torch._auto`, which decides; this module builds and runs the candidates.
 """
 
 from __future__ import annotations
 
-import numbers
-import weakref
-from collections import OrderedDict
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from .._typing import Pair
-from .._validation import _type_name
+from .._typing import ConvMethod
+from .._validation import check_bool
 from ..tensor import SeKronTensor
-from ._auto import choose
-from ._conv_plan import ConvPlan, conv_plan, normalize_padding
+from . import _auto
+from ._checks import (
+    ConvArgs,
+    check_bias,
+    check_conv_args,
+    check_no_inference,
+    check_st,
+    check_x,
+)
+from ._conv_plan import ConvKey
+from ._execute import run_plan
 
-__all__ = ["conv1d", "conv2d"]
-
-METHODS = ("auto", "factorized", "reconstructed")
-
-
-# ----------------------------------------------------------------------------------------------
-# validation (once, at the public boundary)
-# ----------------------------------------------------------------------------------------------
-def _pair(value: Any, name: str, n_spatial: int, *, minimum: int) -> Pair:
-    # fast path for the common cases (this runs on every call; see the overhead benchmark)
-    if type(value) is int and value >= minimum:
-        return (value, value) if n_spatial == 2 else (1, value)
-    if (
-        type(value) is tuple
-        and len(value) == n_spatial == 2
-        and type(value[0]) is int
-        and type(value[1]) is int
-        and value[0] >= minimum
-        and value[1] >= minimum
-    ):
-        return value
-    items = value if isinstance(value, tuple | list) else (value,) * n_spatial
-    if len(items) != n_spatial or not all(
-        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items
-    ):
-        raise TypeError(f"{name} must be an int or a tuple of {n_spatial} ints; got {value!r}.")
-    if any(int(v) < minimum for v in items):
-        raise ValueError(f"{name} must be >= {minimum} in every dim; got {value!r}.")
-    out = tuple(int(v) for v in items)
-    return (1, out[0]) if n_spatial == 1 else (out[0], out[1])
+__all__ = ["conv1d", "conv2d", "run_conv"]
 
 
-def _check_method_groups(method: object, groups: object) -> int:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral) or groups < 1:
-        raise ValueError(f"groups must be a positive int; got {groups!r}.")
-    return int(groups)
+def _dense(x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs) -> torch.Tensor:
+    """The reconstructed method: build the kernel, one dense conv.
 
-
-def _check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
-    if not isinstance(st, SeKronTensor):
-        raise TypeError(f"st must be a sekron.SeKronTensor; got {_type_name(st)}.")
-    if st.backend != "pytorch":
-        raise TypeError(
-            f"st must have torch factors (backend 'pytorch'); got backend {st.backend!r}. "
-            "Build it with backend='pytorch' or from torch tensors."
-        )
-    want = 2 + n_spatial
-    if st.ndim != want:
-        layout = "(F, C, K)" if n_spatial == 1 else "(F, C, Kh, Kw)"
-        raise ValueError(f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}.")
-    return st
-
-
-def _check_x(x: object, st: SeKronTensor, groups: int, n_spatial: int, fn: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a torch.Tensor; got {_type_name(x)}.")
-    if x.ndim not in (n_spatial + 1, n_spatial + 2):
-        raise ValueError(
-            f"{fn}: x must have {n_spatial + 2} dims (N, C, *spatial) or {n_spatial + 1} "
-            f"(C, *spatial); got shape {tuple(x.shape)}."
-        )
-    channels = x.shape[-n_spatial - 1]
-    want = st.shape[1] * groups
-    if channels != want:
-        raise ValueError(
-            f"x has {channels} channels but st of shape {st.shape} with groups={groups} "
-            f"needs C * groups = {want}."
-        )
-    if x.dtype != st.dtype:
-        raise TypeError(f"x has dtype {x.dtype} but st has dtype {st.dtype}; cast one of them.")
-    if x.device != st.factors[0].device:
-        raise ValueError(
-            f"x is on {x.device} but st's factors are on {st.factors[0].device}; move one."
-        )
-    return x
-
-
-def _check_padding(padding: Any, n_spatial: int, stride: Pair) -> Any:
-    if isinstance(padding, str):
-        if padding not in ("same", "valid"):
-            raise ValueError(
-                f"padding must be an int, a tuple, 'same' or 'valid'; got {padding!r}."
-            )
-        if padding == "same" and stride != (1, 1):
-            raise ValueError(f"padding='same' needs stride 1 (like F.conv2d); got stride {stride}.")
-        return padding
-    return _pair(padding, "padding", n_spatial, minimum=0)
-
-
-# ----------------------------------------------------------------------------------------------
-# execution
-# ----------------------------------------------------------------------------------------------
-def _run_stage(z: torch.Tensor, w: torch.Tensor, stage: Any, layout: str) -> torch.Tensor:
-    if stage.kind == "mm":
-        g = stage.groups
-        o, kk = stage.w_shape[0] // g, stage.w_shape[1]
-        if layout == "nhwc":
-            if g == 1:
-                # (b, positions, kk) is a view even of an NCHW input (the first stage, unpadded):
-                # then matmul runs a batched product on the transposed operand, with no copy
-                zb = z.reshape(stage.in_shape[0], -1, kk)
-                if not zb.is_contiguous():
-                    return torch.matmul(zb, w.reshape(o, kk).t()).reshape(stage.out_sizes)
-                # channels-last rows: oneDNN's 1x1 convolution is faster than a plain GEMM
-                zc = zb.reshape(stage.in_shape).permute(0, 3, 1, 2)
-                out = F.conv2d(zc, w)
-                return out.permute(0, 2, 3, 1).reshape(stage.out_sizes)
-            zm = z.reshape(-1, g, kk)
-            if kk == o == 1:  # one scalar per group (e.g. CP's factor of a 1x1 window)
-                out = zm * w.reshape(g, 1)
-            else:
-                out = torch.einsum("pgk,gok->pgo", zm, w.reshape(g, o, kk))
-        else:
-            b, _, height, width = stage.in_shape
-            zm = z.reshape(b, g, kk, height * width)
-            if g == 1:
-                out = torch.matmul(w.reshape(o, kk), zm.reshape(b, kk, height * width))
-            elif kk == o == 1:
-                out = zm * w.reshape(g, 1, 1)
-            else:
-                out = torch.matmul(w.reshape(g, o, kk), zm)
-        return out.reshape(stage.out_sizes)
-    zc = z.reshape(stage.in_shape)
-    if layout == "nhwc":
-        zc = zc.permute(0, 3, 1, 2)
-    top, bottom, left, right = stage.pad
-    if top == bottom and left == right:
-        out = F.conv2d(zc, w, None, stage.stride, (top, left), stage.dilation, stage.groups)
-    else:
-        zc = F.pad(zc, (left, right, top, bottom))
-        out = F.conv2d(zc, w, None, stage.stride, 0, stage.dilation, stage.groups)
-    if layout == "nhwc":
-        out = out.permute(0, 2, 3, 1)
-    return out.reshape(stage.out_sizes)
-
-
-def _ints(shape: Any) -> Any:
-    """Plain ints (under ``torch.jit.trace`` sizes can be 0-d tensors; plans need ints)."""
-    return tuple(int(v) for v in shape)
-
-
-def _pad_permuted(x: torch.Tensor, plan: ConvPlan) -> torch.Tensor:
-    """Split, permute for the first stage and zero-pad, with one copy of x (no F.pad copy)."""
-    top, bottom, left, right = plan.pad
-    perm = plan.stages[0].perm
-    z0 = x.reshape(plan.split_shape_unpadded).permute(perm)
-    if not (top or bottom or left or right):
-        return z0  # the first stage's reshape copies only if its layout needs it
-    h_pos, w_pos = perm.index(len(perm) - 2), perm.index(len(perm) - 1)
-    shape = list(z0.shape)
-    shape[h_pos] += top + bottom
-    shape[w_pos] += left + right
-    buf = z0.new_empty(shape)
-    for pos, lo, hi in ((h_pos, top, bottom), (w_pos, left, right)):
-        if lo:
-            buf.narrow(pos, 0, lo).zero_()
-        if hi:
-            buf.narrow(pos, shape[pos] - hi, hi).zero_()
-    buf.narrow(h_pos, top, z0.shape[h_pos]).narrow(w_pos, left, z0.shape[w_pos]).copy_(z0)
-    return buf
-
-
-def run_plan(
-    x: torch.Tensor, factors: tuple[Any, ...], plan: ConvPlan, layout: str
-) -> torch.Tensor:
-    """Execute a factorized plan on a batched 4-D input (no validation: internal)."""
-    sh, sw = plan.subsample
-    if sh > 1 or sw > 1:
-        top, bottom, left, right = plan.pad
-        x = F.pad(x, (left, right, top, bottom))[:, :, ::sh, ::sw]
-        z = x.reshape(plan.split_shape).permute(plan.stages[0].perm)
-    else:
-        z = _pad_permuted(x, plan)
-    for i, stage in enumerate(plan.stages):
-        w = factors[stage.factor].permute(stage.w_perm).reshape(stage.w_shape)
-        z = _run_stage(z if i == 0 else z.permute(stage.perm), w, stage, layout)
-    return z.permute(plan.final_perm).reshape(plan.out_shape)
-
-
-_KERNELS: OrderedDict[tuple[Any, ...], tuple[tuple[Any, ...], torch.Tensor]] = OrderedDict()
-_KERNEL_CACHE_SIZE = 32
-
-
-def _kernel(st: SeKronTensor) -> torch.Tensor:
-    """``st.to_tensor()``, reused while the factors are the same tensors, unmodified in place.
-
-    Building the kernel costs a reordering copy of its size (about 5-10% of a dense conv). With
-    autograd recording or under tracing/compiling it is always rebuilt; otherwise it is cached,
-    keyed on the factors' identities (checked through weak references, so a freed factor never
-    matches), their in-place version counters (an optimizer step invalidates it) and their
-    storage, dtype and device (``module.to(...)`` swaps a parameter's data without a version
-    bump).
+    The kernel is rebuilt on every call (no cache: a cache keyed on the factors cannot see
+    ``.data`` writes, which bump no version counter, so it could serve a stale kernel).
     """
-    needs_graph = torch.is_grad_enabled() and any(f.requires_grad for f in st.factors)
-    compiler = getattr(torch, "compiler", None)
-    if (
-        needs_graph
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or (compiler is not None and compiler.is_compiling())
-    ):
-        return st.to_tensor()
-    # the storage address too: module.to(), .float() etc. swap a parameter's data in place
-    # without bumping its version counter
-    key = (st.form, *((id(f), f._version, f.data_ptr(), f.dtype, f.device) for f in st.factors))
-    hit = _KERNELS.get(key)
-    if hit is not None and all(ref() is f for ref, f in zip(hit[0], st.factors, strict=True)):
-        _KERNELS.move_to_end(key)
-        return hit[1]
-    kernel = st.to_tensor().contiguous()  # some forms build a transposed view; F.conv2d
-    _KERNELS[key] = (tuple(weakref.ref(f) for f in st.factors), kernel)
-    if len(_KERNELS) > _KERNEL_CACHE_SIZE:
-        _KERNELS.popitem(last=False)
-    return kernel
+    top, bottom, left, right = args.pad4
+    if top != bottom or left != right:
+        x = F.pad(x, (left, right, top, bottom))
+        top = left = 0
+    return F.conv2d(x, st.to_tensor(), bias, args.stride, (top, left), args.dilation, args.groups)
 
 
-def _conv2d_batched(
-    x: torch.Tensor,
-    st: SeKronTensor,
-    bias: torch.Tensor | None,
-    stride: Pair,
-    padding: Any,
-    dilation: Pair,
-    groups: int,
-    method: str,
-    measure: bool | None,
-) -> torch.Tensor:
-    kernel = (st.shape[2], st.shape[3])
-    pad4 = normalize_padding(padding, kernel, dilation)
-    if method == "auto":
-        if groups != 1:
-            method = "reconstructed"
-        else:
-            method, layout = choose(x, st, stride, pad4, dilation, measure, _candidates)
-    else:
-        layout = "nhwc"
-    if method == "reconstructed":
-        dense_pad = padding if isinstance(padding, str) else (pad4[0], pad4[2])
-        return F.conv2d(x, _kernel(st), bias, stride, dense_pad, dilation, groups)
-    plan = conv_plan(st.shapes, st.ranks, st.form, _ints(x.shape), stride, pad4, dilation, layout)
-    out = run_plan(x, st.factors, plan, layout)
-    if bias is not None:
-        out = out + bias.reshape(1, -1, 1, 1)
+def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
+    """The plan key of a call: the one place its eight parts are put together (with the
+    layout, which :meth:`ConvKey.plan` takes)."""
+    n, c, h, w = x.shape
+    in_shape = (int(n), int(c), int(h), int(w))  # under torch.jit.trace sizes are 0-d tensors
+    return ConvKey(st.shapes, st.ranks, st.form, in_shape, args.stride, args.pad4, args.dilation)
+
+
+def _candidates(x: torch.Tensor, st: SeKronTensor, args: ConvArgs, key: ConvKey) -> dict[str, Any]:
+    """Zero-argument callables computing each candidate of ``_auto.CANDIDATES`` (no bias)."""
+    out: dict[str, Any] = {"dense": lambda: _dense(x, st, None, args)}
+    for layout in _auto.CANDIDATES[1:]:
+        plan = key.plan(layout)
+        out[layout] = lambda plan=plan, layout=layout: run_plan(x, st.factors, plan, layout)
     return out
 
 
-def _candidates(
-    x: torch.Tensor, st: SeKronTensor, stride: Pair, pad4: Any, dilation: Pair, layout: str
-) -> Any:
-    """A zero-argument callable computing one candidate (for timing in :mod:`._auto`)."""
-    if layout == "dense":
+def _run_batched(
+    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None
+) -> torch.Tensor:
+    method, layout = args.method, "nhwc"
+    if method == "auto":
+        if args.groups != 1:
+            method = "reconstructed"
+        else:
+            key = _key(x, st, args)
+            choice = _auto.lookup(key, x, measure)
+            if choice is None:
+                choice = _auto.record(key, x, _candidates(x, st, args, key))
+            method, layout = choice
+    if method == "reconstructed":
+        return _dense(x, st, bias, args)
+    out = run_plan(x, st.factors, _key(x, st, args).plan(layout), layout)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
-        def dense() -> torch.Tensor:
-            return F.conv2d(
-                F.pad(x, (pad4[2], pad4[3], pad4[0], pad4[1])),
-                _kernel(st),
-                None,
-                stride,
-                0,
-                dilation,
-            )
 
-        return dense
-    plan = conv_plan(st.shapes, st.ranks, st.form, _ints(x.shape), stride, pad4, dilation, layout)
+def run_conv(
+    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None
+) -> torch.Tensor:
+    """The convolution on checked arguments (internal: :func:`conv2d` and ``SeKronConv2d``).
 
-    def factorized() -> torch.Tensor:
-        return run_plan(x, st.factors, plan, layout)
-
-    return factorized
+    ``x`` is (N, C, H, W) or unbatched (C, H, W).
+    """
+    check_no_inference(x, st, bias)
+    if x.ndim == 3:
+        return _run_batched(x.unsqueeze(0), st, bias, args, measure).squeeze(0)
+    return _run_batched(x, st, bias, args, measure)
 
 
 def conv2d(
@@ -307,7 +105,7 @@ def conv2d(
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
     *,
-    method: str = "auto",
+    method: ConvMethod = "auto",
     measure: bool | None = None,
 ) -> torch.Tensor:
     """2-D convolution with a SeKron kernel: ``F.conv2d(x, st.to_tensor(), bias, ...)``.
@@ -344,8 +142,12 @@ def conv2d(
     TypeError
         If ``x`` or ``st`` is of the wrong kind, or their dtypes differ.
     ValueError
-        On shape mismatches, a bad ``method``, ``padding="same"`` with a stride, or
-        ``method="factorized"`` with ``groups > 1``.
+        On shape mismatches, a bad ``method``, ``padding="same"`` with a stride,
+        ``method="factorized"`` with ``groups > 1``, ``groups`` not dividing the output
+        channels, or an input smaller than the dilated kernel after padding.
+    TypeError
+        A factor, ``x`` or ``bias`` made under ``torch.inference_mode()`` used outside it
+        where autograd records the call.
 
     Notes
     -----
@@ -372,8 +174,7 @@ def conv2d(
       inference mode, because a forward-only timing says nothing about training), not while
       tracing, scripting or compiling, and ``measure`` not False. Otherwise it uses the cost
       model (factorized when the multiply-add ratio is large) without caching that guess.
-    - The cache is a dict in :mod:`sekron.torch._auto`; ``sekron.torch._auto.clear_cache()``
-      empties it.
+    - :func:`sekron.torch.clear_cache` forgets every cached choice.
 
     References
     ----------
@@ -394,36 +195,19 @@ def conv2d(
     >>> bool(torch.allclose(y, F.conv2d(x, st.to_tensor(), padding=1)))
     True
     """
-    groups = _check_method_groups(method, groups)
-    st = _check_st(st, 2, "conv2d")
-    if groups > 1 and method == "factorized":
-        raise ValueError(
-            f"method='factorized' supports groups=1 only; got groups={groups}. "
-            "Use method='reconstructed' or 'auto' for grouped convolutions."
-        )
-    x = _check_x(x, st, groups, 2, "conv2d")
-    stride_p = _pair(stride, "stride", 2, minimum=1)
-    dilation_p = _pair(dilation, "dilation", 2, minimum=1)
-    padding_c = _check_padding(padding, 2, stride_p)
-    if bias is not None:
-        _check_bias(bias, st)
-    unbatched = x.ndim == 3
-    if unbatched:
-        x = x.unsqueeze(0)
-    out = _conv2d_batched(x, st, bias, stride_p, padding_c, dilation_p, groups, method, measure)
-    return out.squeeze(0) if unbatched else out
-
-
-def _check_bias(bias: object, st: SeKronTensor) -> None:
-    if not isinstance(bias, torch.Tensor):
-        raise TypeError(f"bias must be a torch.Tensor or None; got {_type_name(bias)}.")
-    if tuple(bias.shape) != (st.shape[0],):
-        raise ValueError(f"bias must have shape ({st.shape[0]},); got {tuple(bias.shape)}.")
+    st = check_st(st, 2, "conv2d")
+    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
+    x = check_x(x, st, args, 2, "conv2d")
+    if measure is not None:
+        check_bool(measure, "measure")
+    return run_conv(x, st, check_bias(bias, st), args, measure)
 
 
 def _as_2d(st: SeKronTensor) -> SeKronTensor:
     """(F, C, K) factors as (F, C, 1, K): a view of every factor, no copy."""
-    return SeKronTensor([f.unsqueeze(-2) for f in st.factors], st.form, rel_error=st.rel_error)
+    factors = [f.unsqueeze(-2) for f in st.factors]
+    shapes = tuple((f, c, 1, k) for f, c, k in st.shapes)
+    return SeKronTensor._trusted(factors, st.form, shapes, st.ranks, st.rel_error)
 
 
 def conv1d(
@@ -435,7 +219,7 @@ def conv1d(
     dilation: int | tuple[int] = 1,
     groups: int = 1,
     *,
-    method: str = "auto",
+    method: ConvMethod = "auto",
     measure: bool | None = None,
 ) -> torch.Tensor:
     """1-D convolution with a SeKron kernel: ``F.conv1d(x, st.to_tensor(), bias, ...)``.
@@ -455,25 +239,10 @@ def conv1d(
     >>> bool(torch.allclose(y, F.conv1d(x, st.to_tensor(), stride=2)))
     True
     """
-    groups = _check_method_groups(method, groups)
-    st = _check_st(st, 1, "conv1d")
-    x = _check_x(x, st, groups, 1, "conv1d")
-    stride_p = _pair(stride, "stride", 1, minimum=1)
-    dilation_p = _pair(dilation, "dilation", 1, minimum=1)
-    padding_c = _check_padding(padding, 1, stride_p)
-    if bias is not None:
-        _check_bias(bias, st)
-    if not isinstance(padding_c, str):
-        padding_c = (0, padding_c[1])
-    out = conv2d(
-        x.unsqueeze(-2),
-        _as_2d(st),
-        bias,
-        stride_p,
-        padding_c,
-        dilation_p,
-        groups,
-        method=method,
-        measure=measure,
-    )
+    st = check_st(st, 1, "conv1d")
+    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
+    x = check_x(x, st, args, 1, "conv1d")
+    if measure is not None:
+        check_bool(measure, "measure")
+    out = run_conv(x.unsqueeze(-2), _as_2d(st), check_bias(bias, st), args, measure)
     return out.squeeze(-2)

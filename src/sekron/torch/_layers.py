@@ -1,13 +1,14 @@
 """SeKronConv2d: a thin ``nn.Module`` shell over :func:`sekron.torch.conv2d`.
 
 The factors are ``nn.Parameter``s, so the layer trains and fine-tunes like any other; the
-kernel is never stored. :meth:`SeKronConv2d.from_conv` is the entry point from a trained
-``nn.Conv2d``.
+kernel is never stored. The constructor checks the options once (the checks of ``conv2d``)
+and the forward calls the same internal convolution on them. :meth:`SeKronConv2d.from_conv`
+is the entry point from a trained ``nn.Conv2d``; the factorizing itself is
+:func:`sekron.torch._policy.factorize_weight`, shared with ``compress``.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,26 +17,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._validation import _type_name, check_form, is_int
+from .._typing import ConvMethod, Form
+from .._validation import _type_name, check_choice
 from ..tensor import SeKronTensor
-from ._functional import METHODS, conv2d
+from ._checks import (
+    METHODS,
+    PADDING_MODES,
+    ConvArgs,
+    check_bias,
+    check_conv_args,
+    check_st,
+    check_weight_dtype,
+    check_x,
+)
+from ._functional import run_conv
+from ._policy import check_factorize_options, factorize_weight
 
 __all__ = ["SeKronConv2d"]
-
-PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def _pair(value: Any, name: str) -> tuple[int, int]:
-    """An int or a pair of ints as a pair; precise errors otherwise."""
-    if is_int(value):
-        v = (int(value), int(value))
-    elif isinstance(value, Sequence) and not isinstance(value, str | bytes) and len(value) == 2:
-        if not all(is_int(x) for x in value):
-            raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}.")
-        v = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints; got {value!r}.")
-    return v
 
 
 def _as_torch_factors(st: SeKronTensor) -> list[torch.Tensor]:
@@ -63,9 +61,12 @@ class SeKronConv2d(nn.Module):
         As in ``nn.Conv2d``. ``"same"`` needs ``stride == 1``.
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
         As in ``nn.Conv2d``: modes other than zeros pad the input with ``F.pad`` first.
-    method : str
+    method : {"auto", "factorized", "reconstructed"}
         Passed to :func:`sekron.torch.conv2d` (``"auto"`` picks the faster of the factorized
         stage plan and one dense conv on the rebuilt kernel).
+
+    The options are checked once, here (as :func:`sekron.torch.conv2d` checks them); the
+    forward then runs the same convolution on the checked values.
 
     Attributes
     ----------
@@ -108,7 +109,7 @@ class SeKronConv2d(nn.Module):
         padding: int | Sequence[int] | str = 0,
         dilation: int | Sequence[int] = 1,
         padding_mode: str = "zeros",
-        method: str = "auto",
+        method: ConvMethod = "auto",
     ) -> None:
         super().__init__()
         if not isinstance(st, SeKronTensor):
@@ -118,51 +119,22 @@ class SeKronConv2d(nn.Module):
                 f"st must be a 4-mode kernel (out_channels, in_channels, kh, kw); got shape "
                 f"{st.shape} with {st.ndim} modes."
             )
-        stride_p = _pair(stride, "stride")
-        dilation_p = _pair(dilation, "dilation")
-        for name, v in (("stride", stride_p), ("dilation", dilation_p)):
-            if min(v) < 1:
-                raise ValueError(f"{name} must be >= 1; got {v}.")
-        if isinstance(padding, str):
-            if padding not in ("same", "valid"):
-                raise ValueError(
-                    f"padding must be an int, a pair, 'same' or 'valid'; got {padding!r}."
-                )
-            if padding == "same" and stride_p != (1, 1):
-                raise ValueError(
-                    f"padding='same' needs stride 1 (as in nn.Conv2d); got stride={stride_p}."
-                )
-            padding_v: tuple[int, int] | str = padding
-        else:
-            padding_v = _pair(padding, "padding")
-            if min(padding_v) < 0:
-                raise ValueError(f"padding must be >= 0; got {padding_v}.")
-        if padding_mode not in PADDING_MODES:
-            raise ValueError(f"padding_mode must be one of {PADDING_MODES}; got {padding_mode!r}.")
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
-        out_channels, in_channels, kh, kw = st.shape
+        args = check_conv_args(stride, padding, dilation, 1, method, st.shape[2:])
+        padding_mode = check_choice(padding_mode, "padding_mode", PADDING_MODES)
         factors = _as_torch_factors(st)
-        if bias is not None:
-            if not isinstance(bias, torch.Tensor):
-                raise TypeError(f"bias must be a torch.Tensor or None; got {_type_name(bias)}.")
-            if tuple(bias.shape) != (out_channels,):
-                raise ValueError(
-                    f"bias must have shape ({out_channels},) (out_channels); got "
-                    f"{tuple(bias.shape)}."
-                )
-        self.in_channels = in_channels
-        self.out_channels = out_channels
-        self.kernel_size = (kh, kw)
-        self.stride = stride_p
-        self.padding = padding_v
-        self.dilation = dilation_p
+        kernel = SeKronTensor._trusted(factors, st.form, st.shapes, st.ranks)
+        check_st(kernel, 2, "SeKronConv2d")
+        if isinstance(bias, torch.Tensor):  # a copy in the factors' dtype and device
+            bias = bias.detach().to(dtype=factors[0].dtype, device=factors[0].device)
+        bias = check_bias(bias, kernel)
+        self.in_channels, self.out_channels = st.shape[1], st.shape[0]
+        self.kernel_size = (st.shape[2], st.shape[3])
+        self.stride, self.dilation = args.stride, args.dilation
+        self.padding = padding if isinstance(padding, str) else _padding_pair(args.pad4)
         self.groups = 1
         self.padding_mode = padding_mode
         self.method = method
-        self.form = st.form
-        self.shapes = st.shapes
-        self.ranks = st.ranks
+        self.form, self.shapes, self.ranks = st.form, st.shapes, st.ranks
         self.rel_error: float | None = st.rel_error
         self.n_factors = len(factors)
         for k, f in enumerate(factors):
@@ -170,9 +142,17 @@ class SeKronConv2d(nn.Module):
         if bias is None:
             self.register_parameter("bias", None)
         else:
-            self.bias = nn.Parameter(bias.detach().clone().to(factors[0].dtype))
-        self._pad, self._conv_padding = self._padding_plan()
-        self._sekron_cache: tuple[tuple[Any, ...], SeKronTensor] | None = None
+            self.bias = nn.Parameter(bias.clone())
+        self._set_args(args)
+
+    def _set_args(self, args: ConvArgs) -> None:
+        """Keep the checked options; padding modes other than zeros pad the input with F.pad
+        first (``_mode_pad``), the conv then pads nothing."""
+        zeros = self.padding_mode == "zeros"
+        top, bottom, left, right = args.pad4
+        self._args = args
+        self._conv_args = args if zeros else args._replace(pad4=(0, 0, 0, 0))
+        self._mode_pad = None if zeros else (left, right, top, bottom)
 
     # -- construction from a dense conv --------------------------------------------------------
     @classmethod
@@ -185,8 +165,8 @@ class SeKronConv2d(nn.Module):
         rank: int | Sequence[int] | None = None,
         tol: float | None = None,
         compression: float | None = None,
-        form: str = "nested",
-        method: str = "auto",
+        form: Form = "nested",
+        method: ConvMethod = "auto",
     ) -> SeKronConv2d:
         """Factorize a trained ``nn.Conv2d`` into a SeKronConv2d.
 
@@ -208,7 +188,9 @@ class SeKronConv2d(nn.Module):
         tol : float, optional
             With ``shapes`` only: the cheapest ranks with relative weight error <= tol.
         compression : float > 1, optional
-            A parameter budget of ``conv.weight.numel() / compression``.
+            A parameter budget of ``conv.weight.numel() / compression``. With a structure,
+            give at most one of ``rank`` and ``compression``; with shapes, ``tol`` and
+            ``compression`` exclude each other (``rank`` caps either).
         form : {"nested", "chain"}
             With ``shapes`` only.
         method : str
@@ -223,11 +205,13 @@ class SeKronConv2d(nn.Module):
         Raises
         ------
         TypeError
-            ``conv`` is not an ``nn.Conv2d``.
+            ``conv`` is not an ``nn.Conv2d``, or its weight is not float32/float64 (convert
+            a half-precision layer first, e.g. ``conv.float()``).
         ValueError
             Grouped convolutions, neither or both of ``shapes`` and ``structure``, options that
             do not apply to the chosen way (``tol`` with a structure, ``form`` with a
-            structure), or ``compression <= 1``.
+            structure, ``rank`` with ``compression`` for a structure), ``compression <= 1``,
+            or a weight on the meta device or with NaN/Inf.
 
         Examples
         --------
@@ -252,26 +236,24 @@ class SeKronConv2d(nn.Module):
                 f"as 'cp', 'tucker2', 'gkpd' or 'search'); got shapes={shapes!r}, "
                 f"structure={structure!r}."
             )
-        max_params = budget_from_compression(compression, conv.weight.numel())
-        weight = conv.weight.detach()
-        if shapes is not None:
-            from ..decomposition import decompose
+        options = check_factorize_options(
+            shapes_given=shapes is not None,
+            structure=structure,
+            rank=rank,
+            tol=tol,
+            compression=compression,
+            form=form,
+        )
+        check_choice(method, "method", METHODS)
+        check_weight_dtype(conv.weight, "conv.weight")
+        return cls._from_factorized(conv, factorize_weight(conv.weight, options, shapes), method)
 
-            st = decompose(weight, shapes, rank, form=form, tol=tol, max_params=max_params)
-        else:
-            if check_form(form) != "nested":
-                raise ValueError(
-                    f"form applies to explicit shapes only; got form={form!r} with "
-                    f"structure={structure!r} (a structure fixes its own form)."
-                )
-            if tol is not None:
-                raise ValueError(
-                    f"tol applies to explicit shapes only; got tol={tol!r} with "
-                    f"structure={structure!r}. Use rank or compression."
-                )
-            st = fit_structure(
-                weight, structure, rank=rank, max_params=max_params, compression=compression
-            )
+    @classmethod
+    def _from_factorized(cls, conv: nn.Conv2d, st: SeKronTensor, method: str) -> SeKronConv2d:
+        """The layer for ``conv`` with kernel ``st`` (internal: arguments checked): the conv's
+        options, dtype, device, training mode and requires_grad flags; ``rel_error``
+        measured against the conv's weight."""
+        weight = conv.weight.detach()
         layer = cls(
             st,
             conv.bias,
@@ -279,9 +261,14 @@ class SeKronConv2d(nn.Module):
             padding=conv.padding,
             dilation=conv.dilation,
             padding_mode=conv.padding_mode,
-            method=method,
+            method=method,  # type: ignore[arg-type]
         )
         layer.to(dtype=weight.dtype, device=weight.device)
+        layer.train(conv.training)
+        for p in layer.factors:
+            p.requires_grad_(conv.weight.requires_grad)
+        if layer.bias is not None and conv.bias is not None:
+            layer.bias.requires_grad_(conv.bias.requires_grad)
         with torch.no_grad():
             rebuilt = layer.sekron.to_tensor()
             den = torch.linalg.vector_norm(weight.double())
@@ -298,26 +285,9 @@ class SeKronConv2d(nn.Module):
 
     @property
     def sekron(self) -> SeKronTensor:
-        """The kernel as a SeKronTensor of the current parameters (shares their storage).
-
-        The object is reused while the parameters are the same tensors of the same shapes
-        (building and validating one cost more than a small convolution); it follows their
-        values, dtype and device, which it does not copy.
-        """
-        factors = self.factors
-        key = tuple((id(p), p.shape) for p in factors)
-        hit = getattr(self, "_sekron_cache", None)
-        if (
-            hit is not None
-            and hit[0] == key
-            and all(a is b for a, b in zip(hit[1].factors, factors, strict=True))
-        ):
-            return hit[1]
-        st = SeKronTensor(list(factors), self.form)
-        compiler = getattr(torch, "compiler", None)
-        if not (torch.jit.is_tracing() or (compiler is not None and compiler.is_compiling())):
-            self._sekron_cache = (key, st)
-        return st
+        """The kernel as a SeKronTensor of the current parameters (shares their storage: it
+        follows their values, dtype and device; no copy, no reconstruction, no checks)."""
+        return SeKronTensor._trusted(self.factors, self.form, self.shapes, self.ranks)
 
     @property
     def n_params(self) -> int:
@@ -356,39 +326,26 @@ class SeKronConv2d(nn.Module):
                 conv.bias.copy_(self.bias)
         return conv
 
-    # -- forward -------------------------------------------------------------------------------
-    def _padding_plan(self) -> tuple[tuple[int, int, int, int] | None, tuple[int, int]]:
-        """``(F.pad amounts or None, symmetric padding for the conv)``, as nn.Conv2d does."""
-        if self.padding == "valid":
-            return None, (0, 0)
-        if self.padding == "same":
-            lr: list[int] = []
-            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size), strict=True):
-                total = d * (k - 1)
-                lr += [total // 2, total - total // 2]
-            left, right, top, bottom = (int(v) for v in lr)
-            if self.padding_mode == "zeros" and left == right and top == bottom:
-                return None, (top, left)
-            return (left, right, top, bottom), (0, 0)
-        assert not isinstance(self.padding, str)
-        ph, pw = self.padding
-        if self.padding_mode == "zeros":
-            return None, (ph, pw)
-        return (pw, pw, ph, ph), (0, 0)
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling a layer pickled by sekron 0.1 (before the checked options were kept)."""
+        super().__setstate__(state)
+        if "_args" not in self.__dict__:
+            for old in ("_pad", "_conv_padding", "_sekron_cache"):
+                self.__dict__.pop(old, None)
+            self._set_args(
+                check_conv_args(
+                    self.stride, self.padding, self.dilation, 1, self.method, self.kernel_size
+                )
+            )
 
+    # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._pad is not None:
-            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
-            x = F.pad(x, self._pad, mode=mode)
-        return conv2d(
-            x,
-            self.sekron,
-            self.bias,
-            stride=self.stride,
-            padding=self._conv_padding,
-            dilation=self.dilation,
-            method=self.method,
-        )
+        st = self.sekron
+        x = check_x(x, st, self._args, 2, "SeKronConv2d")
+        if self._mode_pad is not None:
+            _check_mode_padding(x, self._mode_pad, self.padding_mode)
+            x = F.pad(x, self._mode_pad, mode=self.padding_mode)
+        return run_conv(x, st, self.bias, self._conv_args, None)
 
     def extra_repr(self) -> str:
         text = (
@@ -415,83 +372,21 @@ class SeKronConv2d(nn.Module):
         )
 
 
-# ----------------------------------------------------------------------------------------------
-# shared with compress()
-# ----------------------------------------------------------------------------------------------
-def budget_from_compression(compression: object, numel: int) -> int | None:
-    """``numel / compression`` as an int budget; validates ``compression``."""
-    if compression is None:
-        return None
-    if isinstance(compression, bool) or not isinstance(compression, numbers.Real):
-        raise TypeError(
-            f"compression must be a number > 1 (dense size / parameters); got "
-            f"{_type_name(compression)}."
-        )
-    if not float(compression) > 1.0:
-        raise ValueError(f"compression must be > 1; got {compression!r}.")
-    return max(1, int(numel / float(compression)))
-
-
-def structure_name(structure: Any) -> str:
-    """Short name of a structure argument: the string itself or the object's ``.name``."""
-    if isinstance(structure, str):
-        return structure
-    return str(getattr(structure, "name", type(structure).__name__))
-
-
-# structure="search" evaluates this many factor configurations per layer, most balanced first
-# (sekron.search's max_configs): an exhaustive 3-factor search of a 512x512x3x3 layer takes on
-# the order of an hour on 2 cores, this one well under a minute.
-SEARCH_MAX_CONFIGS = 200
-
-
-def _search_function() -> Any:
-    """:func:`sekron.search`, imported lazily (it is an optional part of the package)."""
-    try:
-        from ..search import search
-    except ImportError as exc:  # pragma: no cover - only while sekron.search is missing
-        raise ImportError(f"structure='search' needs sekron.search: {exc}") from exc
-    return search
-
-
-def fit_structure(
-    weight: torch.Tensor,
-    structure: Any,
-    *,
-    rank: Any = None,
-    max_params: int | None = None,
-    compression: float | None = None,
-) -> SeKronTensor:
-    """Fit ``structure`` (a name, a structure object or "search") to a conv weight."""
-    if isinstance(structure, str) and structure == "search":
-        search = _search_function()
-        if rank is not None:
+def _check_mode_padding(x: torch.Tensor, pad: tuple[int, int, int, int], mode: str) -> None:
+    """Reflect padding needs each pad < the input size there, circular each pad <= it."""
+    if mode == "replicate":
+        return
+    left, right, top, bottom = pad
+    for size, p in ((x.shape[-2], max(top, bottom)), (x.shape[-1], max(left, right))):
+        if p > size or (mode == "reflect" and p == size):
+            rule = "<" if mode == "reflect" else "<="
             raise ValueError(
-                f"rank does not apply to structure='search' (it chooses ranks); got rank={rank!r}."
+                f"x of shape {tuple(x.shape)} is too small for padding_mode={mode!r}: each "
+                f"padding must be {rule} the input size in its dim; got padding {p} for size "
+                f"{size}."
             )
-        if compression is None:
-            raise ValueError(
-                "structure='search' needs a parameter budget: give compression (> 1); got "
-                "compression=None."
-            )
-        result = search(
-            weight,
-            compression=compression,
-            max_factors=3,
-            max_configs=SEARCH_MAX_CONFIGS,
-            progress=False,
-        )
-        st: SeKronTensor = result.best.to_sekron()
-        return st
-    if not isinstance(structure, str) and not hasattr(structure, "fit"):
-        raise TypeError(
-            "structure must be a name ('cp', 'tucker', 'tucker2', 'tt', 'tr', 'gkpd', 'search') "
-            f"or a structure object with .fit; got {_type_name(structure)}."
-        )
-    try:
-        from ..structures import get_structure
-    except ImportError as exc:  # pragma: no cover - until sekron.structures lands
-        raise ImportError(f"structure={structure!r} needs sekron.structures: {exc}") from exc
-    obj = get_structure(structure)
-    st = obj.fit(weight, rank=rank, max_params=max_params)
-    return st
+
+
+def _padding_pair(pad4: tuple[int, int, int, int]) -> tuple[int, int]:
+    """The (height, width) padding of symmetric (top, bottom, left, right) padding."""
+    return (pad4[0], pad4[2])
