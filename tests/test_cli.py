@@ -102,10 +102,13 @@ def test_max_seconds_reports_an_uncertified_search(tmp_path, capsys) -> None:
 
 
 def test_npz_and_torch_state_dict_keys(tmp_path, capsys, weight) -> None:
+    # several entries and no conv weight among them: choose with --key
+    lin = tmp_path / "lin.npz"
+    np.savez(lin, a=weight.reshape(8, 36), b=weight[:4].reshape(16, 9))
+    code, _, err = _run(["compare", str(lin), "--compression", "4", "--no-progress"], capsys)
+    _assert_usage_error(code, err, "2 entries", "no conv weight", "--key", "a", "b")
     npz = tmp_path / "w.npz"
     np.savez(npz, a=weight, b=weight[:4])
-    code, _, err = _run(["compare", str(npz), "--compression", "4", "--no-progress"], capsys)
-    _assert_usage_error(code, err, "2 entries", "--key", "a", "b")
     code, out, err = _run(
         ["compare", str(npz), "--key", "b", "--compression", "4", "--no-progress"], capsys
     )
