@@ -140,6 +140,9 @@ _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError
 
 def _read_npz(p: Path) -> list[Entry]:
     if not zipfile.is_zipfile(p):
+        with open(p, "rb") as f:
+            if f.read(2) == b"PK":
+                raise CLIError(f"{p}: truncated or corrupt .npz (a zip archive without its index)")
         raise CLIError(f"{p}: not an .npz file (an .npz is a zip archive of .npy files)")
     entries = []
     try:

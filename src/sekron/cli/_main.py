@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -250,9 +251,8 @@ def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray]], dic
             raise CLIError("--key needs a PATH (the embedded example has one tensor)")
         source = {"path": None, "embedded_example": EXAMPLE_KEY}
         return [(f"embedded example {EXAMPLE_KEY}", example_weight())], source
-    path = Path(args.path)
-    source = {"path": str(path.resolve()), "keys": args.key}
-    return load_tensors(path, args.key), source
+    tensors = load_tensors(args.path, args.key)
+    return tensors, {"path": os.path.abspath(args.path), "keys": args.key}
 
 
 def _outputs(args: argparse.Namespace, names: list[str]) -> tuple[Path | None, list[Path]]:

@@ -37,8 +37,9 @@ def plot_formats(flag: str = "--plot") -> tuple[str, ...]:
 
 def _same_file(a: Path, b: Path) -> bool:
     try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
-    except OSError:
+        real = os.path.realpath
+        return real(a) == real(b) or (a.exists() and b.exists() and a.samefile(b))
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
         return False
 
 
@@ -62,9 +63,11 @@ def check_output(out: str, flag: str, suffixes: Sequence[str], taken: dict[Path,
         raise CLIError(f"{flag} {out}: has no file extension; give one of {allowed}")
     if ext not in suffixes:
         raise CLIError(f"{flag} {out}: unsupported file type '.{ext}'; use {allowed}")
+    if p.is_symlink() and not p.exists():
+        raise CLIError(f"{flag} {out}: is a broken or looping symbolic link")
     if p.exists() and not stat.S_ISREG(p.stat().st_mode):
         raise CLIError(f"{flag} {out}: exists and is not a regular file")
-    parent = p.resolve().parent
+    parent = Path(os.path.realpath(p)).parent
     if not parent.is_dir():
         raise CLIError(f"{flag} {out}: its directory does not exist ({parent})")
     try:  # create-and-remove is the one test that holds for root, read-only mounts and /proc
@@ -92,7 +95,7 @@ def layer_plot_paths(out: Path, names: Sequence[str]) -> list[Path]:
 @contextlib.contextmanager
 def _temporary(path: Path) -> Iterator[Path]:
     # created like any new file (mode 0666 & ~umask), unlike mkstemp's 0600
-    tmp = path.resolve().parent / f".{path.stem}.{secrets.token_hex(4)}.sekron-tmp{path.suffix}"
+    tmp = Path(os.path.realpath(path)).parent / f".{path.stem}.{secrets.token_hex(4)}.sekron-tmp{path.suffix}"
     with open(tmp, "xb"):
         pass
     try:
