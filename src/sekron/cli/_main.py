@@ -255,19 +255,20 @@ def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray]], dic
     return tensors, {"path": os.path.abspath(args.path), "keys": args.key}
 
 
-def _outputs(args: argparse.Namespace, names: list[str]) -> tuple[Path | None, list[Path]]:
+def _outputs(args: argparse.Namespace, names: list[str]) -> tuple[Path | None, dict[str, Path]]:
+    """The --json path and the plot path of each layer, all checked before any work."""
     taken = {Path(args.path): "the input file"} if args.path else {}
     js = None if args.json is None else check_output(args.json, "--json", ("json",), taken)
     if args.plot is None:
-        return js, []
+        return js, {}
     plot = check_output(args.plot, "--plot", plot_formats(), taken)
     if len(names) == 1:
-        return js, [plot]
+        return js, {names[0]: plot}
     paths = layer_plot_paths(plot, names)
     del taken[plot]
     for p in paths:
         check_output(str(p), "--plot", plot_formats(), taken)
-    return js, paths
+    return js, dict(zip(names, paths, strict=True))
 
 
 def _groups(families: Sequence[str]) -> list[tuple[str, ...]]:
@@ -282,7 +283,8 @@ def _groups(families: Sequence[str]) -> list[tuple[str, ...]]:
 def _run_layer(
     layer: LayerResult, W: np.ndarray, args: argparse.Namespace, stop: _Stop, progress: _Progress
 ) -> None:
-    """Fit each group of families in turn, timing each; stop after the group Ctrl-C hit."""
+    """Fit each group of families in turn, timing each. A Ctrl-C in the search ends it with
+    what it found (kept, then stop); anywhere else it raises KeyboardInterrupt."""
     from .. import compare as _  # noqa: F401  (sekron.compare the module is in sys.modules)
 
     compare = sys.modules["sekron.compare"].compare
@@ -306,9 +308,6 @@ def _run_layer(
                     threads=args.threads,
                     progress=progress.for_search(),
                 )
-        except KeyboardInterrupt:
-            stop.requested = True
-            return
         except (ValueError, TypeError) as e:
             raise CLIError(f"{layer.name}: {str(e).splitlines()[0]}") from None
         layer.parts.append((group, table, time.perf_counter() - t0))
@@ -333,16 +332,18 @@ def _compare(args: argparse.Namespace) -> int:
     progress = _Progress(not args.no_progress)
     layers: list[LayerResult] = []
     with _catch_sigint() as stop:
-        for name, W in tensors:
-            if len(tensors) == 1:
-                print(f"{name}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
-            layer = LayerResult(name, tuple(W.shape), str(W.dtype))
-            _run_layer(layer, W, args, stop, progress)
-            if layer.parts:
-                layers.append(layer)
-            if stop.requested:
-                break
-        _report(args, layers, len(tensors), source, js, plots, partial=stop.requested)
+        try:  # the first Ctrl-C ends the work wherever it lands; what finished is reported
+            for name, W in tensors:
+                if len(tensors) == 1:
+                    print(f"{name}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
+                layers.append(LayerResult(name, tuple(W.shape), str(W.dtype)))
+                _run_layer(layers[-1], W, args, stop, progress)
+                if stop.requested:
+                    break
+        except KeyboardInterrupt:
+            stop.requested = True
+        finished = [layer for layer in layers if layer.parts]
+        _report(args, finished, len(tensors), source, js, plots, partial=stop.requested)
     if stop.requested:
         print("sekron: interrupted; the results above are partial", file=sys.stderr)
         return 130
@@ -355,7 +356,7 @@ def _report(
     n_tensors: int,
     source: dict[str, Any],
     js: Path | None,
-    plots: list[Path],
+    plots: dict[str, Path],
     *,
     partial: bool,
 ) -> None:
@@ -377,9 +378,9 @@ def _report(
         text = json.dumps(doc, indent=1) + "\n"
         write_atomically(js, lambda p: p.write_text(text))
         print(f"wrote {js}" + (" (partial)" if partial else ""))
-    for layer, path in zip(layers, plots, strict=False):
-        write_atomically(path, layer.plot)
-        print(f"wrote {path}" + (" (partial)" if partial else ""))
+    for layer in (x for x in layers if x.name in plots):
+        write_atomically(plots[layer.name], layer.plot)
+        print(f"wrote {plots[layer.name]}" + (" (partial)" if partial else ""))
 
 
 _USAGE = (
