@@ -237,7 +237,7 @@ def test_checkpoint_compares_every_conv_weight(tmp_path, capsys, weight) -> None
     assert code == 0, err
     lines = [line for line in out.splitlines() if not line.startswith("wrote ")]
     assert max(len(line) for line in lines) <= 100
-    assert lines[0].startswith("best family per layer") and "2 layers" in lines[0]
+    assert lines[0].startswith("best family per layer") and lines[0].endswith("(2)")
     assert any(line.startswith("conv1.weight") and "8x4x3x3" in line for line in lines)
     assert any(line.startswith("…") and long.endswith(line.split()[0][1:]) for line in lines)
     assert "fc.weight" not in out  # 2-D: not a conv weight
@@ -281,7 +281,7 @@ def test_checkpoint_key_globs_and_single_match(tmp_path, capsys, weight) -> None
         capsys,
     )
     assert code == 0, err
-    assert "2 layers" in out and "fc.weight     8x4 " in out
+    assert "budgets (2)" in out and "fc.weight     8x4 " in out
 
 
 def test_json_provenance(tmp_path, capsys, weight) -> None:
@@ -460,3 +460,22 @@ def test_progress_on_a_non_terminal_has_no_carriage_returns(tmp_path, weight) ->
     assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
     assert "sekron: w: fitting sekron, gkpd" in proc.stderr
     assert "sekron: search" in proc.stderr and "sekron: w: fitting tucker2" in proc.stderr
+
+
+def test_summary_fits_100_columns_with_many_ratios_and_long_names() -> None:
+    from sekron import compare
+    from sekron.cli._report import LayerResult, summary_table
+
+    comps = (1.5, 2, 3, 4, 6, 8, 12, 16)
+    layers = []
+    for i, name in enumerate(["a", "backbone.stage4.block23.conv_pointwise_expand.weight" * 2]):
+        W = np.random.default_rng(i).standard_normal((4, 4, 3, 3))
+        table = compare(W, compression=comps, families=("tt", "cp"), progress=False)
+        layers.append(LayerResult(name, W.shape, "float64", [(("tt", "cp"), table, 0.0)]))
+    text = summary_table(layers, [float(c) for c in comps])
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    heads = [line for line in lines if line.startswith("layer")]
+    assert len(heads) >= 2  # the ratios did not fit side by side: a second block
+    assert sum(h.count("x ") + h.endswith("x") for h in heads) == len(comps)
+    assert sum(line.startswith("a ") for line in lines) == len(heads)

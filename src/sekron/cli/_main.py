@@ -250,7 +250,7 @@ def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray]], dic
         if args.key:
             raise CLIError("--key needs a PATH (the embedded example has one tensor)")
         source = {"path": None, "embedded_example": EXAMPLE_KEY}
-        return [(f"embedded example {EXAMPLE_KEY}", example_weight())], source
+        return [(EXAMPLE_KEY, example_weight())], source
     tensors = load_tensors(args.path, args.key)
     return tensors, {"path": os.path.abspath(args.path), "keys": args.key}
 
@@ -335,7 +335,8 @@ def _compare(args: argparse.Namespace) -> int:
         try:  # the first Ctrl-C ends the work wherever it lands; what finished is reported
             for name, W in tensors:
                 if len(tensors) == 1:
-                    print(f"{name}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
+                    what = name if args.path else f"embedded example {name}"
+                    print(f"{what}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
                 layers.append(LayerResult(name, tuple(W.shape), str(W.dtype)))
                 _run_layer(layers[-1], W, args, stop, progress)
                 if stop.requested:

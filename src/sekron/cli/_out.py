@@ -95,7 +95,10 @@ def layer_plot_paths(out: Path, names: Sequence[str]) -> list[Path]:
 @contextlib.contextmanager
 def _temporary(path: Path) -> Iterator[Path]:
     # created like any new file (mode 0666 & ~umask), unlike mkstemp's 0600
-    tmp = Path(os.path.realpath(path)).parent / f".{path.stem}.{secrets.token_hex(4)}.sekron-tmp{path.suffix}"
+    tmp = (
+        Path(os.path.realpath(path)).parent
+        / f".{path.stem}.{secrets.token_hex(4)}.sekron-tmp{path.suffix}"
+    )
     with open(tmp, "xb"):
         pass
     try:

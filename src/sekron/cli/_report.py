@@ -163,8 +163,7 @@ def summary_table(layers: Sequence[LayerResult], comps: Sequence[float]) -> str:
     shape_w = max(len(s) for s in [*shapes, "shape"])
     per_block = max(1, (WIDTH - shape_w - 2 - 16) // (cell_w + 2))
     out = [
-        f"best family per layer: relative error at equal parameter budgets "
-        f"({len(layers)} layers; every row is in --json)"
+        f"best family per layer and its relative error at equal parameter budgets ({len(layers)})"
     ]
     for start in range(0, len(comps), per_block):
         block = range(start, min(start + per_block, len(comps)))
