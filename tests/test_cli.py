@@ -479,3 +479,39 @@ def test_summary_fits_100_columns_with_many_ratios_and_long_names() -> None:
     assert len(heads) >= 2  # the ratios did not fit side by side: a second block
     assert sum(h.count("x ") + h.endswith("x") for h in heads) == len(comps)
     assert sum(line.startswith("a ") for line in lines) == len(heads)
+
+
+def test_sigint_to_a_running_command(tmp_path) -> None:
+    # the real thing: Ctrl-C (SIGINT) sent to a `sekron compare` process while it searches
+    import signal
+
+    js = tmp_path / "rows.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sekron.cli import main; sys.exit(main())"]
+        + ["compare", "--json", str(js)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # plain progress lines: stderr is a pipe
+            seen.append(line)
+            if "fitting sekron, gkpd" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = "".join(seen) + err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sekron: interrupted"), err
+    assert "tucker2" not in err  # stopped at once: no family fitted after the search
+    if js.exists():  # the search had evaluated some configurations: written, marked partial
+        assert json.loads(js.read_text())["partial"] is True
+        assert "(partial)" in out and last.endswith("the results above are partial")
+    else:
+        assert last.endswith("before any fit finished; nothing written")

@@ -346,7 +346,12 @@ def _compare(args: argparse.Namespace) -> int:
         finished = [layer for layer in layers if layer.parts]
         _report(args, finished, len(tensors), source, js, plots, partial=stop.requested)
     if stop.requested:
-        print("sekron: interrupted; the results above are partial", file=sys.stderr)
+        print(
+            "sekron: interrupted; the results above are partial"
+            if finished
+            else "sekron: interrupted before any fit finished; nothing written",
+            file=sys.stderr,
+        )
         return 130
     return 0
 
