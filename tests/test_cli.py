@@ -515,3 +515,17 @@ def test_sigint_to_a_running_command(tmp_path) -> None:
         assert "(partial)" in out and last.endswith("the results above are partial")
     else:
         assert last.endswith("before any fit finished; nothing written")
+
+
+def test_ctrl_c_before_any_fit_finished_writes_nothing(tmp_path, capsys, weight, monkeypatch):
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    calls = _compare_interrupted_at(monkeypatch, "sekron")
+    js = tmp_path / "rows.json"
+    code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
+    assert code == 130 and calls == [("sekron", "gkpd")]
+    assert out == "w: shape (8, 4, 3, 3), float32\n"
+    assert err.strip().splitlines()[-1] == (
+        "sekron: interrupted before any fit finished; nothing written"
+    )
+    assert not js.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]
