@@ -7,18 +7,22 @@ never modified. Errors come before any work, so each case runs in well under a s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import pickle
 import subprocess
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sekron.cli import main
 
@@ -149,6 +153,10 @@ HOSTILE_FILES: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "pt with no conv weight": (
         _torch("w.pt", lambda t: {"fc.weight": t.ones(3, 4), "fc.bias": t.ones(3), "n": 3}),
         ["no conv weight", "fc.weight"],
+    ),
+    "pt sparse conv weight": (
+        _torch("w.pt", lambda t: {"w": t.ones(4, 2, 3, 3).to_sparse()}),
+        ["entry 'w'", "sparse_coo", "no dense numpy form"],
     ),
     "pt bare int": (_torch("w.pt", lambda t: 7), ["expected a tensor or a state dict"]),
     "safetensors garbage": (
@@ -288,3 +296,53 @@ def test_hostile_options(tmp_path, capsys, case) -> None:
     _one_line_error(code, capsys.readouterr().err, needles)
     assert _digest(w) == before
     assert not (tmp_path / "o.json").exists() and not (tmp_path / "noext.png").exists()
+
+
+def _valid_files() -> dict[str, bytes]:
+    files = {"w.npy": _GOOD_NPY, "w.npz": _zip_bytes()}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, w=_WEIGHT, b=np.ones(3))
+    files["c.npz"] = buf.getvalue()
+    try:
+        files["w.pt"] = _torch_bytes()
+    except pytest.skip.Exception:
+        pass
+    try:
+        from safetensors.numpy import save
+
+        files["w.safetensors"] = save({"w": _WEIGHT, "b": np.ones(3, np.float32)})
+    except ImportError:
+        pass
+    return files
+
+
+_VALID = _valid_files()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.sampled_from(sorted(_VALID)),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=3),
+)
+def test_damaged_files_give_one_line_or_a_result(tmp_path_factory, name, cut, flips) -> None:
+    # truncations and byte flips of valid files: the command either runs (the damage hit the
+    # data) or says in one line what is wrong; never a traceback, a hang or a huge allocation
+    data = bytearray(_VALID[name])
+    for where, byte in flips:
+        data[int(where * (len(data) - 1))] = byte
+    data = data[: max(0, int(cut * len(data)) if cut < 0.9 else len(data))]
+    path = tmp_path_factory.mktemp("fuzz") / name
+    path.write_bytes(bytes(data))
+    err = io.StringIO()
+    with (
+        contextlib.redirect_stderr(err),
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),  # a flipped exponent may overflow a fit: not this test's
+    ):
+        warnings.simplefilter("ignore")
+        argv = ["compare", str(path), "--families", "tt", "--compression", "2", "--no-progress"]
+        code = main(argv)
+    assert _digest(path) == hashlib.sha256(bytes(data)).hexdigest()
+    if code != 0:
+        _one_line_error(code, err.getvalue(), [])

@@ -102,7 +102,7 @@ def _npy_header(f: IO[bytes], size: int, label: str) -> tuple[tuple[int, ...], n
             shape, _, dtype = fmt.read_array_header_2_0(f)
         else:
             raise CLIError(f"{label}: unsupported .npy format version {version}")
-    except (ValueError, EOFError, SyntaxError, TypeError) as e:
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, TokenError..
         if "EOF" in str(e):
             raise CLIError(f"{label}: truncated: the file ends inside its .npy header") from None
         raise CLIError(f"{label}: corrupt .npy header ({_first_line(e)})") from None
@@ -129,8 +129,11 @@ def _read_npy(p: Path, size: int) -> list[Entry]:
         shape, dtype = _npy_header(f, size, str(p))
 
     def read() -> np.ndarray:
-        with open(p, "rb") as f:
-            return np.lib.format.read_array(f, allow_pickle=False)
+        try:
+            with open(p, "rb") as f:
+                return np.lib.format.read_array(f, allow_pickle=False)
+        except (ValueError, OSError, MemoryError) as e:  # changed since its header was read
+            raise CLIError(f"{p}: cannot read its data ({_first_line(e)})") from None
 
     return [Entry(p.stem, shape, str(dtype), _npy_kind(dtype), read)]
 
@@ -152,7 +155,7 @@ def _read_npz(p: Path) -> list[Entry]:
                     continue
                 name = info.filename[:-4]
                 with zf.open(info) as f:
-                    shape, dtype = _npy_header(f, info.file_size, f"{p}: entry {name!r}")
+                    shape, dtype = _npy_header(f, _member_size(info), f"{p}: entry {name!r}")
                 entries.append(
                     Entry(name, shape, str(dtype), _npy_kind(dtype), _npz_reader(p, info.filename))
                 )
@@ -161,12 +164,23 @@ def _read_npz(p: Path) -> list[Entry]:
     return entries
 
 
+def _member_size(info: zipfile.ZipInfo) -> int:
+    """An upper bound on a zip member's real size: its declared size, capped by what its
+    stored bytes can expand to (deflate expands at most 1032-fold), so that a lying directory
+    cannot make the reader allocate more than ~1000 times the file's size."""
+    if info.compress_type == zipfile.ZIP_STORED:
+        return min(info.file_size, info.compress_size)
+    if info.compress_type == zipfile.ZIP_DEFLATED:
+        return min(info.file_size, 1032 * info.compress_size + 64)
+    return info.file_size
+
+
 def _npz_reader(p: Path, member: str) -> Callable[[], np.ndarray]:
     def read() -> np.ndarray:
         try:
             with zipfile.ZipFile(p) as zf, zf.open(member) as f:
                 return np.lib.format.read_array(f, allow_pickle=False)
-        except (*_ZIP_ERRORS, ValueError) as e:
+        except (*_ZIP_ERRORS, ValueError, MemoryError) as e:
             raise CLIError(f"{p}: corrupt entry {member[:-4]!r} ({_first_line(e)})") from None
 
     return read
@@ -383,10 +397,16 @@ def select_entries(entries: Sequence[Entry], keys: Sequence[str] | None, path: P
 def as_tensor(value: Any, name: str, p: Path | str) -> np.ndarray:
     """A finite float32/float64 numpy array with >= 2 modes, or a one-line CLIError."""
     if hasattr(value, "detach"):  # a torch tensor
-        value = value.detach().cpu()
-        if value.is_floating_point() and value.dtype.itemsize < 4:  # float16, bfloat16, float8
-            value = value.float()
-        value = value.numpy()
+        try:
+            value = value.detach().cpu()
+            if value.is_floating_point() and value.dtype.itemsize < 4:  # (b)float16, float8
+                value = value.float()
+            value = value.numpy()
+        except (RuntimeError, TypeError) as e:  # sparse, quantized, ...
+            layout = f"{value.dtype}, {value.layout}".replace("torch.", "")
+            raise CLIError(
+                f"{p}: entry {name!r} ({layout}) has no dense numpy form ({_first_line(e)})"
+            ) from None
     if not isinstance(value, np.ndarray):
         raise CLIError(f"{p}: entry {name!r} is a {type(value).__name__}, not a tensor")
     arr = value
