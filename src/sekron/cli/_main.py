@@ -281,7 +281,12 @@ def _groups(families: Sequence[str]) -> list[tuple[str, ...]]:
 
 
 def _run_layer(
-    layer: LayerResult, W: np.ndarray, args: argparse.Namespace, stop: _Stop, progress: _Progress
+    layer: LayerResult,
+    W: np.ndarray,
+    args: argparse.Namespace,
+    stop: _Stop,
+    progress: _Progress,
+    label: str,
 ) -> None:
     """Fit each group of families in turn, timing each. A Ctrl-C in the search ends it with
     what it found (kept, then stop); anywhere else it raises KeyboardInterrupt."""
@@ -293,7 +298,7 @@ def _run_layer(
         left = None
         if args.max_seconds is not None:
             left = max(args.max_seconds - (time.perf_counter() - start), 1e-9)
-        progress.stage(f"{layer.name}: fitting {', '.join(group)}")
+        progress.stage(f"{label}: fitting {', '.join(group)}")
         t0 = time.perf_counter()
         try:
             with _blas_threads(1):
@@ -315,11 +320,12 @@ def _run_layer(
             return
 
 
-def _notes(table: Any) -> None:
+def _notes(table: Any, where: str = "") -> None:
     for s in table.searches:
         if s is not None and not s.certified:
             print(
-                f"(at {s.budget:,} params the search stopped early: {s.n_open:,} configurations "
+                f"({where}at {s.budget:,} params the search stopped early: {s.n_open:,} "
+                "configurations "
                 f"left unevaluated may reach rel. error {s.bound:.4f}, the best found is "
                 f"{s.best.rel_error:.4f})",
                 file=sys.stderr,
@@ -338,7 +344,8 @@ def _compare(args: argparse.Namespace) -> int:
                     what = name if args.path else f"embedded example {name}"
                     print(f"{what}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
                 layers.append(LayerResult(name, tuple(W.shape), str(W.dtype)))
-                _run_layer(layers[-1], W, args, stop, progress)
+                label = f"[{len(layers)}/{len(tensors)}] {name}" if len(tensors) > 1 else name
+                _run_layer(layers[-1], W, args, stop, progress, label)
                 if stop.requested:
                     break
         except KeyboardInterrupt:
@@ -374,6 +381,8 @@ def _report(
         _notes(table)
     else:
         print(summary_table(layers, [float(c) for c in sorted(set(args.compression))]))
+        for layer in layers:
+            _notes(layer.table(), f"{layer.name}: ")
     if js is not None:
         options = {
             k: getattr(args, k)
