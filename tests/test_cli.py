@@ -290,12 +290,19 @@ def test_json_provenance(tmp_path, capsys, weight) -> None:
     path = tmp_path / "w.npy"
     np.save(path, weight)
     js = tmp_path / "rows.json"
-    argv = ["compare", str(path), *_FAST, "--families", "sekron", "gkpd", "cp", "--json", str(js)]
-    code, _, err = _run([*argv, "--no-progress", "--max-configs", "50"], capsys)
+    argv = ["compare", str(path), *_FAST, "--families", "sekron", "gkpd", "cp", "--json"]
+    code, _, err = _run([*argv, str(js), "--no-progress", "--max-configs", "50"], capsys)
     assert code == 0, err
     doc = json.loads(js.read_text())
     assert doc["sekron_version"] == sekron.__version__
-    assert doc["input"] == {"path": str(path), "keys": None}
+    import hashlib
+
+    assert doc["input"] == {
+        "path": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "keys": None,
+        "argv": ["sekron", *argv, str(js), "--no-progress", "--max-configs", "50"],
+    }
     assert doc["partial"] is False
     assert doc["options"] == {
         "compression": [2.0, 4.0],

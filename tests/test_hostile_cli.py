@@ -223,6 +223,7 @@ def test_key_that_matches_nothing(tmp_path, capsys) -> None:
     _one_line_error(code, capsys.readouterr().err, ["no entry named 'layer*.weight'", "conv, fc"])
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
 def test_special_files_are_refused_without_opening(tmp_path) -> None:
     # a FIFO would block open() forever: run in a subprocess with a timeout
     fifo = tmp_path / "w.npy"
@@ -282,6 +283,7 @@ def _outputs(tmp_path: Path) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs POSIX FIFOs")
 @pytest.mark.parametrize("case", list(_outputs(Path("/x"))))
 def test_hostile_options(tmp_path, capsys, case) -> None:
     w = tmp_path / "w.npy"

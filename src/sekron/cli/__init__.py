@@ -11,6 +11,13 @@ Exit codes: 0 done; 2 bad input (a missing, special, corrupt, pickled or unsuppo
 key that matches nothing, an output path that cannot be written or would overwrite an input),
 reported as one ``sekron: error: ...`` line on stderr before any work; 130 on Ctrl-C, which stops
 at once, prints what finished and writes it where asked, marked partial.
+
+``--json OUT.json`` writes ``sekron_version``, ``input`` (absolute path, sha256, keys and the
+command line), ``options``, ``partial``, ``layers`` (per tensor: key, shape, dtype, the families
+fitted, the seconds of each fit, ``"sekron+gkpd"`` being one shared search, and each search's
+certificate and effort) and ``rows``: every row of every layer, SeKron rows with ``certified``,
+``bound`` and ``n_open``. ``--plot OUT.png`` draws one figure; for several layers, one file per
+layer, ``OUT.<layer>.png``.
 """
 
 from ._io import CLIError, load_tensor, load_tensors

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -252,7 +253,12 @@ def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray]], dic
         source = {"path": None, "embedded_example": EXAMPLE_KEY}
         return [(EXAMPLE_KEY, example_weight())], source
     tensors = load_tensors(args.path, args.key)
-    return tensors, {"path": os.path.abspath(args.path), "keys": args.key}
+    digest = hashlib.sha256()
+    with open(args.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    source = {"path": os.path.abspath(args.path), "sha256": digest.hexdigest(), "keys": args.key}
+    return tensors, source
 
 
 def _outputs(args: argparse.Namespace, names: list[str]) -> tuple[Path | None, dict[str, Path]]:
@@ -389,6 +395,7 @@ def _report(
             for k in ("compression", "families", "forms", "max_factors", "max_configs")
         }
         options.update(max_seconds=args.max_seconds, threads=args.threads)
+        source = {**source, "argv": ["sekron", *args.argv]}
         doc = document(layers, source=source, options=options, partial=partial, version=_version())
         text = json.dumps(doc, indent=1) + "\n"
         write_atomically(js, lambda p: p.write_text(text))
@@ -424,6 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         args = _parser().parse_args(argv)
+        args.argv = argv
         trailing = getattr(args, "trailing_path", None)
         if trailing is not None:
             if args.path is not None:
