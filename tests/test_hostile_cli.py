@@ -103,6 +103,10 @@ HOSTILE_FILES: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
         ["claims shape"],
     ),
     "npy without magic": (_write("w.npy", b"not numpy at all" * 8), ["not a .npy file"]),
+    "npy of an unknown version": (
+        _write("w.npy", b"\x93NUMPY\x09\x00" + _GOOD_NPY[8:]),
+        ["unsupported .npy format version 9.0"],
+    ),
     "npy with a garbage header": (
         _write("w.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': ??? }\n"),
         ["corrupt .npy header"],

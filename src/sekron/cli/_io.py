@@ -66,17 +66,13 @@ def _check_regular_file(p: Path) -> int:
     if stat.S_ISDIR(mode):
         raise CLIError(f"{p}: is a directory, not a tensor file")
     if not stat.S_ISREG(mode):
-        what = (
-            "a FIFO (named pipe)"
-            if stat.S_ISFIFO(mode)
-            else "a character device"
-            if stat.S_ISCHR(mode)
-            else "a block device"
-            if stat.S_ISBLK(mode)
-            else "a socket"
-            if stat.S_ISSOCK(mode)
-            else "not a regular file"
-        )
+        kinds = [
+            (stat.S_ISFIFO, "a FIFO (named pipe)"),
+            (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"),
+            (stat.S_ISSOCK, "a socket"),
+        ]
+        what = next((w for test, w in kinds if test(mode)), "a special file")
         raise CLIError(
             f"{p}: is {what}, not a regular file; give a .npy, .npz, .pt or .safetensors"
         )
@@ -95,13 +91,13 @@ def _npy_header(f: IO[bytes], size: int, label: str) -> tuple[tuple[int, ...], n
         version = fmt.read_magic(f)
     except (ValueError, EOFError):
         raise CLIError(f"{label}: not a .npy file (no .npy magic string at its start)") from None
+    if version not in ((1, 0), (2, 0)):
+        raise CLIError(f"{label}: unsupported .npy format version {version[0]}.{version[1]}")
     try:
         if version == (1, 0):
             shape, _, dtype = fmt.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _, dtype = fmt.read_array_header_2_0(f)
         else:
-            raise CLIError(f"{label}: unsupported .npy format version {version}")
+            shape, _, dtype = fmt.read_array_header_2_0(f)
     except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, TokenError..
         if "EOF" in str(e):
             raise CLIError(f"{label}: truncated: the file ends inside its .npy header") from None
