@@ -89,6 +89,16 @@ def test_torch_state_dicts(tmp_path) -> None:
         load_tensors(tmp_path / "b.pth", ["optim.lr"])
 
 
+@pytest.mark.parametrize("suffix", [".bin", ".ckpt", ".PT"])
+def test_other_torch_suffixes(tmp_path, suffix) -> None:
+    torch = pytest.importorskip("torch")
+    path = tmp_path / f"pytorch_model{suffix}"
+    torch.save({"state_dict": {"conv.weight": torch.from_numpy(W)}, "epoch": 1}, path)
+    [(name, arr)] = load_tensors(path)
+    assert name == "conv.weight"
+    np.testing.assert_array_equal(arr, W)
+
+
 def test_safetensors(tmp_path) -> None:
     st = pytest.importorskip("safetensors.numpy")
     st.save_file(

@@ -4,8 +4,9 @@
 SeKron structure and of TT, TR, CP, Tucker, Tucker-2 and GKPD at the same parameter budget.
 With no PATH it runs on the embedded example, a (128, 64, 3, 3) conv weight of a small CNN
 trained on scikit-learn's digits (:func:`sekron.data.example_weight`). Given a checkpoint
-(``.npz``, a PyTorch ``.pt``/``.pth`` state dict or ``.safetensors``) with several entries, it
-compares every conv weight, or those ``--key`` names or matches, and prints a summary table.
+(``.npz``, a PyTorch ``.pt``/``.pth``/``.bin``/``.ckpt`` state dict or ``.safetensors``) with
+several entries, it compares every conv weight, or those ``--key`` names or matches, and prints
+a summary table.
 
 Exit codes: 0 done; 2 bad input (a missing, special, corrupt, pickled or unsupported file, a
 key that matches nothing, an output path that cannot be written or would overwrite an input),

@@ -27,7 +27,9 @@ import numpy as np
 __all__ = ["CLIError", "Entry", "load_tensor", "load_tensors", "read_entries", "select_entries"]
 
 #: The readable formats, by file extension.
-SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".safetensors")
+SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".bin", ".ckpt", ".safetensors")
+#: PyTorch files (torch.save); ``.bin`` as in ``pytorch_model.bin``, ``.ckpt`` as Lightning's.
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 class CLIError(Exception):
@@ -242,7 +244,8 @@ def _read_torch(p: Path) -> list[Entry]:
         import torch
     except ImportError:
         raise CLIError(
-            f"{p}: reading .pt/.pth needs PyTorch (pip install torch); or save the weight as .npy"
+            f"{p}: reading a PyTorch file needs PyTorch (pip install torch); or save the weight "
+            "as .npy or .safetensors"
         ) from None
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
@@ -334,7 +337,7 @@ def read_entries(path: str | Path) -> list[Entry]:
         return _read_npy(p, size)
     if suffix == ".npz":
         entries = _read_npz(p)
-    elif suffix in (".pt", ".pth"):
+    elif suffix in TORCH_SUFFIXES:
         entries = _read_torch(p)
     elif suffix == ".safetensors":
         entries = _read_safetensors(p)

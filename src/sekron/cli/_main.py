@@ -98,7 +98,8 @@ def _parser() -> argparse.ArgumentParser:
             "Print, for each compression ratio, the best relative error of each factorization "
             "family at the same parameter budget (numel / compression). With no PATH, runs on "
             "the embedded example conv weight (128, 64, 3, 3) of a digits CNN. A checkpoint "
-            "(.npz, .pt/.pth state dict, .safetensors) with several entries and no --key: "
+            "(.npz, PyTorch .pt/.pth/.bin/.ckpt state dict, .safetensors) with several entries and "
+            "no --key: "
             "every conv weight (3-D or 4-D floating-point tensor) is compared and a summary "
             "table gives each layer's best family. Ctrl-C stops at once: what finished is "
             "printed and written (marked partial), exit code 130. Bad input: one line on "
@@ -112,7 +113,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_input_options(cmp: argparse.ArgumentParser) -> None:
     cmp.add_argument(
-        "path", nargs="?", help=".npy, .npz, PyTorch .pt/.pth state dict or .safetensors file"
+        "path",
+        nargs="?",
+        help=".npy, .npz, PyTorch state dict (.pt, .pth, .bin, .ckpt) or .safetensors file",
     )
     cmp.add_argument(
         "--key",
