@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -466,7 +467,35 @@ def test_progress_on_a_non_terminal_has_no_carriage_returns(tmp_path, weight) ->
     assert proc.returncode == 0, proc.stderr
     assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
     assert "sekron: w: fitting sekron, gkpd" in proc.stderr
-    assert "sekron: search" in proc.stderr and "sekron: w: fitting tucker2" in proc.stderr
+    assert "sekron: w: fitting tucker2" in proc.stderr
+    assert re.search(r"^sekron: w: \d+/\d+$", proc.stderr, re.M)  # the search's steps
+
+
+def test_max_seconds_is_shared_out(tmp_path, capsys, weight, monkeypatch) -> None:
+    # half for the search, the rest shared by the other families: the run is bounded as a whole
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    module = sys.modules["sekron.compare"]
+    real, given = module.compare, []
+
+    def compare(W, **kw):
+        given.append(kw["max_seconds"])
+        return real(W, **{**kw, "max_seconds": None})
+
+    monkeypatch.setattr(module, "compare", compare)
+    argv = ["compare", str(path), "--families", "sekron", "tt", "cp", "--max-seconds", "100"]
+    code, _, err = _run([*argv, *_FAST, "--no-progress"], capsys)
+    assert code == 0, err
+    # (the fake search took no time, so tt may use half of what is left, cp all the rest)
+    assert [round(x) for x in given] == [50, 50, 100]
+    from sekron.cli._main import _share
+
+    groups = [("sekron", "gkpd"), ("tt",), ("cp",)]
+    assert [_share(100, spent, groups, i) for i, spent in enumerate((0, 50, 75))] == [50, 25, 25]
+    assert _share(100, 130, groups, 2) == 1e-9  # over time: the least compare accepts
+    assert _share(100, 0, [("sekron",)], 0) == 100  # the search alone gets it all
+    assert _share(100, 0, [("tt",), ("cp",)], 0) == 50
+    assert _share(None, 5, groups, 1) is None
 
 
 def test_summary_fits_100_columns_with_many_ratios_and_long_names() -> None:

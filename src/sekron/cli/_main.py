@@ -180,8 +180,9 @@ def _add_search_options(cmp: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=None,
         metavar="T",
-        help="time limit per tensor, passed to sekron.compare; the output says whether the "
-        "best SeKron structure found is certified optimal",
+        help="time limit per tensor: half for the SeKron search when other families follow, "
+        "the rest shared by them (passed to sekron.compare); the output says whether the best "
+        "SeKron structure found is certified optimal",
     )
     cmp.add_argument(
         "--threads",
@@ -232,16 +233,18 @@ class _Progress:
         self.enabled = enabled
         self.tty = enabled and sys.stderr.isatty()
         self.last = 0.0
+        self.label = ""
 
-    def stage(self, text: str) -> None:
+    def stage(self, label: str, what: str) -> None:
+        self.label = label
         if self.enabled:
-            print(f"sekron: {text}", file=sys.stderr, flush=True)
+            print(f"sekron: {label}: {what}", file=sys.stderr, flush=True)
 
     def __call__(self, done: int, total: int, *rest: Any) -> None:
         now = time.monotonic()
         if now - self.last >= 10.0 or done == total:
             self.last = now
-            print(f"sekron: search {done}/{total} configurations", file=sys.stderr, flush=True)
+            print(f"sekron: {self.label}: {done}/{total}", file=sys.stderr, flush=True)
 
     def for_search(self) -> Any:
         return (True if self.tty else self) if self.enabled else False
@@ -289,6 +292,16 @@ def _groups(families: Sequence[str]) -> list[tuple[str, ...]]:
     return ([shared] if shared else []) + [(f,) for f in fams if f not in shared]
 
 
+def _share(total: float | None, elapsed: float, groups: list[tuple[str, ...]], i: int) -> Any:
+    """Seconds for ``groups[i]`` out of ``total`` for the tensor: the SeKron search gets half
+    of it when other families follow, each later group an equal share of what is left."""
+    if total is None:
+        return None
+    if i == 0 and len(groups) > 1 and {"sekron", "gkpd"} & set(groups[0]):
+        return max(total / 2 - elapsed, 1e-9)
+    return max((total - elapsed) / (len(groups) - i), 1e-9)
+
+
 def _run_layer(
     layer: LayerResult,
     W: np.ndarray,
@@ -303,11 +316,10 @@ def _run_layer(
 
     compare = sys.modules["sekron.compare"].compare
     start = time.perf_counter()
-    for group in _groups(args.families):
-        left = None
-        if args.max_seconds is not None:
-            left = max(args.max_seconds - (time.perf_counter() - start), 1e-9)
-        progress.stage(f"{label}: fitting {', '.join(group)}")
+    groups = _groups(args.families)
+    for i, group in enumerate(groups):
+        left = _share(args.max_seconds, time.perf_counter() - start, groups, i)
+        progress.stage(label, f"fitting {', '.join(group)}")
         t0 = time.perf_counter()
         try:
             with _blas_threads(1):
