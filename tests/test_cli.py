@@ -404,11 +404,27 @@ def test_sigint_during_the_search(tmp_path, capsys, weight, monkeypatch) -> None
     js = tmp_path / "rows.json"
     code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
     assert code == 130, err
-    assert calls == [("sekron", "gkpd")]
-    doc = json.loads(js.read_text())
-    assert doc["partial"] is True
-    assert all(s["interrupted"] for s in doc["layers"][0]["searches"])
+    assert calls == [("sekron", "gkpd")]  # no family fitted after the interrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # where compare hands back the rows the interrupted search found, they are written
+    if js.exists():
+        doc = json.loads(js.read_text())
+        assert doc["partial"] is True
+        assert all(s["interrupted"] for s in doc["layers"][0]["searches"])
+    else:
+        assert err.strip().endswith("before any fit finished; nothing written")
+
+
+def test_pending_ctrl_c_stops_compare_at_its_next_step(capsys) -> None:
+    from sekron.cli._main import _Progress, _Stop
+
+    stop = _Stop()
+    progress = _Progress(False, stop)
+    progress(1, 10)  # nothing pending: carries on, silently
+    stop.requested = True
+    with pytest.raises(KeyboardInterrupt):
+        progress(2, 10)
+    assert capsys.readouterr().err == ""
 
 
 def test_families_forms_and_max_configs_reach_compare(tmp_path, capsys, weight, monkeypatch):

@@ -227,27 +227,45 @@ def _catch_sigint() -> Iterator[_Stop]:
 
 
 class _Progress:
-    """Progress on stderr: the search's bar on a terminal, else a plain line now and then."""
+    """Progress on stderr, and the place where a pending Ctrl-C stops compare at its next step.
 
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
+    On a terminal, one line redrawn in place; otherwise (a file, a pipe) a plain line at each
+    stage and every 10 s, never a carriage return.
+    """
+
+    def __init__(self, enabled: bool, stop: _Stop) -> None:
+        self.enabled, self.stop = enabled, stop
         self.tty = enabled and sys.stderr.isatty()
-        self.last = 0.0
-        self.label = ""
+        self.last, self.label, self.drawn = 0.0, "", False
 
     def stage(self, label: str, what: str) -> None:
         self.label = label
         if self.enabled:
+            self.end_line()
             print(f"sekron: {label}: {what}", file=sys.stderr, flush=True)
 
     def __call__(self, done: int, total: int, *rest: Any) -> None:
+        if self.stop.requested:  # the search swallowed a Ctrl-C: compare stops here
+            raise KeyboardInterrupt
+        if not self.enabled:
+            return
         now = time.monotonic()
-        if now - self.last >= 10.0 or done == total:
-            self.last = now
-            print(f"sekron: {self.label}: {done}/{total}", file=sys.stderr, flush=True)
+        if now - self.last < (0.1 if self.tty else 10.0) and done != total:
+            return
+        self.last = now
+        text = f"sekron: {self.label}: {done}/{total}"
+        if self.tty:
+            self.drawn = True
+            sys.stderr.write(f"\r{text}\x1b[K")
+            sys.stderr.flush()
+        else:
+            print(text, file=sys.stderr, flush=True)
 
-    def for_search(self) -> Any:
-        return (True if self.tty else self) if self.enabled else False
+    def end_line(self) -> None:
+        if self.drawn:
+            self.drawn = False
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _inputs(args: argparse.Namespace) -> tuple[list[tuple[str, np.ndarray]], dict[str, Any]]:
@@ -332,7 +350,7 @@ def _run_layer(
                     max_configs=args.max_configs,
                     max_seconds=left,
                     threads=args.threads,
-                    progress=progress.for_search(),
+                    progress=progress,
                 )
         except (ValueError, TypeError) as e:
             raise CLIError(f"{layer.name}: {str(e).splitlines()[0]}") from None
@@ -356,9 +374,9 @@ def _notes(table: Any, where: str = "") -> None:
 def _compare(args: argparse.Namespace) -> int:
     tensors, source = _inputs(args)
     js, plots = _outputs(args, [name for name, _ in tensors])
-    progress = _Progress(not args.no_progress)
     layers: list[LayerResult] = []
     with _catch_sigint() as stop:
+        progress = _Progress(not args.no_progress, stop)
         try:  # the first Ctrl-C ends the work wherever it lands; what finished is reported
             for name, W in tensors:
                 if len(tensors) == 1:
@@ -371,6 +389,7 @@ def _compare(args: argparse.Namespace) -> int:
                     break
         except KeyboardInterrupt:
             stop.requested = True
+        progress.end_line()
         finished = [layer for layer in layers if layer.parts]
         _report(args, finished, len(tensors), source, js, plots, partial=stop.requested)
     if stop.requested:
