@@ -363,10 +363,9 @@ def _notes(table: Any, where: str = "") -> None:
     for s in table.searches:
         if s is not None and not s.certified:
             print(
-                f"({where}at {s.budget:,} params the search stopped early: {s.n_open:,} "
-                "configurations "
-                f"left unevaluated may reach rel. error {s.bound:.4f}, the best found is "
-                f"{s.best.rel_error:.4f})",
+                f"({where}at {s.budget:,} params the search stopped early: "
+                f"{s.n_open:,} configurations left unevaluated may reach rel. error "
+                f"{s.bound:.4f}, the best found is {s.best.rel_error:.4f})",
                 file=sys.stderr,
             )
 
