@@ -328,19 +328,32 @@ def test_json_provenance(tmp_path, capsys, weight) -> None:
             assert r["certified"] is True and r["n_open"] == 0
 
 
-def _compare_interrupted_at(monkeypatch, family: str) -> list:
-    """Patch sekron.compare.compare to raise KeyboardInterrupt when ``family`` is fitted."""
+def _wrap_compare(monkeypatch, hook=None) -> list:
+    """Patch sekron.compare.compare: record each call's keywords, and let ``hook(W, kw)``
+    raise or return changed keywords before the real compare runs."""
     module = sys.modules["sekron.compare"]
-    real, calls = module.compare, []
+    real, seen = module.compare, []
 
     def compare(W, **kw):
-        calls.append(tuple(kw["families"]))
-        if family in kw["families"]:
-            raise KeyboardInterrupt
-        return real(W, **kw)
+        seen.append(kw)
+        return real(W, **((hook(W, kw) if hook else None) or kw))
 
     monkeypatch.setattr(module, "compare", compare)
-    return calls
+    return seen
+
+
+def _compare_interrupted_at(monkeypatch, family: str) -> list:
+    """Each compare call's keywords; KeyboardInterrupt when ``family`` is to be fitted."""
+
+    def hook(W, kw):
+        if family in kw["families"]:
+            raise KeyboardInterrupt
+
+    return _wrap_compare(monkeypatch, hook)
+
+
+def _families(seen: list) -> list:
+    return [tuple(kw["families"]) for kw in seen]
 
 
 def test_ctrl_c_stops_at_once_and_writes_what_finished(tmp_path, capsys, weight, monkeypatch):
@@ -351,7 +364,7 @@ def test_ctrl_c_stops_at_once_and_writes_what_finished(tmp_path, capsys, weight,
     argv = ["compare", str(path), *_FAST, "--json", str(js), "--plot", str(png), "--no-progress"]
     code, out, err = _run(argv, capsys)
     assert code == 130
-    assert calls == [("sekron", "gkpd"), ("tt",), ("tr",)]  # nothing after the interrupt
+    assert _families(calls) == [("sekron", "gkpd"), ("tt",), ("tr",)]  # nothing after the interrupt
     assert "TT" in out and "GKPD" in out and "TR " not in out and "CP" not in out
     assert err.strip().splitlines()[-1] == "sekron: interrupted; the results above are partial"
     doc = json.loads(js.read_text())
@@ -362,15 +375,12 @@ def test_ctrl_c_stops_at_once_and_writes_what_finished(tmp_path, capsys, weight,
 
 def test_ctrl_c_in_a_checkpoint_keeps_finished_layers(tmp_path, capsys, weight, monkeypatch):
     path, long = _checkpoint(tmp_path, weight)
-    module = sys.modules["sekron.compare"]
-    real = module.compare
 
-    def compare(W, **kw):
+    def hook(W, kw):
         if W.shape[0] == 4 and "cp" in kw["families"]:
             raise KeyboardInterrupt
-        return real(W, **kw)
 
-    monkeypatch.setattr(module, "compare", compare)
+    _wrap_compare(monkeypatch, hook)
     js = tmp_path / "rows.json"
     code, out, _ = _run(["compare", str(path), *_FAST, "--json", str(js), "--no-progress"], capsys)
     assert code == 130
@@ -388,23 +398,16 @@ def test_sigint_during_the_search(tmp_path, capsys, weight, monkeypatch) -> None
 
     path = tmp_path / "w.npy"
     np.save(path, weight)
-    module = sys.modules["sekron.compare"]
-    real, calls = module.compare, []
 
-    def compare(W, **kw):
-        calls.append(tuple(kw["families"]))
+    def progress(done, total, *rest):
+        if done == total - 1:  # after some configurations were evaluated
+            signal.raise_signal(signal.SIGINT)
 
-        def progress(done, total, *rest):
-            if done == total - 1:  # after some configurations were evaluated
-                signal.raise_signal(signal.SIGINT)
-
-        return real(W, **{**kw, "progress": progress})
-
-    monkeypatch.setattr(module, "compare", compare)
+    calls = _wrap_compare(monkeypatch, lambda W, kw: {**kw, "progress": progress})
     js = tmp_path / "rows.json"
     code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
     assert code == 130, err
-    assert calls == [("sekron", "gkpd")]  # no family fitted after the interrupt
+    assert _families(calls) == [("sekron", "gkpd")]  # no family fitted after the interrupt
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
     # where compare hands back the rows the interrupted search found, they are written
     if js.exists():
@@ -430,18 +433,11 @@ def test_pending_ctrl_c_stops_compare_at_its_next_step(capsys) -> None:
 def test_families_forms_and_max_configs_reach_compare(tmp_path, capsys, weight, monkeypatch):
     path = tmp_path / "w.npy"
     np.save(path, weight)
-    module = sys.modules["sekron.compare"]
-    real, seen = module.compare, []
-
-    def compare(W, **kw):
-        seen.append(kw)
-        return real(W, **kw)
-
-    monkeypatch.setattr(module, "compare", compare)
+    seen = _wrap_compare(monkeypatch)
     argv = ["compare", str(path), "--families", "cp", "gkpd", "--forms", "chain"]
     code, out, err = _run([*argv, "--max-configs", "7", *_FAST, "--no-progress"], capsys)
     assert code == 0, err
-    assert [kw["families"] for kw in seen] == [("gkpd",), ("cp",)]
+    assert _families(seen) == [("gkpd",), ("cp",)]
     assert all(kw["forms"] == ("chain",) and kw["max_configs"] == 7 for kw in seen)
     assert "GKPD" in out and "CP" in out and "TT" not in out and "SeKron" not in out
 
@@ -491,17 +487,11 @@ def test_max_seconds_is_shared_out(tmp_path, capsys, weight, monkeypatch) -> Non
     # half for the search, the rest shared by the other families: the run is bounded as a whole
     path = tmp_path / "w.npy"
     np.save(path, weight)
-    module = sys.modules["sekron.compare"]
-    real, given = module.compare, []
-
-    def compare(W, **kw):
-        given.append(kw["max_seconds"])
-        return real(W, **{**kw, "max_seconds": None})
-
-    monkeypatch.setattr(module, "compare", compare)
+    seen = _wrap_compare(monkeypatch, lambda W, kw: {**kw, "max_seconds": None})
     argv = ["compare", str(path), "--families", "sekron", "tt", "cp", "--max-seconds", "100"]
     code, _, err = _run([*argv, *_FAST, "--no-progress"], capsys)
     assert code == 0, err
+    given = [kw["max_seconds"] for kw in seen]
     # (the fake search took no time, so tt may use half of what is left, cp all the rest)
     assert [round(x) for x in given] == [50, 50, 100]
     from sekron.cli._main import _share
@@ -575,7 +565,7 @@ def test_ctrl_c_before_any_fit_finished_writes_nothing(tmp_path, capsys, weight,
     calls = _compare_interrupted_at(monkeypatch, "sekron")
     js = tmp_path / "rows.json"
     code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
-    assert code == 130 and calls == [("sekron", "gkpd")]
+    assert code == 130 and _families(calls) == [("sekron", "gkpd")]
     assert out == "w: shape (8, 4, 3, 3), float32\n"
     assert err.strip().splitlines()[-1] == (
         "sekron: interrupted before any fit finished; nothing written"

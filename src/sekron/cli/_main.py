@@ -115,6 +115,7 @@ def _add_input_options(cmp: argparse.ArgumentParser) -> None:
     cmp.add_argument(
         "path",
         nargs="?",
+        metavar="PATH",
         help=".npy, .npz, PyTorch state dict (.pt, .pth, .bin, .ckpt) or .safetensors file",
     )
     cmp.add_argument(
