@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -102,10 +103,13 @@ def test_max_seconds_reports_an_uncertified_search(tmp_path, capsys) -> None:
 
 
 def test_npz_and_torch_state_dict_keys(tmp_path, capsys, weight) -> None:
+    # several entries and no conv weight among them: choose with --key
+    lin = tmp_path / "lin.npz"
+    np.savez(lin, a=weight.reshape(8, 36), b=weight[:4].reshape(16, 9))
+    code, _, err = _run(["compare", str(lin), "--compression", "4", "--no-progress"], capsys)
+    _assert_usage_error(code, err, "2 entries", "no conv weight", "--key", "a", "b")
     npz = tmp_path / "w.npz"
     np.savez(npz, a=weight, b=weight[:4])
-    code, _, err = _run(["compare", str(npz), "--compression", "4", "--no-progress"], capsys)
-    _assert_usage_error(code, err, "2 entries", "--key", "a", "b")
     code, out, err = _run(
         ["compare", str(npz), "--key", "b", "--compression", "4", "--no-progress"], capsys
     )
@@ -212,3 +216,358 @@ def test_console_script_subprocess(tmp_path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"sekron: error: {tmp_path / 'missing.npz'}: no such file"
     assert "Traceback" not in proc.stderr
+
+
+# --- whole checkpoints, provenance, Ctrl-C and the options of issue #13 -----------------------
+
+_FAST = ["--compression", "2", "4", "--max-factors", "2"]
+
+
+def _checkpoint(tmp_path, weight):
+    path = tmp_path / "model.npz"
+    long = "encoder.stages.3.blocks.11.attention_pooling.depthwise_conv.weight"
+    np.savez(path, **{"conv1.weight": weight, long: weight[:4], "fc.weight": weight[:, :, 0, 0]})
+    return path, long
+
+
+def test_checkpoint_compares_every_conv_weight(tmp_path, capsys, weight) -> None:
+    path, long = _checkpoint(tmp_path, weight)
+    js, png = tmp_path / "rows.json", tmp_path / "p.png"
+    argv = ["compare", str(path), *_FAST, "--json", str(js), "--plot", str(png), "--no-progress"]
+    code, out, err = _run(argv, capsys)
+    assert code == 0, err
+    lines = [line for line in out.splitlines() if not line.startswith("wrote ")]
+    assert max(len(line) for line in lines) <= 100
+    assert lines[0].startswith("best family per layer") and lines[0].endswith("(2)")
+    assert any(line.startswith("conv1.weight") and "8x4x3x3" in line for line in lines)
+    assert any(line.startswith("…") and long.endswith(line.split()[0][1:]) for line in lines)
+    assert "fc.weight" not in out  # 2-D: not a conv weight
+    doc = json.loads(js.read_text())
+    assert [layer["key"] for layer in doc["layers"]] == ["conv1.weight", long]
+    assert {(r["layer"], r["compression"]) for r in doc["rows"]} == {
+        (k, c) for k in ("conv1.weight", long) for c in (2.0, 4.0)
+    }
+    assert len(doc["rows"]) == 2 * 2 * 7
+    # the summary shows each layer's best row at each ratio
+    short = {"sekron": "SeKron", "gkpd": "GKPD", "tt": "TT", "tr": "TR", "cp": "CP"}
+    short.update(tucker="Tucker", tucker2="Tucker-2")
+    for layer, start in (("conv1.weight", "conv1.weight"), (long, "…")):
+        line = next(x for x in lines if x.startswith(start))
+        cells = []
+        for c in (2.0, 4.0):
+            rows = [r for r in doc["rows"] if r["layer"] == layer and r["compression"] == c]
+            best = min(
+                (r for r in rows if r["rel_error"] is not None),
+                key=lambda r: (r["rel_error"], r["n_params"]),
+            )
+            cells.append(f"{short[best['family']]} {best['rel_error']:.4f}")
+        assert line.split(None, 2)[2].split("  ")[0] == cells[0], (line, cells)
+        assert line.rstrip().endswith(cells[1])
+    for name in ("conv1.weight", long):
+        assert (tmp_path / f"p.{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert not png.exists()
+
+
+def test_checkpoint_key_globs_and_single_match(tmp_path, capsys, weight) -> None:
+    path, long = _checkpoint(tmp_path, weight)
+    code, out, err = _run(
+        ["compare", str(path), "--key", "encoder.*", *_FAST, "--no-progress"], capsys
+    )
+    assert code == 0, err
+    # one match behaves as a single tensor: its name, its shape and the full table
+    assert out.splitlines()[0] == f"{long}: shape (4, 4, 3, 3), float32"
+    assert "relative error at equal parameter budgets" in out
+    code, out, err = _run(
+        ["compare", str(path), "--key", "conv1.*", "--key", "fc.weight", *_FAST, "--no-progress"],
+        capsys,
+    )
+    assert code == 0, err
+    assert "budgets (2)" in out and "fc.weight     8x4 " in out
+
+
+def test_json_provenance(tmp_path, capsys, weight) -> None:
+    import sekron
+
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    js = tmp_path / "rows.json"
+    argv = ["compare", str(path), *_FAST, "--families", "sekron", "gkpd", "cp", "--json"]
+    code, _, err = _run([*argv, str(js), "--no-progress", "--max-configs", "50"], capsys)
+    assert code == 0, err
+    doc = json.loads(js.read_text())
+    assert doc["sekron_version"] == sekron.__version__
+    import hashlib
+
+    assert doc["input"] == {
+        "path": str(path),
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "keys": None,
+        "argv": ["sekron", *argv, str(js), "--no-progress", "--max-configs", "50"],
+    }
+    assert doc["partial"] is False
+    assert doc["options"] == {
+        "compression": [2.0, 4.0],
+        "families": ["sekron", "gkpd", "cp"],
+        "forms": ["nested", "chain"],
+        "max_factors": 2,
+        "max_configs": 50,
+        "max_seconds": None,
+        "threads": None,
+    }
+    [layer] = doc["layers"]
+    assert layer["key"] == "w" and layer["shape"] == [8, 4, 3, 3] and layer["dtype"] == "float32"
+    assert set(layer["seconds"]) == {"sekron+gkpd", "cp"}
+    assert all(s >= 0 for s in layer["seconds"].values())
+    assert [s["compression"] for s in layer["searches"]] == [2.0, 4.0]
+    assert all(s["n_configs"] <= 50 for s in layer["searches"])
+    assert {r["family"] for r in doc["rows"]} == {"sekron", "gkpd", "cp"}
+    for r in doc["rows"]:
+        cert = {"certified", "bound", "n_open"}
+        assert cert <= set(r) if r["family"] == "sekron" else not cert & set(r)
+        if r["family"] == "sekron":
+            assert r["certified"] is True and r["n_open"] == 0
+
+
+def _wrap_compare(monkeypatch, hook=None) -> list:
+    """Patch sekron.compare.compare: record each call's keywords, and let ``hook(W, kw)``
+    raise or return changed keywords before the real compare runs."""
+    module = sys.modules["sekron.compare"]
+    real, seen = module.compare, []
+
+    def compare(W, **kw):
+        seen.append(kw)
+        return real(W, **((hook(W, kw) if hook else None) or kw))
+
+    monkeypatch.setattr(module, "compare", compare)
+    return seen
+
+
+def _compare_interrupted_at(monkeypatch, family: str) -> list:
+    """Each compare call's keywords; KeyboardInterrupt when ``family`` is to be fitted."""
+
+    def hook(W, kw):
+        if family in kw["families"]:
+            raise KeyboardInterrupt
+
+    return _wrap_compare(monkeypatch, hook)
+
+
+def _families(seen: list) -> list:
+    return [tuple(kw["families"]) for kw in seen]
+
+
+def test_ctrl_c_stops_at_once_and_writes_what_finished(tmp_path, capsys, weight, monkeypatch):
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    js, png = tmp_path / "rows.json", tmp_path / "p.png"
+    calls = _compare_interrupted_at(monkeypatch, "tr")
+    argv = ["compare", str(path), *_FAST, "--json", str(js), "--plot", str(png), "--no-progress"]
+    code, out, err = _run(argv, capsys)
+    assert code == 130
+    assert _families(calls) == [("sekron", "gkpd"), ("tt",), ("tr",)]  # nothing after the interrupt
+    assert "TT" in out and "GKPD" in out and "TR " not in out and "CP" not in out
+    assert err.strip().splitlines()[-1] == "sekron: interrupted; the results above are partial"
+    doc = json.loads(js.read_text())
+    assert doc["partial"] is True and doc["layers"][0]["families"] == ["sekron", "gkpd", "tt"]
+    assert {r["family"] for r in doc["rows"]} == {"sekron", "gkpd", "tt"}
+    assert "wrote" in out and "(partial)" in out and png.exists()
+
+
+def test_ctrl_c_in_a_checkpoint_keeps_finished_layers(tmp_path, capsys, weight, monkeypatch):
+    path, long = _checkpoint(tmp_path, weight)
+
+    def hook(W, kw):
+        if W.shape[0] == 4 and "cp" in kw["families"]:
+            raise KeyboardInterrupt
+
+    _wrap_compare(monkeypatch, hook)
+    js = tmp_path / "rows.json"
+    code, out, _ = _run(["compare", str(path), *_FAST, "--json", str(js), "--no-progress"], capsys)
+    assert code == 130
+    doc = json.loads(js.read_text())
+    assert [(x["key"], len(x["families"])) for x in doc["layers"]] == [
+        ("conv1.weight", 7),
+        (long, 4),  # sekron, gkpd, tt, tr finished before Ctrl-C hit cp
+    ]
+
+
+def test_sigint_during_the_search(tmp_path, capsys, weight, monkeypatch) -> None:
+    # a real SIGINT, delivered while the search runs: the search returns what it found, and
+    # the command stops there instead of going on with the other families
+    import signal
+
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+
+    def progress(done, total, *rest):
+        if done == total - 1:  # after some configurations were evaluated
+            signal.raise_signal(signal.SIGINT)
+
+    calls = _wrap_compare(monkeypatch, lambda W, kw: {**kw, "progress": progress})
+    js = tmp_path / "rows.json"
+    code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
+    assert code == 130, err
+    assert _families(calls) == [("sekron", "gkpd")]  # no family fitted after the interrupt
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    # where compare hands back the rows the interrupted search found, they are written
+    if js.exists():
+        doc = json.loads(js.read_text())
+        assert doc["partial"] is True
+        assert all(s["interrupted"] for s in doc["layers"][0]["searches"])
+    else:
+        assert err.strip().endswith("before any fit finished; nothing written")
+
+
+def test_pending_ctrl_c_stops_compare_at_its_next_step(capsys) -> None:
+    from sekron.cli._main import _Progress, _Stop
+
+    stop = _Stop()
+    progress = _Progress(False, stop)
+    progress(1, 10)  # nothing pending: carries on, silently
+    stop.requested = True
+    with pytest.raises(KeyboardInterrupt):
+        progress(2, 10)
+    assert capsys.readouterr().err == ""
+
+
+def test_families_forms_and_max_configs_reach_compare(tmp_path, capsys, weight, monkeypatch):
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    seen = _wrap_compare(monkeypatch)
+    argv = ["compare", str(path), "--families", "cp", "gkpd", "--forms", "chain"]
+    code, out, err = _run([*argv, "--max-configs", "7", *_FAST, "--no-progress"], capsys)
+    assert code == 0, err
+    assert _families(seen) == [("gkpd",), ("cp",)]
+    assert all(kw["forms"] == ("chain",) and kw["max_configs"] == 7 for kw in seen)
+    assert "GKPD" in out and "CP" in out and "TT" not in out and "SeKron" not in out
+
+
+def test_path_after_compression_ratios(tmp_path, capsys, weight) -> None:
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    code, out, err = _run(
+        ["compare", "--compression", "4", "8", str(path), "--families", "tt", "--no-progress"],
+        capsys,
+    )
+    assert code == 0, err
+    assert out.splitlines()[0] == "w: shape (8, 4, 3, 3), float32"
+    assert "4x" in out and "8x" in out
+
+
+def test_version_and_no_arguments(capsys) -> None:
+    import sekron
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"sekron {sekron.__version__}\n"
+    code, out, err = _run([], capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[0].startswith("usage: sekron")
+    assert "sekron --help" in err.splitlines()[1]
+
+
+def test_progress_on_a_non_terminal_has_no_carriage_returns(tmp_path, weight) -> None:
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from sekron.cli import main; sys.exit(main())"]
+        + ["compare", str(path), *_FAST],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
+    assert "sekron: w: fitting sekron, gkpd" in proc.stderr
+    assert "sekron: w: fitting tucker2" in proc.stderr
+    assert re.search(r"^sekron: w: \d+/\d+$", proc.stderr, re.M)  # the search's steps
+
+
+def test_max_seconds_is_shared_out(tmp_path, capsys, weight, monkeypatch) -> None:
+    # half for the search, the rest shared by the other families: the run is bounded as a whole
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    seen = _wrap_compare(monkeypatch, lambda W, kw: {**kw, "max_seconds": None})
+    argv = ["compare", str(path), "--families", "sekron", "tt", "cp", "--max-seconds", "100"]
+    code, _, err = _run([*argv, *_FAST, "--no-progress"], capsys)
+    assert code == 0, err
+    given = [kw["max_seconds"] for kw in seen]
+    # (the fake search took no time, so tt may use half of what is left, cp all the rest)
+    assert [round(x) for x in given] == [50, 50, 100]
+    from sekron.cli._main import _share
+
+    groups = [("sekron", "gkpd"), ("tt",), ("cp",)]
+    assert [_share(100, spent, groups, i) for i, spent in enumerate((0, 50, 75))] == [50, 25, 25]
+    assert _share(100, 130, groups, 2) == 1e-9  # over time: the least compare accepts
+    assert _share(100, 0, [("sekron",)], 0) == 100  # the search alone gets it all
+    assert _share(100, 0, [("tt",), ("cp",)], 0) == 50
+    assert _share(None, 5, groups, 1) is None
+
+
+def test_summary_fits_100_columns_with_many_ratios_and_long_names() -> None:
+    from sekron import compare
+    from sekron.cli._report import LayerResult, summary_table
+
+    comps = (1.5, 2, 3, 4, 6, 8, 12, 16)
+    layers = []
+    for i, name in enumerate(["a", "backbone.stage4.block23.conv_pointwise_expand.weight" * 2]):
+        W = np.random.default_rng(i).standard_normal((4, 4, 3, 3))
+        table = compare(W, compression=comps, families=("tt", "cp"), progress=False)
+        layers.append(LayerResult(name, W.shape, "float64", [(("tt", "cp"), table, 0.0)]))
+    text = summary_table(layers, [float(c) for c in comps])
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100
+    heads = [line for line in lines if line.startswith("layer")]
+    assert len(heads) >= 2  # the ratios did not fit side by side: a second block
+    assert sum(h.count("x ") + h.endswith("x") for h in heads) == len(comps)
+    assert sum(line.startswith("a ") for line in lines) == len(heads)
+
+
+def test_sigint_to_a_running_command(tmp_path) -> None:
+    # the real thing: Ctrl-C (SIGINT) sent to a `sekron compare` process while it searches
+    import signal
+
+    js = tmp_path / "rows.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sekron.cli import main; sys.exit(main())"]
+        + ["compare", "--json", str(js)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # plain progress lines: stderr is a pipe
+            seen.append(line)
+            if "fitting sekron, gkpd" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    err = "".join(seen) + err
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sekron: interrupted"), err
+    assert "tucker2" not in err  # stopped at once: no family fitted after the search
+    if js.exists():  # the search had evaluated some configurations: written, marked partial
+        assert json.loads(js.read_text())["partial"] is True
+        assert "(partial)" in out and last.endswith("the results above are partial")
+    else:
+        assert last.endswith("before any fit finished; nothing written")
+
+
+def test_ctrl_c_before_any_fit_finished_writes_nothing(tmp_path, capsys, weight, monkeypatch):
+    path = tmp_path / "w.npy"
+    np.save(path, weight)
+    calls = _compare_interrupted_at(monkeypatch, "sekron")
+    js = tmp_path / "rows.json"
+    code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
+    assert code == 130 and _families(calls) == [("sekron", "gkpd")]
+    assert out == "w: shape (8, 4, 3, 3), float32\n"
+    assert err.strip().splitlines()[-1] == (
+        "sekron: interrupted before any fit finished; nothing written"
+    )
+    assert not js.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]
