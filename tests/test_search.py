@@ -227,7 +227,7 @@ def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> No
     from threadpoolctl import threadpool_info
 
     # split every stack and single Gram across the workers, however small
-    monkeypatch.setattr(importlib.import_module("sekron.search"), "_PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(importlib.import_module("sekron.search._parallel"), "PARALLEL_MIN_SIZE", 0)
 
     def blas() -> list[tuple[str, int]]:
         return [(i["prefix"], i["num_threads"]) for i in threadpool_info()]
@@ -237,7 +237,7 @@ def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> No
     one = search(W, compression=4, threads=1, exhaustive=True, progress=False)
     three = search(W, compression=4, threads=3, exhaustive=True, progress=False)
     # spectra one at a time when a copy of the tensor per worker would not fit the budget
-    monkeypatch.setattr(importlib.import_module("sekron.search"), "_SPECTRA_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module("sekron.search._kernels"), "SPECTRA_BYTES", 0)
     lean = search(W, compression=4, threads=3, exhaustive=True, progress=False)
     assert blas() == before
     for other in (three, lean):
@@ -283,7 +283,7 @@ def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
         ({}, ValueError, "exactly one of max_params and compression"),
         ({"max_params": 10, "compression": 2}, ValueError, "exactly one"),
         ({"compression": 1.0}, ValueError, "compression must be a finite number > 1"),
-        ({"compression": "2"}, TypeError, "compression must be a number"),
+        ({"compression": "2"}, TypeError, "compression must be a finite number > 1; got '2'"),
         ({"max_params": 0}, ValueError, "max_params must be a positive int"),
         ({"max_params": 5}, ValueError, "below the smallest SeKron structure"),
         ({"compression": 2, "max_factors": 1}, ValueError, "max_factors must be an int >= 2"),
@@ -291,7 +291,11 @@ def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
         ({"compression": 2, "max_configs": 0}, ValueError, "max_configs must be a positive"),
         ({"compression": 2, "svd": "fast"}, ValueError, "svd must be one of"),
         ({"compression": 2, "max_seconds": 0}, ValueError, "max_seconds must be a finite"),
-        ({"compression": 2, "max_seconds": "1"}, TypeError, "max_seconds must be a number"),
+        (
+            {"compression": 2, "max_seconds": "1"},
+            TypeError,
+            "max_seconds must be a finite number > 0; got '1'",
+        ),
         ({"compression": 2, "threads": 0}, ValueError, "threads must be an int >= 1"),
     ],
 )
@@ -336,7 +340,7 @@ def test_partial_nested_bound_is_below_the_exact_optimum(M1, k, d2, d3, seed) ->
     # the bound from the first k level-2 branches never exceeds the best error of any ranks
     # within the budget, and equals it once every branch is in
     from sekron import _ranks
-    from sekron.search import _partial_nested_bound2
+    from sekron.search._bounds import partial_nested_bound2 as _partial_nested_bound2
 
     rng = np.random.default_rng(seed)
     k = min(k, M1)
@@ -361,14 +365,14 @@ def test_giving_up_on_trees_part_way_keeps_the_best_and_prunes_more(c, monkeypat
 
     from sekron.data.digits_cnn import WEIGHTS_PATH
 
-    mod = importlib.import_module("sekron.search")
+    mod = importlib.import_module("sekron.search._bounds")
     with np.load(WEIGHTS_PATH.with_suffix(".npz"), allow_pickle=False) as data:
         # a trained (64, 32, 3, 3) conv weight, in float64 so that every path agrees to rounding
         W = data["features.5.weight"].astype(np.float64)
     full = search(W, compression=c, exhaustive=True, progress=False)
     fast = search(W, compression=c, progress=False)
     # the same search without giving up part-way (the partial bound never beats the best)
-    monkeypatch.setattr(mod, "_partial_nested_bound2", lambda *a: -np.inf)
+    monkeypatch.setattr(mod, "partial_nested_bound2", lambda *a: -np.inf)
     whole = search(W, compression=c, progress=False)
     tol = 1e-12
     assert fast.best.rel_error == pytest.approx(full.best.rel_error, abs=tol)
