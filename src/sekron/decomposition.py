@@ -27,6 +27,7 @@ from ._tree import (
 )
 from ._typing import Form, Ranks, Shapes, SVDMethod
 from ._validation import (
+    _type_name,
     check_choice,
     check_form,
     check_max_params,
@@ -61,9 +62,11 @@ def _als(B: Any, T: Any, flat: list[Any], form: Form, sweeps: int) -> tuple[list
         for k in range(S):
             current[k] = _als_update(B, T, current, form, k)
         e2 = residual2(current)
-        if e2 <= best_err2:
-            best, best_err2 = list(current), e2
-        else:
+        if e2 > best_err2:
+            break
+        stalled = e2 > best_err2 * (1 - eps(T))  # no progress beyond rounding: converged
+        best, best_err2 = list(current), e2
+        if stalled:
             break
     return best, best_err2
 
@@ -138,8 +141,9 @@ def decompose(
     random_state : None, int or numpy Generator
         Seed for ``svd="randomized"``.
     refine : int
-        Number of alternating-least-squares sweeps started from the SVD result. The error never
-        increases; ``.rel_error`` is then the measured error.
+        Most alternating-least-squares sweeps started from the SVD result (they stop early
+        once a sweep no longer lowers the error beyond rounding). The error never increases;
+        ``.rel_error`` is then the measured error.
 
     Returns
     -------
@@ -213,7 +217,12 @@ def decompose(
             "svd='randomized' needs rank (the sketch size, also a cap with tol/max_params); "
             "got rank=None."
         )
-    if not is_int(refine) or int(refine) < 0:
+    if not is_int(refine):
+        raise TypeError(
+            f"refine must be a non-negative int (ALS sweeps); got {refine!r} of type "
+            f"{_type_name(refine)}."
+        )
+    if int(refine) < 0:
         raise ValueError(f"refine must be a non-negative int (ALS sweeps); got {refine!r}.")
     rng = check_random_state(random_state)
     if svd == "auto" and tol_v is not None and tol_v < 1e-3:

@@ -42,6 +42,10 @@ from ._results import SearchResult
 
 __all__ = ["search"]
 
+#: Budgets above this act as it (every structure of any tensor fits far below it); the rank
+#: arithmetic stays within int64.
+MAX_BUDGET = 1 << 62
+
 
 def search(
     tensor: Any,
@@ -65,7 +69,8 @@ def search(
     tensor : array
         Any N-way numpy, torch or jax array (1-D works: its single mode is factorized).
     max_params : int, optional
-        Parameter budget. Give exactly one of ``max_params`` and ``compression``.
+        Parameter budget (values above 2**62 act as 2**62). Give exactly one of
+        ``max_params`` and ``compression``.
     compression : float > 1, optional
         Budget as a ratio: ``max_params = floor(numel / compression)``.
     max_factors : int >= 2
@@ -157,7 +162,7 @@ def search(
             f"max_params={max_params!r}, compression={compression!r}."
         )
     if max_params is not None:
-        budget = check_positive_int(max_params, "max_params")
+        budget = min(check_positive_int(max_params, "max_params"), MAX_BUDGET)
     else:
         budget = budget_from_compression(check_compression(compression), prod(t.shape))
     return _run(
