@@ -383,3 +383,59 @@ def test_giving_up_on_trees_part_way_keeps_the_best_and_prunes_more(c, monkeypat
     exact = {(x.shapes, x.form): x.rel_error for x in full.all}
     for x in fast.all:
         assert x.rel_error == pytest.approx(exact[(x.shapes, x.form)], abs=tol)
+
+
+# -- issue #10: unbounded work (kind 5) and scale (kind 1) ---------------------------------------
+def test_factor_count_is_capped_by_the_prime_factors_without_enumerating_the_rest(
+    monkeypatch,
+) -> None:
+    import importlib
+
+    mod = importlib.import_module("sekron.search._configs")
+    assert mod.max_factors_of((8, 8)) == 6 and mod.max_factors_of((7, 1)) == 1
+    calls = 0
+    inner = mod._configs
+
+    def counting(shape, parts):
+        nonlocal calls
+        calls += 1
+        return inner(shape, parts)
+
+    monkeypatch.setattr(mod, "_configs", counting)
+    counts = {S: sum(1 for _ in enumerate_configs((8, 8), S)) for S in range(1, 101)}
+    assert all(counts[S] == 0 for S in range(7, 101)) and counts[6] > 0
+    # every node of the recursion lies on the path of a configuration it yields
+    assert calls <= sum(S * n for S, n in counts.items())
+    W = np.random.default_rng(2).standard_normal((8, 8))
+    many = search(W, compression=2, max_factors=100, exhaustive=True, progress=False)
+    six = search(W, compression=2, max_factors=6, exhaustive=True, progress=False)
+    assert many.n_configs == six.n_configs
+    assert [(x.shapes, x.form, x.ranks, x.rel_error) for x in many.all] == [
+        (x.shapes, x.form, x.ranks, x.rel_error) for x in six.all
+    ]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [("float64", 1e-250), ("float64", 1e250), ("float32", 1e-25), ("float32", 1e25)],
+)
+def test_search_errors_are_scale_free(dtype: str, scale: float) -> None:
+    W = np.random.default_rng(4).standard_normal((8, 6, 4))
+    ref = search(W.astype(dtype), compression=3, exhaustive=True, progress=False)
+    res = search((W * scale).astype(dtype), compression=3, exhaustive=True, progress=False)
+    tol = tolerance(dtype)
+    assert [(x.shapes, x.form, x.ranks) for x in res.all] == [
+        (x.shapes, x.form, x.ranks) for x in ref.all
+    ]
+    for x, y in zip(res.all, ref.all, strict=True):
+        assert abs(x.rel_error - y.rel_error) <= tol
+    assert 0.1 < res.best.rel_error < 1.0
+    assert abs(res.best.to_sekron().rel_error - res.best.rel_error) <= tol
+
+
+def test_search_of_a_scaled_torch_tensor() -> None:
+    torch = pytest.importorskip("torch")
+    W = np.random.default_rng(4).standard_normal((8, 6, 4))
+    ref = search(W, compression=3, progress=False)
+    res = search(torch.tensor(W * 1e25, dtype=torch.float32), compression=3, progress=False)
+    assert abs(res.best.rel_error - ref.best.rel_error) <= tolerance(np.float32)
