@@ -256,7 +256,10 @@ def check_rank(rank: object, n_levels: int, name: str = "rank") -> Ranks | None:
 def check_tol(tol: object) -> float:
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
         raise TypeError(f"tol must be a float in (0, 1); got {_type_name(tol)}.")
-    t = float(tol)
+    try:
+        t = float(tol)
+    except OverflowError:  # an int too large for a float: outside (0, 1) all the same
+        t = float("inf")
     if not 0.0 < t < 1.0:
         raise ValueError(f"tol must be in the open interval (0, 1); got {tol!r}.")
     return t

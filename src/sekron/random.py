@@ -94,8 +94,8 @@ def random_sekron(
     size = n_params(checked, ranks, form)
     if size > MAX_PARAMS:
         raise ValueError(
-            f"rank={rank!r} gives {size:,} parameters for these shapes; random_sekron makes at "
-            f"most {MAX_PARAMS:,} (2**31)."
+            f"shapes and rank={rank!r} give {size:,} parameters; random_sekron makes at most "
+            f"{MAX_PARAMS:,} (2**31)."
         )
     rng = check_random_state(random_state)
     B = get_backend(backend)
