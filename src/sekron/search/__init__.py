@@ -27,9 +27,7 @@ Layout: ``_configs`` (configuration enumeration), ``_bounds`` (lower bounds, Par
 ``_api`` (:func:`search`).
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from ._api import _run as _run
 from ._api import search
@@ -39,7 +37,7 @@ from ._results import Candidate, SearchResult
 
 __all__ = ["Candidate", "SearchResult", "enumerate_configs", "pareto_front", "search"]
 
-if TYPE_CHECKING:  # served by __getattr__ below, not part of the namespace
+if _typing.TYPE_CHECKING:  # served by __getattr__ below, not part of the namespace
     from .._validation import check_forms as _check_forms  # noqa: F401
     from .._validation import check_max_seconds, check_threads  # noqa: F401
 
@@ -51,7 +49,7 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name in _MOVED:
         from .. import _validation
 
