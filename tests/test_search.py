@@ -415,14 +415,16 @@ def test_factor_count_is_capped_by_the_prime_factors_without_enumerating_the_res
     ]
 
 
+@pytest.mark.parametrize("svd", ["auto", "exact", "randomized"])
 @pytest.mark.parametrize(
     ("dtype", "scale"),
     [("float64", 1e-250), ("float64", 1e250), ("float32", 1e-25), ("float32", 1e25)],
 )
-def test_search_errors_are_scale_free(dtype: str, scale: float) -> None:
+def test_search_errors_are_scale_free(dtype: str, scale: float, svd: str) -> None:
     W = np.random.default_rng(4).standard_normal((8, 6, 4))
-    ref = search(W.astype(dtype), compression=3, exhaustive=True, progress=False)
-    res = search((W * scale).astype(dtype), compression=3, exhaustive=True, progress=False)
+    kw = {"compression": 3, "exhaustive": True, "progress": False, "svd": svd, "random_state": 0}
+    ref = search(W.astype(dtype), **kw)
+    res = search((W * scale).astype(dtype), **kw)
     tol = tolerance(dtype)
     assert [(x.shapes, x.form, x.ranks) for x in res.all] == [
         (x.shapes, x.form, x.ranks) for x in ref.all

@@ -170,6 +170,11 @@ def decompose(
     .. math:: \\|W - \\hat W\\|^2 = \\sum_{\\text{discarded branches}}
               \\prod_{\\text{path}} \\sigma^2 .
 
+    The work runs on ``s·W`` with ``s`` an exact power of two that brings max|W| into
+    [0.5, 1), and ``s`` is divided out of the last factor: squares of entries near the ends of
+    the float range (1e±160 in float64, 1e±19 in float32) would otherwise overflow or
+    underflow, and the error, the ``tol`` guarantee and the ranks do not depend on scale.
+
     For S = 2 (GKPD) this is globally optimal for the rank (Eckart-Young). For S >= 3 each level
     is optimal given the earlier ones, which is not joint optimality: ``refine`` can improve it.
     ``tol``/``max_params`` search *all* rank tuples exactly using one SVD tree (a greedy search on
