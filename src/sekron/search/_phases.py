@@ -62,6 +62,7 @@ class Tally:
     best2: float = np.inf
     n_pruned: int = 0
     skipped2: float = np.inf  # lowest lower bound among the jobs not evaluated
+    n_open: int = 0  # jobs left unevaluated whose bound is below the best found
 
     def skip(self, lower2: float) -> None:
         self.n_pruned += 1
@@ -331,14 +332,13 @@ def finish(
     seconds: float,
 ) -> list[SearchResult]:
     """One SearchResult per budget; the jobs left pending certify what was not evaluated."""
-    n_open = [0] * len(tallies)
     for job in pending:
-        for i, (tally, caps, low) in enumerate(zip(tallies, job.caps, job.lower2, strict=True)):
+        for tally, caps, low in zip(tallies, job.caps, job.lower2, strict=True):
             if caps:
                 tally.skipped2 = min(tally.skipped2, low)
-                n_open[i] += low < tally.best2 * _SLACK
+                tally.n_open += low < tally.best2 * _SLACK
     results = []
-    for tally, n in zip(tallies, n_open, strict=True):
+    for tally in tallies:
         if not tally.found:
             raise ValueError(
                 f"no configuration fits the budget of {tally.budget:,} parameters for shape "
@@ -356,7 +356,7 @@ def finish(
                 seconds=seconds,
                 timed_out=timed_out,
                 bound=relative(tally.skipped2, level1.norm2),
-                n_open=n,
+                n_open=tally.n_open,
                 kernel_seconds=level1.kern.seconds,
             )
         )
