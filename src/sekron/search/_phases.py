@@ -246,16 +246,36 @@ def evaluate_deep(
     deadline: float | None,
     progress: Progress,
 ) -> bool:
-    """Evaluate the pending deeper jobs in order, one configuration (nested, then chain) per
-    call of :func:`_evaluate_config`; each is popped once done. True if the deadline passed."""
+    """Evaluate the pending deeper jobs in order, one configuration (nested and chain) per
+    call of :func:`_evaluate_config`; each job is popped once done. True if the deadline
+    passed first."""
     for _, group in groupby(list(pending), key=lambda j: j.shapes):
-        col_grams: np.ndarray | None = None
-        for job in group:
-            if deadline is not None and time.perf_counter() > deadline:
-                return True
-            col_grams = _evaluate_job(job, level1, tallies, t, exhaustive, col_grams)
-            pending.popleft()
-            progress.update()
+        args = (pending, level1, tallies, t, exhaustive, deadline, progress)
+        if _evaluate_config(list(group), *args):
+            return True
+    return False
+
+
+def _evaluate_config(
+    jobs: list[Job],
+    pending: deque[Job],
+    level1: Level1,
+    tallies: list[Tally],
+    t: Any,
+    exhaustive: bool,
+    deadline: float | None,
+    progress: Progress,
+) -> bool:
+    """The jobs of one configuration, nested first: the level-2 column Grams its tree forms
+    (S = 3, Gram kernels) are handed to the chain, whose second unfolding's Gram is their sum
+    over the first R_1 branches. True if the deadline passed before a job."""
+    col_grams: np.ndarray | None = None
+    for job in jobs:
+        if deadline is not None and time.perf_counter() > deadline:
+            return True
+        col_grams = _evaluate_job(job, level1, tallies, t, exhaustive, col_grams)
+        pending.popleft()
+        progress.update()
     return False
 
 
@@ -268,8 +288,8 @@ def _evaluate_job(
     col_grams: np.ndarray | None,
 ) -> np.ndarray | None:
     """Evaluate ``job`` at the budgets where its bound can still beat the best (all of them
-    when ``exhaustive``). A nested job returns its level-2 column Grams for the chain of the
-    same configuration, which comes right after it and takes them as ``col_grams``."""
+    when ``exhaustive``). A nested job returns its level-2 column Grams (or None); a chain
+    job takes those of its configuration's nested job as ``col_grams``."""
     live = []
     for tally, caps, low in zip(tallies, job.caps, job.lower2, strict=True):
         if caps and (exhaustive or low < tally.best2 * _SLACK):
