@@ -216,7 +216,7 @@ def decompose(
         )
     tol_v = None if tol is None else check_tol(tol)
     budget = None if max_params is None else check_max_params(max_params, checked)
-    svd = check_choice(svd, "svd", METHODS)  # type: ignore[assignment]
+    svd = cast(SVDMethod, check_choice(svd, "svd", METHODS))
     if svd == "randomized" and caps_user is None:
         raise ValueError(
             "svd='randomized' needs rank (the sketch size, also a cap with tol/max_params); "

@@ -7,7 +7,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from math import prod
-from typing import Any
+from typing import Any, cast
 
 from .._backend import backend_name_of, get_backend, pow2_scale
 from .._svd import METHODS
@@ -171,8 +171,8 @@ def search(
         max_factors=check_int(max_factors, "max_factors", at_least=2),
         forms=check_forms(forms),
         max_configs=None if max_configs is None else check_positive_int(max_configs, "max_configs"),
-        svd=check_choice(svd, "svd", METHODS),  # type: ignore[arg-type]
-        random_state=random_state,
+        svd=cast(SVDMethod, check_choice(svd, "svd", METHODS)),
+        random_state=check_random_state(random_state),
         exhaustive=check_bool(exhaustive, "exhaustive"),
         progress=check_progress(progress),
         max_seconds=check_max_seconds(max_seconds),
@@ -195,7 +195,8 @@ def _run(
     threads: int = 1,
 ) -> list[SearchResult]:
     """Search a checked tensor at several budgets at once, sharing every SVD; one SearchResult
-    per budget. The options are :func:`search`'s, checked."""
+    per budget. The options are :func:`search`'s, checked (``random_state`` may be any
+    :func:`sekron.random.check_random_state` input; a Generator is used as it is)."""
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + max_seconds
     shape = tuple(int(s) for s in t.shape)
