@@ -36,7 +36,18 @@ from ._configs import balance_score, enumerate_configs, max_factors_of, min_para
 from ._kernels import Level1, chain_error2, nested_values
 from ._results import Candidate, SearchResult
 
-__all__ = ["Job", "Progress", "Tally", "bound_and_order", "evaluate_deep", "finish", "plan_jobs"]
+__all__ = [
+    "Job",
+    "Progress",
+    "Tally",
+    "bound_and_order",
+    "evaluate_deep",
+    "finish",
+    "plan_jobs",
+    "relative",
+    "score_two_factor",
+    "spectra_needed",
+]
 
 _SLACK = 1 - 1e-12  # a bound must beat the best by more than rounding to keep a job alive
 
