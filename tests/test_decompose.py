@@ -406,3 +406,19 @@ def test_issue_examples_at_extreme_scales(backend, form: str, scale: float) -> N
         assert scale_free_rel_error(to_numpy(picked.to_tensor()), base * s) <= 0.5 + tolerance(
             dtype
         )
+
+
+def test_no_svd_runs_before_the_arguments_are_checked(monkeypatch) -> None:
+    import sekron._tree as tree
+
+    def boom(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("SVD reached before validation finished")
+
+    monkeypatch.setattr(tree, "truncated_svd", boom)
+    big = np.zeros((1024, 1024))
+    with pytest.raises(ValueError, match="max_params=3 is too small"):
+        sekron.decompose(big, [(32, 32), (32, 32)], max_params=3)
+    with pytest.raises(TypeError, match="refine must be a non-negative int"):
+        sekron.decompose(big, [(32, 32), (32, 32)], refine="1")
+    with pytest.raises(AssertionError, match="SVD reached"):  # the patch is where SVDs run
+        sekron.decompose(big, [(32, 32), (32, 32)], rank=1)

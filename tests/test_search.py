@@ -441,3 +441,9 @@ def test_search_of_a_scaled_torch_tensor() -> None:
     ref = search(W, compression=3, progress=False)
     res = search(torch.tensor(W * 1e25, dtype=torch.float32), compression=3, progress=False)
     assert abs(res.best.rel_error - ref.best.rel_error) <= tolerance(np.float32)
+
+
+def test_kernel_seconds_are_part_of_the_wall_time() -> None:
+    W = np.random.default_rng(0).standard_normal((16, 8, 3))
+    res = search(W, compression=3, threads=1, exhaustive=True, progress=False)
+    assert 0.0 < res.kernel_seconds <= res.seconds
