@@ -9,12 +9,12 @@ factors:
 
 - 256x256x3x3: ``sekron.search`` wall time with its default worker threads, with pruning and
   with ``exhaustive=True``; the same exhaustive search on one thread, with the time spent inside
-  its SVD / eigenvalue kernels (level-1 spectra and vectors, level-1 remainders, every deeper
-  Gram and its eigenvalues), so ``search / svd_time`` is the bookkeeping overhead factor
-  (target <= 1.5);
-- ``naive_floor``: one full SVD tree per configuration, computed independently as
-  ``decompose`` would (``nested_tree`` / TT-SVD at the budget's rank caps, BLAS on one thread),
-  timed on a random sample of configurations and extrapolated to all of them;
+  its SVD / eigenvalue kernels (``SearchResult.kernel_seconds``: level-1 spectra and vectors,
+  level-1 remainders, every deeper Gram and its eigenvalues), so ``search / svd_time`` is the
+  bookkeeping overhead factor (target <= 1.5);
+- ``naive_floor``: one full SVD tree per configuration, computed independently by
+  ``sekron.decompose`` at the budget's rank caps (BLAS on one thread), timed on a random sample
+  of configurations and extrapolated to all of them;
 - 512x512x3x3: a search with ``max_seconds`` (its certificate: evaluated configurations, the
   certified bound on the rest), and with ``--full-512`` the complete search, on a standard-normal
   tensor and on a trained 512x512x3x3 weight (``benchmarks/data/wide_digits_cnn.npz``, made by
@@ -37,50 +37,32 @@ from typing import Any
 import numpy as np
 
 import sekron
-from sekron._backend import get_backend
-from sekron.decomposition import _tt_svd, nested_tree
-from sekron.kron import rearrange_unchecked
-from sekron.search import _chain_caps, _Engine, _nested_caps, enumerate_configs
+from sekron.search import enumerate_configs
 from sekron.search import search as sekron_search
 
 RESULTS = Path(__file__).parent / "results"
 WIDE_WEIGHT = Path(__file__).parent / "data" / "wide_digits_cnn.npz"
 
 
-class _Timer:
-    """Accumulates the time spent in the engine's SVD kernels during one search."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.calls = 0
-        self._orig: dict[str, Any] = {}
-
-    def __enter__(self) -> _Timer:
-        # non-overlapping for S <= 3: spectra (level 1, with the vectors of first factors), the
-        # level-1 remainders, and every deeper Gram and its eigenvalues
-        for name in ("spectrum_work", "level1_Y", "grams", "eigvals"):
-            orig = getattr(_Engine, name)
-            self._orig[name] = orig
-
-            def wrapped(*a: Any, _orig: Any = orig, **k: Any) -> Any:
-                t0 = time.perf_counter()
-                try:
-                    return _orig(*a, **k)
-                finally:
-                    self.seconds += time.perf_counter() - t0
-                    self.calls += 1
-
-            setattr(_Engine, name, wrapped)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for name, orig in self._orig.items():
-            setattr(_Engine, name, orig)
+def rank_caps(shapes: tuple[tuple[int, ...], ...], budget: int, form: str) -> tuple[int, ...]:
+    """The largest rank of each level that fits ``budget`` with every other rank 1, at most the
+    level's full rank: the caps ``search`` computes each configuration's tree at."""
+    d = [prod(s) for s in shapes]
+    caps = []
+    for k in range(len(d) - 1):
+        if form == "nested":
+            full = min(d[k], prod(d[k + 1 :]))
+            fit = (budget - sum(d[:k])) // sum(d[k:])
+        else:
+            full = min(prod(d[: k + 1]), prod(d[k + 1 :]))
+            fit = (budget - sum(d) + d[k] + d[k + 1]) // (d[k] + d[k + 1])
+        caps.append(max(1, min(full, fit)))
+    return tuple(caps)
 
 
 def naive_floor(W: np.ndarray, budget: int, max_factors: int, sample: int, seed: int) -> dict:
-    """One independent SVD tree per configuration (no sharing), sampled and extrapolated."""
-    B = get_backend("numpy")
+    """One independent SVD tree per configuration (no sharing), sampled and extrapolated:
+    ``sekron.decompose`` at the budget's rank caps, as a search without sharing would run it."""
     rng = np.random.default_rng(seed)
     jobs = []
     for S in range(2, max_factors + 1):
@@ -91,14 +73,9 @@ def naive_floor(W: np.ndarray, budget: int, max_factors: int, sample: int, seed:
     times = []
     for i in pick:
         shapes, form = jobs[i]
-        d = tuple(prod(s) for s in shapes)
+        caps = rank_caps(shapes, budget, form)
         t0 = time.perf_counter()
-        T = rearrange_unchecked(B, W, shapes)
-        if form == "nested":
-            nested_tree(B, T, d, _nested_caps(d, shapes, budget), "auto", rng)
-        else:
-            caps = _chain_caps(d, shapes, budget)
-            _tt_svd(B, T, d, caps, "auto", rng, None)
+        sekron.decompose(W, shapes, rank=caps, form=form)
         times.append(time.perf_counter() - t0)
     mean = float(np.mean(times))
     return {
@@ -133,16 +110,12 @@ def bench_search(
         "max_factors": max_factors,
         **{k: v for k, v in kw.items() if v is not None},
     }
-    timer = _Timer() if timed else None
-    if timer is not None:
-        timer.__enter__()
     t0 = time.perf_counter()
     res = sekron_search(W, compression=compression, max_factors=max_factors, progress=False, **kw)
     out["search_s"] = time.perf_counter() - t0
-    if timer is not None:
-        timer.__exit__()
-        out["svd_s"] = timer.seconds
-        out["overhead_factor"] = out["search_s"] / max(timer.seconds, 1e-9)
+    if timed:  # the time inside its SVD / Gram / eigenvalue kernels, as the result reports it
+        out["svd_s"] = res.kernel_seconds
+        out["overhead_factor"] = out["search_s"] / max(res.kernel_seconds, 1e-9)
     out["n_configs"] = res.n_configs
     out["n_evaluated"] = len(res.all)
     out["n_pruned"] = res.n_pruned

@@ -313,3 +313,112 @@ def test_one_dimensional_tensor() -> None:
     w = np.random.default_rng(0).standard_normal(24)
     st_ = sekron.decompose(w, [(2,), (3,), (4,)], rank=[2, 3])
     assert abs(st_.rel_error - measured(w, st_)) <= TOL64
+
+
+# -- scale: relative errors do not depend on it (issue #10, kind 1) -----------------------------
+SCALE_SHAPES = [(2, 2, 2), (2, 3, 1), (2, 1, 2)]
+SCALE_BASE = np.random.default_rng(11).standard_normal((8, 6, 4))
+
+
+def scale_free_rel_error(approx: np.ndarray, W: np.ndarray) -> float:
+    """The measured relative error, on both arrays divided by max|W| (no square overflows)."""
+    m = np.max(np.abs(W))
+    a, w = np.asarray(approx, np.float64) / m, np.asarray(W, np.float64) / m
+    return float(np.linalg.norm(a - w) / np.linalg.norm(w))
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    exponent=st.integers(-300, 300),
+    form=st.sampled_from(["nested", "chain"]),
+    svd=st.sampled_from(["auto", "exact", "gram", "randomized"]),
+    rank=st.integers(1, 3),
+    refine=st.sampled_from([0, 0, 2]),
+)
+def test_reported_error_is_scale_free_float64(exponent, form, svd, rank, refine) -> None:
+    W = SCALE_BASE * 10.0**exponent
+    kw = {"rank": rank, "form": form, "svd": svd, "refine": refine, "random_state": 0}
+    st_ = sekron.decompose(W, SCALE_SHAPES, **kw)
+    ref = sekron.decompose(SCALE_BASE, SCALE_SHAPES, **kw)
+    assert np.isfinite(st_.rel_error) and all(np.isfinite(to_numpy(f)).all() for f in st_.factors)
+    assert abs(st_.rel_error - scale_free_rel_error(st_.to_tensor(), W)) <= TOL64
+    assert abs(st_.rel_error - ref.rel_error) <= TOL64
+    assert 0.5 < st_.rel_error < 1.0  # a random tensor at these ranks is far from exact
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    exponent=st.integers(-300, 300),
+    form=st.sampled_from(["nested", "chain"]),
+    tol=st.sampled_from([0.3, 0.5, 0.8]),
+)
+def test_tol_and_max_params_are_scale_free_float64(exponent, form, tol) -> None:
+    W = SCALE_BASE * 10.0**exponent
+    st_ = sekron.decompose(W, SCALE_SHAPES, tol=tol, form=form)
+    ref = sekron.decompose(SCALE_BASE, SCALE_SHAPES, tol=tol, form=form)
+    assert st_.ranks == ref.ranks and st_.rel_error <= tol
+    assert scale_free_rel_error(st_.to_tensor(), W) <= tol + TOL64
+    by_budget = sekron.decompose(W, SCALE_SHAPES, max_params=120, form=form)
+    assert (
+        by_budget.ranks
+        == sekron.decompose(SCALE_BASE, SCALE_SHAPES, max_params=120, form=form).ranks
+    )
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    exponent=st.integers(-30, 30),
+    form=st.sampled_from(["nested", "chain"]),
+    rank=st.integers(1, 3),
+    refine=st.sampled_from([0, 2]),
+)
+def test_float32_error_is_scale_free_and_matches_float64(exponent, form, rank, refine) -> None:
+    W32 = (SCALE_BASE * 10.0**exponent).astype(np.float32)
+    st32 = sekron.decompose(W32, SCALE_SHAPES, rank=rank, form=form, refine=refine)
+    st64 = sekron.decompose(
+        W32.astype(np.float64), SCALE_SHAPES, rank=rank, form=form, refine=refine
+    )
+    tol32 = tolerance(np.float32)
+    assert st32.dtype == np.float32 and all(np.isfinite(f).all() for f in st32.factors)
+    assert abs(st32.rel_error - scale_free_rel_error(st32.to_tensor(), W32)) <= tol32
+    assert abs(st32.rel_error - st64.rel_error) <= tol32
+    tight = sekron.decompose(W32, SCALE_SHAPES, tol=0.5, form=form)
+    assert tight.rel_error <= 0.5 and scale_free_rel_error(tight.to_tensor(), W32) <= 0.5 + tol32
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+@pytest.mark.parametrize("form", ["nested", "chain"])
+def test_issue_examples_at_extreme_scales(backend, form: str, scale: float) -> None:
+    base = np.random.default_rng(0).standard_normal((8, 6, 4))
+    shapes = [(2, 2, 2), (4, 3, 2)]
+    true = sekron.decompose(base, shapes, rank=1, form=form).rel_error  # 0.82
+    for dtype, s in (("float32", 1e20 if scale > 1 else 1e-20), ("float64", scale)):
+        if dtype == "float64" and not backend.supports_float64:
+            continue
+        W = backend.asarray(base * s, dtype)
+        st_ = sekron.decompose(W, shapes, rank=1, form=form)
+        assert abs(st_.rel_error - true) <= tolerance(dtype)
+        assert abs(st_.rel_error - scale_free_rel_error(to_numpy(st_.to_tensor()), base * s)) <= (
+            tolerance(dtype)
+        )
+        picked = sekron.decompose(W, shapes, tol=0.5, form=form)
+        assert picked.ranks == sekron.decompose(base, shapes, tol=0.5, form=form).ranks
+        assert scale_free_rel_error(to_numpy(picked.to_tensor()), base * s) <= 0.5 + tolerance(
+            dtype
+        )
+
+
+def test_no_svd_runs_before_the_arguments_are_checked(monkeypatch) -> None:
+    import sekron._tree as tree
+
+    def boom(*args, **kwargs):  # pragma: no cover - must not be reached
+        raise AssertionError("SVD reached before validation finished")
+
+    monkeypatch.setattr(tree, "truncated_svd", boom)
+    big = np.zeros((1024, 1024))
+    with pytest.raises(ValueError, match="max_params=3 is too small"):
+        sekron.decompose(big, [(32, 32), (32, 32)], max_params=3)
+    with pytest.raises(TypeError, match="refine must be a non-negative int"):
+        sekron.decompose(big, [(32, 32), (32, 32)], refine="1")
+    with pytest.raises(AssertionError, match="SVD reached"):  # the patch is where SVDs run
+        sekron.decompose(big, [(32, 32), (32, 32)], rank=1)

@@ -227,7 +227,7 @@ def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> No
     from threadpoolctl import threadpool_info
 
     # split every stack and single Gram across the workers, however small
-    monkeypatch.setattr(importlib.import_module("sekron.search"), "_PARALLEL_MIN_SIZE", 0)
+    monkeypatch.setattr(importlib.import_module("sekron.search._parallel"), "PARALLEL_MIN_SIZE", 0)
 
     def blas() -> list[tuple[str, int]]:
         return [(i["prefix"], i["num_threads"]) for i in threadpool_info()]
@@ -237,7 +237,7 @@ def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> No
     one = search(W, compression=4, threads=1, exhaustive=True, progress=False)
     three = search(W, compression=4, threads=3, exhaustive=True, progress=False)
     # spectra one at a time when a copy of the tensor per worker would not fit the budget
-    monkeypatch.setattr(importlib.import_module("sekron.search"), "_SPECTRA_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module("sekron.search._kernels"), "SPECTRA_BYTES", 0)
     lean = search(W, compression=4, threads=3, exhaustive=True, progress=False)
     assert blas() == before
     for other in (three, lean):
@@ -283,7 +283,7 @@ def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
         ({}, ValueError, "exactly one of max_params and compression"),
         ({"max_params": 10, "compression": 2}, ValueError, "exactly one"),
         ({"compression": 1.0}, ValueError, "compression must be a finite number > 1"),
-        ({"compression": "2"}, TypeError, "compression must be a number"),
+        ({"compression": "2"}, TypeError, "compression must be a finite number > 1; got '2'"),
         ({"max_params": 0}, ValueError, "max_params must be a positive int"),
         ({"max_params": 5}, ValueError, "below the smallest SeKron structure"),
         ({"compression": 2, "max_factors": 1}, ValueError, "max_factors must be an int >= 2"),
@@ -291,7 +291,11 @@ def test_text_progress_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> Non
         ({"compression": 2, "max_configs": 0}, ValueError, "max_configs must be a positive"),
         ({"compression": 2, "svd": "fast"}, ValueError, "svd must be one of"),
         ({"compression": 2, "max_seconds": 0}, ValueError, "max_seconds must be a finite"),
-        ({"compression": 2, "max_seconds": "1"}, TypeError, "max_seconds must be a number"),
+        (
+            {"compression": 2, "max_seconds": "1"},
+            TypeError,
+            "max_seconds must be a finite number > 0; got '1'",
+        ),
         ({"compression": 2, "threads": 0}, ValueError, "threads must be an int >= 1"),
     ],
 )
@@ -336,7 +340,7 @@ def test_partial_nested_bound_is_below_the_exact_optimum(M1, k, d2, d3, seed) ->
     # the bound from the first k level-2 branches never exceeds the best error of any ranks
     # within the budget, and equals it once every branch is in
     from sekron import _ranks
-    from sekron.search import _partial_nested_bound2
+    from sekron.search._bounds import partial_nested_bound2 as _partial_nested_bound2
 
     rng = np.random.default_rng(seed)
     k = min(k, M1)
@@ -361,14 +365,14 @@ def test_giving_up_on_trees_part_way_keeps_the_best_and_prunes_more(c, monkeypat
 
     from sekron.data.digits_cnn import WEIGHTS_PATH
 
-    mod = importlib.import_module("sekron.search")
+    mod = importlib.import_module("sekron.search._bounds")
     with np.load(WEIGHTS_PATH.with_suffix(".npz"), allow_pickle=False) as data:
         # a trained (64, 32, 3, 3) conv weight, in float64 so that every path agrees to rounding
         W = data["features.5.weight"].astype(np.float64)
     full = search(W, compression=c, exhaustive=True, progress=False)
     fast = search(W, compression=c, progress=False)
     # the same search without giving up part-way (the partial bound never beats the best)
-    monkeypatch.setattr(mod, "_partial_nested_bound2", lambda *a: -np.inf)
+    monkeypatch.setattr(mod, "partial_nested_bound2", lambda *a: -np.inf)
     whole = search(W, compression=c, progress=False)
     tol = 1e-12
     assert fast.best.rel_error == pytest.approx(full.best.rel_error, abs=tol)
@@ -379,3 +383,67 @@ def test_giving_up_on_trees_part_way_keeps_the_best_and_prunes_more(c, monkeypat
     exact = {(x.shapes, x.form): x.rel_error for x in full.all}
     for x in fast.all:
         assert x.rel_error == pytest.approx(exact[(x.shapes, x.form)], abs=tol)
+
+
+# -- issue #10: unbounded work (kind 5) and scale (kind 1) ---------------------------------------
+def test_factor_count_is_capped_by_the_prime_factors_without_enumerating_the_rest(
+    monkeypatch,
+) -> None:
+    import importlib
+
+    mod = importlib.import_module("sekron.search._configs")
+    assert mod.max_factors_of((8, 8)) == 6 and mod.max_factors_of((7, 1)) == 1
+    calls = 0
+    inner = mod._configs
+
+    def counting(shape, parts):
+        nonlocal calls
+        calls += 1
+        return inner(shape, parts)
+
+    monkeypatch.setattr(mod, "_configs", counting)
+    counts = {S: sum(1 for _ in enumerate_configs((8, 8), S)) for S in range(1, 101)}
+    assert all(counts[S] == 0 for S in range(7, 101)) and counts[6] > 0
+    # every node of the recursion lies on the path of a configuration it yields
+    assert calls <= sum(S * n for S, n in counts.items())
+    W = np.random.default_rng(2).standard_normal((8, 8))
+    many = search(W, compression=2, max_factors=100, exhaustive=True, progress=False)
+    six = search(W, compression=2, max_factors=6, exhaustive=True, progress=False)
+    assert many.n_configs == six.n_configs
+    assert [(x.shapes, x.form, x.ranks, x.rel_error) for x in many.all] == [
+        (x.shapes, x.form, x.ranks, x.rel_error) for x in six.all
+    ]
+
+
+@pytest.mark.parametrize("svd", ["auto", "exact", "randomized"])
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [("float64", 1e-250), ("float64", 1e250), ("float32", 1e-25), ("float32", 1e25)],
+)
+def test_search_errors_are_scale_free(dtype: str, scale: float, svd: str) -> None:
+    W = np.random.default_rng(4).standard_normal((8, 6, 4))
+    kw = {"compression": 3, "exhaustive": True, "progress": False, "svd": svd, "random_state": 0}
+    ref = search(W.astype(dtype), **kw)
+    res = search((W * scale).astype(dtype), **kw)
+    tol = tolerance(dtype)
+    assert [(x.shapes, x.form, x.ranks) for x in res.all] == [
+        (x.shapes, x.form, x.ranks) for x in ref.all
+    ]
+    for x, y in zip(res.all, ref.all, strict=True):
+        assert abs(x.rel_error - y.rel_error) <= tol
+    assert 0.1 < res.best.rel_error < 1.0
+    assert abs(res.best.to_sekron().rel_error - res.best.rel_error) <= tol
+
+
+def test_search_of_a_scaled_torch_tensor() -> None:
+    torch = pytest.importorskip("torch")
+    W = np.random.default_rng(4).standard_normal((8, 6, 4))
+    ref = search(W, compression=3, progress=False)
+    res = search(torch.tensor(W * 1e25, dtype=torch.float32), compression=3, progress=False)
+    assert abs(res.best.rel_error - ref.best.rel_error) <= tolerance(np.float32)
+
+
+def test_kernel_seconds_are_part_of_the_wall_time() -> None:
+    W = np.random.default_rng(0).standard_normal((16, 8, 3))
+    res = search(W, compression=3, threads=1, exhaustive=True, progress=False)
+    assert 0.0 < res.kernel_seconds <= res.seconds

@@ -136,3 +136,38 @@ def reconstruction_equation(n_factors: int, form: str) -> str:
 def contraction(equation: str, *shapes: tuple[int, ...]) -> Any:
     """A cached ``opt_einsum.contract_expression``: planned once, executed many times."""
     return opt_einsum.contract_expression(equation, *shapes, optimize="auto")
+
+
+@lru_cache(maxsize=256)
+def als_equations(n_factors: int, form: str, k: int) -> tuple[str, str, str]:
+    """einsum equations of one ALS update of factor ``k`` (factors flattened to
+    ``(*rank dims, d_k)``): ``(reconstruction, right-hand side, Gram)``.
+
+    The right-hand side contracts T with every other factor, the Gram contracts every other
+    factor with itself; both leave factor k's rank dims (then their primed copies, or d_k).
+    """
+    sym = opt_einsum.get_symbol
+    n_rank = n_factors - 1 if form == "nested" else n_factors + 1
+    rank = [sym(i) for i in range(n_rank)]
+    prime = [sym(n_rank + i) for i in range(n_rank)]
+    mode = [sym(2 * n_rank + i) for i in range(n_factors)]
+    if form == "nested":
+        own = [list(range(min(j + 1, n_factors - 1))) for j in range(n_factors)]
+    else:
+        own = [[j, j + 1] for j in range(n_factors)]
+    rank_l = ["".join(rank[i] for i in o) for o in own]
+    prime_l = ["".join(prime[i] for i in o) for o in own]
+    modes = "".join(mode)
+    rec = ",".join(r + m for r, m in zip(rank_l, mode, strict=True)) + "->" + modes
+    others = [i for i in range(n_factors) if i != k]
+    present = set(modes + "".join(rank_l[i] for i in others))
+    out_rank = "".join(c for c in rank_l[k] if c in present)
+    out_prime = "".join(prime_l[k][rank_l[k].index(c)] for c in out_rank)
+    rhs = f"{modes},{','.join(rank_l[i] + mode[i] for i in others)}->{out_rank}{mode[k]}"
+    gram = (
+        ",".join(rank_l[i] + mode[i] + "," + prime_l[i] + mode[i] for i in others)
+        + "->"
+        + out_rank
+        + out_prime
+    )
+    return rec, rhs, gram

@@ -25,9 +25,15 @@ import numpy as np
 MAX_TABLE = 1 << 23
 
 
+def suffix_sums(x: np.ndarray) -> np.ndarray:
+    """``out[..., j] = Σ_{i >= j} x[..., i]`` (the reverse cumulative sum over the last axis)."""
+    return np.cumsum(x[..., ::-1], axis=-1)[..., ::-1]
+
+
 def tail(sig2: np.ndarray, rest2: np.ndarray) -> np.ndarray:
-    """``tail[..., R-1] = rest2 + Σ_{j >= R} sig2[..., j]`` for R = 1..M (reverse cumsum)."""
-    rc = np.cumsum(sig2[..., ::-1], axis=-1)[..., ::-1]
+    """``tail[..., R-1] = rest2 + Σ_{j >= R} sig2[..., j]`` for R = 1..M: the squared error of
+    keeping R of the values (every reverse-cumsum tail in sekron is this one)."""
+    rc = suffix_sums(sig2)
     out = np.concatenate([rc[..., 1:], np.zeros_like(rc[..., :1])], axis=-1)
     return out + rest2[..., None]
 

@@ -14,13 +14,14 @@ never formed, and K is capped at ``min(m, n)``.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, get_args
 
 import numpy as np
 
 from ._backend import eps, like, sq_norm, to_numpy
+from ._typing import SVDMethod
 
-METHODS = ("auto", "exact", "gram", "randomized")
+METHODS: tuple[str, ...] = get_args(SVDMethod)
 # "auto" switches to the Gram path for levels at least this large and this rectangular
 GRAM_MIN_SIZE = 1 << 12
 GRAM_MIN_ASPECT = 4
@@ -104,7 +105,7 @@ def _randomized(B: Any, X: Any, k: int, rng: np.random.Generator) -> Level:
     return Level(U, Y, s2[:, :k], np.clip(total - s2[:, :k].sum(axis=1), 0.0, None))
 
 
-def truncated_svd(B: Any, X: Any, cap: int, method: str, rng: np.random.Generator) -> Level:
+def truncated_svd(B: Any, X: Any, cap: int, method: SVDMethod, rng: np.random.Generator) -> Level:
     """Batched truncated SVD of X (P, m, n) keeping ``min(cap, m, n)`` components."""
     m, n = X.shape[1], X.shape[2]
     k = min(cap, m, n)

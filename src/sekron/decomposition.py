@@ -8,23 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
-from typing import Any, NamedTuple
+from typing import Any, cast
 
 import numpy as np
 
 from . import _ranks
-from ._backend import eps, get_backend, like, sq_norm, to_numpy
-from ._plan import (
-    Ranks,
-    Shapes,
-    chain_params,
-    contraction,
-    factor_sizes,
-    full_ranks,
-    nested_params,
+from ._backend import eps, get_backend, like, pow2_scale, sq_norm, to_numpy
+from ._plan import als_equations, contraction, factor_sizes, full_ranks
+from ._svd import METHODS
+from ._svd import truncated_svd as truncated_svd  # tests/test_validation.py patches it here
+from ._tree import (
+    choose_chain_budget,
+    choose_nested,
+    nested_tree,
+    slice_nested,
+    tt_svd,
+    unfolding_tails,
 )
-from ._svd import METHODS, truncated_svd
+from ._typing import Form, Ranks, Shapes, SVDMethod
 from ._validation import (
+    _type_name,
+    check_choice,
     check_form,
     check_max_params,
     check_rank,
@@ -37,192 +41,16 @@ from .kron import rearrange_unchecked
 from .random import check_random_state
 from .tensor import SeKronTensor
 
-__all__ = ["decompose", "NestedTree", "nested_tree"]
-
-
-# ----------------------------------------------------------------------------------------------
-# nested: the SVD tree
-# ----------------------------------------------------------------------------------------------
-class NestedTree(NamedTuple):
-    """A nested SVD tree computed at caps ``M``.
-
-    ``U[k]`` has shape (M_1..M_k, d_k) after reshaping (orthonormal over d_k per branch);
-    ``last`` has shape (M_1..M_{S-1}, d_S) and carries the scale. ``sig2``/``rest2`` are the
-    numpy tables of :mod:`sekron._ranks`. ``norm2`` is ``||W||²``.
-    """
-
-    U: list[Any]
-    last: Any
-    sig2: list[np.ndarray]
-    rest2: list[np.ndarray]
-    caps: Ranks
-    norm2: float
-
-
-def nested_tree(
-    B: Any, T: Any, d: Sequence[int], caps: Sequence[int], method: str, rng: np.random.Generator
-) -> NestedTree:
-    """Recursive nearest-Kronecker SVD of T, batched level by level (one stacked SVD each)."""
-    n_levels = len(d) - 1
-    X = B.reshape(T, (1, d[0], prod(d[1:])))
-    norm2 = float(sq_norm(T))
-    Us, sig2s, rest2s, Ms = [], [], [], []
-    for k in range(n_levels):
-        level = truncated_svd(B, X, caps[k], method, rng)
-        M = level.sig2.shape[1]
-        Ms.append(M)
-        branch = tuple(Ms[:-1])
-        # U (P, d_k, M) -> (M_1..M_{k-1}, M, d_k)
-        Us.append(B.reshape(B.transpose(level.U, (0, 2, 1)), (*branch, M, d[k])))
-        sig2s.append(level.sig2.reshape(*branch, M))
-        rest2s.append(level.rest2.reshape(branch))
-        rest = prod(d[k + 2 :])
-        X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], rest))
-    last = B.reshape(X, (*Ms, d[-1]))
-    return NestedTree(Us, last, sig2s, rest2s, tuple(Ms), norm2)
-
-
-def _slice_nested(tree: NestedTree, ranks: Ranks, shapes: Shapes, B: Any) -> list[Any]:
-    factors = []
-    for k, U in enumerate(tree.U):
-        idx = tuple(slice(0, r) for r in ranks[: k + 1])
-        factors.append(B.reshape(U[idx], (*ranks[: k + 1], *shapes[k])))
-    idx = tuple(slice(0, r) for r in ranks)
-    factors.append(B.reshape(tree.last[idx], (*ranks, *shapes[-1])))
-    return factors
-
-
-def _choose_nested(
-    tree: NestedTree, d: Sequence[int], tol2: float | None, budget: int | None
-) -> Ranks | None:
-    M = tree.caps
-    if _ranks.table_fits(M):
-        E = _ranks.nested_error_table(tree.sig2, tree.rest2)
-        return _ranks.select_from_tables(
-            E, _ranks.params_table(d, M, "nested"), tol2=tol2, budget=budget
-        )
-    return _ranks.greedy_select(
-        lambda R: _ranks.nested_error2(tree.sig2, tree.rest2, R),
-        lambda R: nested_params(d, R),
-        M,
-        tol2=tol2,
-        budget=budget,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# chain: TT-SVD on R(W)
-# ----------------------------------------------------------------------------------------------
-def _tt_svd(
-    B: Any,
-    T: Any,
-    d: Sequence[int],
-    caps: Sequence[int],
-    method: str,
-    rng: np.random.Generator,
-    tol2: float | None,
-) -> tuple[list[Any], float]:
-    """TT-SVD of T. With ``tol2`` the unused error budget is passed on to the later steps.
-
-    Returns the flattened cores ``(R_{k-1}, R_k, d_k)`` and the exact squared error
-    ``Σ_k (discarded energy at step k)``.
-    """
-    n_levels = len(d) - 1
-    r_prev = 1
-    X = B.reshape(T, (1, d[0], prod(d[1:])))
-    cores, err2 = [], 0.0
-    for k in range(n_levels):
-        cap = caps[k] if tol2 is None else min(caps[k], X.shape[1], X.shape[2])
-        level = truncated_svd(B, X, cap, method if tol2 is None else "exact", rng)
-        U, Y, sig2, rest2 = level
-        if tol2 is not None:
-            allowance = max(tol2 - err2, 0.0) / (n_levels - k)
-            tail = np.concatenate([np.cumsum(sig2[0, ::-1])[::-1][1:], [0.0]]) + rest2[0]
-            fits = np.nonzero(tail <= allowance)[0]
-            r = int(fits[0]) + 1 if fits.size else sig2.shape[1]
-            rest2 = rest2 + sig2[:, r:].sum(axis=1)
-            U, Y = U[:, :, :r], Y[:, :r, :]
-        err2 += float(rest2.sum())
-        r = U.shape[2]
-        cores.append(B.transpose(B.reshape(U, (r_prev, d[k], r)), (0, 2, 1)))
-        r_prev = r
-        X = B.reshape(Y, (1, r * d[k + 1], prod(d[k + 2 :])))
-    cores.append(B.reshape(X, (r_prev, 1, d[-1])))
-    return cores, err2
-
-
-def _unfolding_tails(B: Any, T: Any, d: Sequence[int], caps: Sequence[int]) -> list[np.ndarray]:
-    """``tail_k[R-1]``: best squared error of the k-th unfolding of T at rank R (Eckart-Young)."""
-    tails = []
-    for k in range(len(d) - 1):
-        m, n = prod(d[: k + 1]), prod(d[k + 1 :])
-        X = B.reshape(T, (m, n))
-        G = B.matmul(X, B.transpose(X, (1, 0))) if m <= n else B.matmul(B.transpose(X, (1, 0)), X)
-        w = np.clip(np.sort(np.asarray(to_numpy(B.eigh(G)[0]), dtype=np.float64))[::-1], 0, None)
-        sig2 = w[: caps[k]]
-        tails.append(_ranks.tail(sig2, np.asarray(w[caps[k] :].sum())))
-    return tails
-
-
-def _choose_chain_budget(tails: list[np.ndarray], d: Sequence[int], budget: int) -> Ranks | None:
-    """Ranks minimising the certified bound Σ_k ε_k(R_k)² within the budget."""
-    M = [t.shape[0] for t in tails]
-
-    def valid(R: Sequence[Any]) -> Any:
-        # a TT-SVD step k can use at most R_{k-1} d_k (left) and d_{k+1} R_{k+1} (right)
-        b = [1, *R, 1]
-        ok = True
-        for k in range(len(R)):
-            ok = ok & (b[k + 1] <= b[k] * d[k]) & (b[k + 1] <= d[k + 1] * b[k + 2])
-        return ok
-
-    if _ranks.table_fits(M):
-        grids = _ranks.grids(M)
-        E = sum(t.reshape(g.shape) for t, g in zip(tails, grids, strict=True))
-        E = np.where(valid(grids), E, np.inf)
-        return _ranks.select_from_tables(
-            E, _ranks.params_table(d, M, "chain"), tol2=None, budget=budget
-        )
-    return _ranks.greedy_select(
-        lambda R: (
-            sum(float(t[r - 1]) for t, r in zip(tails, R, strict=True)) if valid(R) else np.inf
-        ),
-        lambda R: chain_params(d, R),
-        M,
-        tol2=None,
-        budget=budget,
-    )
+__all__ = ["decompose"]
 
 
 # ----------------------------------------------------------------------------------------------
 # refinement: alternating least squares over the factors
 # ----------------------------------------------------------------------------------------------
-def _labels(n_factors: int, form: str) -> tuple[list[str], list[str], list[str]]:
-    """Rank labels, primed rank labels and mode labels of each flattened factor."""
-    from opt_einsum import get_symbol
-
-    n_rank = n_factors - 1 if form == "nested" else n_factors + 1
-    rank = [get_symbol(i) for i in range(n_rank)]
-    prime = [get_symbol(n_rank + i) for i in range(n_rank)]
-    mode = [get_symbol(2 * n_rank + i) for i in range(n_factors)]
-    if form == "nested":
-        own = [list(range(min(k + 1, n_factors - 1))) for k in range(n_factors)]
-    else:
-        own = [[k, k + 1] for k in range(n_factors)]
-    return (
-        ["".join(rank[i] for i in o) for o in own],
-        ["".join(prime[i] for i in o) for o in own],
-        mode,
-    )
-
-
-def _als(
-    B: Any, T: Any, flat: list[Any], form: str, sweeps: int, norm2: float
-) -> tuple[list[Any], float]:
+def _als(B: Any, T: Any, flat: list[Any], form: Form, sweeps: int) -> tuple[list[Any], float]:
     """ALS sweeps on flattened factors; keeps the best iterate so the error never increases."""
     S = len(flat)
-    rank_l, prime_l, mode_l = _labels(S, form)
-    rec_eq = ",".join(r + m for r, m in zip(rank_l, mode_l, strict=True)) + "->" + "".join(mode_l)
+    rec_eq = als_equations(S, form, 0)[0]
 
     def residual2(fs: list[Any]) -> float:
         That = contraction(rec_eq, *(tuple(f.shape) for f in fs))(*fs)
@@ -232,47 +60,36 @@ def _als(
     current = list(flat)
     for _ in range(sweeps):
         for k in range(S):
-            others = [i for i in range(S) if i != k]
-            present = set("".join(mode_l) + "".join(rank_l[i] for i in others))
-            out_rank = "".join(c for c in rank_l[k] if c in present)
-            out_prime = "".join(prime_l[k][rank_l[k].index(c)] for c in out_rank)
-            rhs_eq = (
-                "".join(mode_l)
-                + ","
-                + ",".join(rank_l[i] + mode_l[i] for i in others)
-                + "->"
-                + out_rank
-                + mode_l[k]
-            )
-            rhs = contraction(rhs_eq, tuple(T.shape), *(tuple(current[i].shape) for i in others))(
-                T, *(current[i] for i in others)
-            )
-            gram_eq = (
-                ",".join(rank_l[i] + mode_l[i] + "," + prime_l[i] + mode_l[i] for i in others)
-                + "->"
-                + out_rank
-                + out_prime
-            )
-            ops = [x for i in others for x in (current[i], current[i])]
-            G = contraction(gram_eq, *(tuple(o.shape) for o in ops))(*ops)
-            own = tuple(current[k].shape[:-1])
-            p = prod(own)
-            G = B.reshape(G, (p, p))
-            rhs = B.reshape(rhs, (p, d_k := current[k].shape[-1]))
-            w, V = B.eigh(G)
-            w_np = np.asarray(to_numpy(w), dtype=np.float64)
-            cutoff = max(w_np.max(), 0.0) * p * eps(T)  # pseudo-inverse of the Gram matrix
-            inv = np.where(w_np > cutoff, 1.0 / np.where(w_np > cutoff, w_np, 1.0), 0.0)
-            inv_b = B.reshape(like(inv, T), (1, p))
-            Vt = B.transpose(V, (1, 0))
-            sol = B.matmul(V * inv_b, B.matmul(Vt, rhs))
-            current[k] = B.reshape(sol, (*own, d_k))
+            current[k] = _als_update(B, T, current, form, k)
         e2 = residual2(current)
-        if e2 <= best_err2:
-            best, best_err2 = list(current), e2
-        else:
+        if e2 > best_err2:
+            break
+        stalled = e2 > best_err2 * (1 - eps(T))  # no progress beyond rounding: converged
+        best, best_err2 = list(current), e2
+        if stalled:
             break
     return best, best_err2
+
+
+def _als_update(B: Any, T: Any, current: list[Any], form: Form, k: int) -> Any:
+    """Factor k's least-squares solution given the others (pseudo-inverse of their Gram)."""
+    _, rhs_eq, gram_eq = als_equations(len(current), form, k)
+    others = [current[i] for i in range(len(current)) if i != k]
+    rhs = contraction(rhs_eq, tuple(T.shape), *(tuple(o.shape) for o in others))(T, *others)
+    ops = [x for o in others for x in (o, o)]
+    G = contraction(gram_eq, *(tuple(o.shape) for o in ops))(*ops)
+    own = tuple(current[k].shape[:-1])
+    p = prod(own)
+    G = B.reshape(G, (p, p))
+    rhs = B.reshape(rhs, (p, d_k := current[k].shape[-1]))
+    w, V = B.eigh(G)
+    w_np = np.asarray(to_numpy(w), dtype=np.float64)
+    cutoff = max(w_np.max(), 0.0) * p * eps(T)  # pseudo-inverse of the Gram matrix
+    inv = np.where(w_np > cutoff, 1.0 / np.where(w_np > cutoff, w_np, 1.0), 0.0)
+    inv_b = B.reshape(like(inv, T), (1, p))
+    Vt = B.transpose(V, (1, 0))
+    sol = B.matmul(V * inv_b, B.matmul(Vt, rhs))
+    return B.reshape(sol, (*own, d_k))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +103,7 @@ def decompose(
     form: str = "nested",
     tol: float | None = None,
     max_params: int | None = None,
-    svd: str = "auto",
+    svd: SVDMethod = "auto",
     random_state: Any = None,
     refine: int = 0,
 ) -> SeKronTensor:
@@ -324,8 +141,9 @@ def decompose(
     random_state : None, int or numpy Generator
         Seed for ``svd="randomized"``.
     refine : int
-        Number of alternating-least-squares sweeps started from the SVD result. The error never
-        increases; ``.rel_error`` is then the measured error.
+        Most alternating-least-squares sweeps started from the SVD result (they stop early
+        once a sweep no longer lowers the error beyond rounding). The error never increases;
+        ``.rel_error`` is then the measured error.
 
     Returns
     -------
@@ -351,6 +169,11 @@ def decompose(
 
     .. math:: \\|W - \\hat W\\|^2 = \\sum_{\\text{discarded branches}}
               \\prod_{\\text{path}} \\sigma^2 .
+
+    The work runs on ``s·W`` with ``s`` an exact power of two that brings max|W| into
+    [0.5, 1), and ``s`` is divided out of the last factor: squares of entries near the ends of
+    the float range (1e±160 in float64, 1e±19 in float32) would otherwise overflow or
+    underflow, and the error, the ``tol`` guarantee and the ranks do not depend on scale.
 
     For S = 2 (GKPD) this is globally optimal for the rank (Eckart-Young). For S >= 3 each level
     is optimal given the earlier ones, which is not joint optimality: ``refine`` can improve it.
@@ -382,7 +205,7 @@ def decompose(
     True
     """
     t, backend = check_tensor(tensor)
-    form = check_form(form)
+    form_c = cast(Form, check_form(form))
     checked = check_shapes(shapes, tuple(t.shape))
     n_levels = len(checked) - 1
     caps_user = check_rank(rank, n_levels)
@@ -393,59 +216,85 @@ def decompose(
         )
     tol_v = None if tol is None else check_tol(tol)
     budget = None if max_params is None else check_max_params(max_params, checked)
-    if svd not in METHODS:
-        raise ValueError(f"svd must be one of {METHODS}; got {svd!r}.")
+    svd = cast(SVDMethod, check_choice(svd, "svd", METHODS))
     if svd == "randomized" and caps_user is None:
         raise ValueError(
             "svd='randomized' needs rank (the sketch size, also a cap with tol/max_params); "
             "got rank=None."
         )
-    if not is_int(refine) or int(refine) < 0:
+    if not is_int(refine):
+        raise TypeError(
+            f"refine must be a non-negative int (ALS sweeps); got {refine!r} of type "
+            f"{_type_name(refine)}."
+        )
+    if int(refine) < 0:
         raise ValueError(f"refine must be a non-negative int (ALS sweeps); got {refine!r}.")
     rng = check_random_state(random_state)
-
-    B = get_backend(backend)
-    d = factor_sizes(checked)
-    full = full_ranks(checked, form)
-    caps = full if caps_user is None else tuple(map(min, caps_user, full))
-    T = rearrange_unchecked(B, t, checked)
-    norm2 = float(sq_norm(T))
-    tol2 = None if tol_v is None else tol_v**2 * norm2
     if svd == "auto" and tol_v is not None and tol_v < 1e-3:
         svd = "exact"  # the rank tables must resolve tiny singular values
+    B = get_backend(backend)
+    # squares of entries near 1e±160 (float64) or 1e±19 (float32) overflow or underflow: work
+    # on T = s·R(W) with s an exact power of two, and divide s out of the last factor
+    scale = pow2_scale(t)
+    T = rearrange_unchecked(B, t, checked)
+    if scale != 1.0:
+        T = T * scale
+    factors, err2, norm2 = _factorize(
+        B, T, checked, form_c, caps_user, tol_v, budget, svd, rng, int(refine)
+    )
+    if scale != 1.0:
+        factors[-1] = factors[-1] / scale
+    rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
+    return SeKronTensor(factors, form_c, rel_error=rel)
 
+
+def _factorize(
+    B: Any,
+    T: Any,
+    shapes: Shapes,
+    form: Form,
+    caps_user: Ranks | None,
+    tol: float | None,
+    budget: int | None,
+    svd: SVDMethod,
+    rng: np.random.Generator,
+    refine: int,
+) -> tuple[list[Any], float, float]:
+    """The factors of T = R(W) (checked values), their squared error and ``||T||²``."""
+    d = factor_sizes(shapes)
+    full = full_ranks(shapes, form)
+    caps = full if caps_user is None else tuple(map(min, caps_user, full))
+    norm2 = float(sq_norm(T))
+    tol2 = None if tol is None else tol**2 * norm2
     if form == "nested":
         tree = nested_tree(B, T, d, caps, svd, rng)
         if tol2 is None and budget is None:
             ranks: Ranks | None = tree.caps
         else:
-            ranks = _choose_nested(tree, d, tol2, budget)
+            ranks = choose_nested(tree, d, tol2, budget)
         if ranks is None:
-            raise _unreachable(tol_v, budget, caps_user)
-        factors = _slice_nested(tree, ranks, checked, B)
+            raise _unreachable(tol, budget, caps_user)
+        factors = slice_nested(tree, ranks, shapes, B)
         err2 = _ranks.nested_error2(tree.sig2, tree.rest2, ranks)
     else:
         if budget is not None:
-            chosen = _choose_chain_budget(_unfolding_tails(B, T, d, caps), d, budget)
+            chosen = choose_chain_budget(unfolding_tails(B, T, d, caps), d, budget)
             if chosen is None:
-                raise _unreachable(tol_v, budget, caps_user)
+                raise _unreachable(tol, budget, caps_user)
             caps = chosen
-        cores, err2 = _tt_svd(B, T, d, caps, svd, rng, tol2)
+        cores, err2 = tt_svd(B, T, d, caps, svd, rng, tol2)
         if tol2 is not None and err2 > tol2 * (1 + 1e-12):
-            raise _unreachable(tol_v, budget, caps_user, achieved=(err2 / norm2) ** 0.5)
-        ranks = tuple(int(c.shape[1]) for c in cores[:-1])
-        factors = [B.reshape(c, (*c.shape[:2], *s)) for c, s in zip(cores, checked, strict=True)]
-
+            raise _unreachable(tol, budget, caps_user, achieved=(err2 / norm2) ** 0.5)
+        factors = [B.reshape(c, (*c.shape[:2], *s)) for c, s in zip(cores, shapes, strict=True)]
     if refine:
-        n_modes = len(checked[0])
+        n_modes = len(shapes[0])
         flat = [
             B.reshape(f, (*f.shape[: f.ndim - n_modes], dk))
             for f, dk in zip(factors, d, strict=True)
         ]
-        flat, err2 = _als(B, T, flat, form, int(refine), norm2)
-        factors = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, checked, strict=True)]
-    rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
-    return SeKronTensor(factors, form, rel_error=rel)
+        flat, err2 = _als(B, T, flat, form, refine)
+        factors = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, shapes, strict=True)]
+    return factors, err2, norm2
 
 
 def _unreachable(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ._backend import backend_name_of, get_backend
-from ._plan import Shapes, factor_sizes, is_identity, rearrange_plan, unrearrange_plan
-from ._validation import _type_name, check_shapes
+from ._backend import get_backend
+from ._plan import factor_sizes, is_identity, rearrange_plan, unrearrange_plan
+from ._typing import Shapes
+from ._validation import check_array, check_shapes
 
 __all__ = ["kron", "rearrange", "unrearrange"]
 
@@ -36,7 +37,8 @@ def kron(*arrays: Any) -> Any:
     Raises
     ------
     TypeError
-        If an argument is not an array, or the arrays are of different kinds.
+        If an argument is not a plain array (numpy subclasses such as masked arrays are
+        refused), or the arrays are of different kinds.
     ValueError
         If no array is given or their numbers of modes differ.
 
@@ -57,15 +59,7 @@ def kron(*arrays: Any) -> Any:
     """
     if not arrays:
         raise ValueError("kron needs at least one array; got none.")
-    names = []
-    for i, a in enumerate(arrays):
-        name = backend_name_of(a)
-        if name is None:
-            raise TypeError(
-                f"arrays[{i}] must be a numpy.ndarray, torch.Tensor or jax.Array; "
-                f"got {_type_name(a)}."
-            )
-        names.append(name)
+    names = [check_array(a, f"arrays[{i}]") for i, a in enumerate(arrays)]
     if len(set(names)) > 1:
         raise TypeError(f"all arrays must be of one kind; got {names}.")
     ndims = [a.ndim for a in arrays]
@@ -103,6 +97,13 @@ def rearrange(tensor: Any, shapes: Sequence[Sequence[int]]) -> Any:
     array
         R(W). It is a view (no copy) when the permutation is trivial, e.g. one mode per factor.
 
+    Raises
+    ------
+    TypeError
+        ``tensor`` is not a plain numpy, torch or jax array, or ``shapes`` is of the wrong kind.
+    ValueError
+        ``shapes`` do not multiply out to the tensor's shape mode by mode.
+
     Examples
     --------
     >>> import numpy as np
@@ -113,17 +114,32 @@ def rearrange(tensor: Any, shapes: Sequence[Sequence[int]]) -> Any:
     >>> np.allclose(T, np.outer(A.ravel(), B.ravel()))
     True
     """
-    name = backend_name_of(tensor)
-    if name is None:
-        raise TypeError(
-            f"tensor must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(tensor)}."
-        )
+    name = check_array(tensor, "tensor")
     checked = check_shapes(shapes, tuple(tensor.shape))
     return _apply(get_backend(name), tensor, rearrange_plan(checked))
 
 
 def unrearrange(T: Any, shapes: Sequence[Sequence[int]]) -> Any:
     """The inverse of :func:`rearrange`: W from R(W).
+
+    Parameters
+    ----------
+    T : array
+        R(W), of shape ``(|a^(1)|, .., |a^(S)|)``.
+    shapes : sequence of S tuples of N ints
+        The factor shapes R was taken with.
+
+    Returns
+    -------
+    array
+        W, of shape ``(prod_k a^(k)_1, .., prod_k a^(k)_N)``.
+
+    Raises
+    ------
+    TypeError
+        ``T`` is not a plain numpy, torch or jax array, or ``shapes`` is of the wrong kind.
+    ValueError
+        ``T``'s shape is not the factor sizes of ``shapes``.
 
     Examples
     --------
@@ -134,11 +150,7 @@ def unrearrange(T: Any, shapes: Sequence[Sequence[int]]) -> Any:
     >>> np.array_equal(unrearrange(rearrange(W, shapes), shapes), W)
     True
     """
-    name = backend_name_of(T)
-    if name is None:
-        raise TypeError(
-            f"T must be a numpy.ndarray, torch.Tensor or jax.Array; got {_type_name(T)}."
-        )
+    name = check_array(T, "T")
     checked = check_shapes(shapes, None)
     expected = factor_sizes(checked)
     if tuple(T.shape) != expected:

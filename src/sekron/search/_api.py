@@ -1,0 +1,247 @@
+"""The public entry point :func:`search`, and the multi-budget run that :func:`sekron.compare`
+shares: check once at the boundary, then run the phases of :mod:`sekron.search._phases`."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from math import prod
+from typing import Any, cast
+
+from .._backend import backend_name_of, get_backend, pow2_scale
+from .._svd import METHODS
+from .._typing import Form, SVDMethod
+from .._validation import (
+    budget_from_compression,
+    check_bool,
+    check_choice,
+    check_compression,
+    check_forms,
+    check_int,
+    check_max_seconds,
+    check_positive_int,
+    check_progress,
+    check_tensor,
+    check_threads,
+)
+from ..random import check_random_state
+from ._kernels import Kernels, Level1
+from ._parallel import workers
+from ._phases import (
+    Progress,
+    Tally,
+    bound_and_order,
+    evaluate_deep,
+    finish,
+    plan_jobs,
+    score_two_factor,
+    spectra_needed,
+)
+from ._results import SearchResult
+
+__all__ = ["search"]
+
+#: Budgets above this act as it (every structure of any tensor fits far below it); the rank
+#: arithmetic stays within int64.
+MAX_BUDGET = 1 << 62
+
+
+def search(
+    tensor: Any,
+    *,
+    max_params: int | None = None,
+    compression: float | None = None,
+    max_factors: int = 3,
+    forms: Sequence[Form] = ("nested", "chain"),
+    max_configs: int | None = None,
+    exhaustive: bool = False,
+    max_seconds: float | None = None,
+    svd: SVDMethod = "auto",
+    random_state: Any = None,
+    progress: bool | Callable[[int, int], Any] | None = None,
+    threads: int | None = None,
+) -> SearchResult:
+    """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget.
+
+    Parameters
+    ----------
+    tensor : array
+        Any N-way numpy, torch or jax array (1-D works: its single mode is factorized).
+    max_params : int, optional
+        Parameter budget (values above 2**62 act as 2**62). Give exactly one of
+        ``max_params`` and ``compression``.
+    compression : float > 1, optional
+        Budget as a ratio: ``max_params = floor(numel / compression)``.
+    max_factors : int >= 2
+        Configurations with 2..max_factors factors are considered. Every factor has a size
+        >= 2, so no configuration has more factors than the mode sizes have prime factors:
+        a larger ``max_factors`` costs nothing.
+    forms : sequence of {"nested", "chain"}
+        Forms for S >= 3 (for S = 2 they coincide and one candidate is kept).
+    max_configs : int, optional
+        Keep only this many factor-shape configurations, the most balanced first (smallest
+        variance of log factor size).
+    exhaustive : bool
+        Evaluate every configuration, even those whose certified lower bound cannot beat the best
+        error found so far. The best candidate is the same either way; the front may then hold
+        more candidates.
+    max_seconds : float > 0, optional
+        Stop evaluating configurations with S >= 3 after this much wall time (the shared
+        level-1 spectra and every 2-factor configuration are always computed; they are exact
+        from the spectra alone). Configurations are evaluated most promising first, so a
+        stopped search returns the best found so far, with ``result.timed_out`` set and a
+        certificate: ``result.bound`` is a certified lower bound on the error of every
+        configuration left unevaluated, ``result.certified`` says whether the best is the
+        best overall, and ``result.n_open`` counts the unevaluated configurations whose bound
+        leaves them a chance to beat it.
+    svd : {"auto", "exact", "gram", "randomized"}
+        SVD kernel (see :func:`sekron.decompose`). ``"auto"`` uses the Gram kernel for the
+        shared level-1 spectra.
+    random_state : None, int or numpy Generator
+        Seed for ``svd="randomized"``.
+    progress : bool or callable, optional
+        A progress bar on stderr (tqdm if installed, else a text line). ``None`` shows it only when
+        stderr is a terminal; ``False`` disables it; a callable receives ``(done, total)``.
+    threads : int >= 1, optional
+        Threads for numpy input (default: the CPUs available). The many small factorizations
+        are spread over this many worker threads, each with a single-threaded BLAS: for the
+        duration of the call BLAS is limited to one thread (threadpoolctl; the caller's setting
+        is restored). ``threads=1`` runs everything in the calling thread. torch and jax inputs
+        run in the calling thread with their own threading.
+
+    Returns
+    -------
+    SearchResult
+        The Pareto front of parameters vs error, lowest error first; ``.best``, ``.all``.
+
+    Raises
+    ------
+    TypeError
+        Unsupported array or argument kinds (a bool option given as a string, a masked array).
+    ValueError
+        Neither or both of ``max_params``/``compression``, ``compression <= 1`` (or too large
+        for a float), a budget below the smallest structure, ``max_factors < 2``, NaN or Inf
+        in the tensor, or a tensor with no configuration at all.
+    KeyboardInterrupt
+        Only when interrupted before any candidate was evaluated. Otherwise Ctrl-C returns what
+        was found so far, with ``result.interrupted = True``.
+
+    Notes
+    -----
+    For each configuration, ranks are chosen from one SVD tree capped at the budget: nested by the
+    exact error table of every rank tuple, chain by the certified bound ``Σ_k ε_k²`` (as in
+    :func:`sekron.decompose`); each candidate's ``rel_error`` is then the exact error of the
+    structure ``decompose(tensor, shapes, rank=ranks, form=form)`` returns, computed from singular
+    values. Errors are scale-free: the tensor is scaled once by an exact power of two, so
+    entries near the float range's ends (1e±300 in float64, 1e±30 in float32) score like any
+    other. S = 2 is globally optimal per configuration (Eckart-Young); for S >= 3 it is the
+    paper's recursive SVD, not a joint optimum.
+
+    References
+    ----------
+    Hameed et al., "SeKron: A Decomposition Method Supporting Many Factorization Structures",
+    arXiv:2210.06299.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron.search import search
+    >>> W = np.random.default_rng(0).standard_normal((16, 8, 3, 3))
+    >>> res = search(W, compression=4, progress=False)
+    >>> res.best.n_params <= W.size // 4
+    True
+    >>> st = res.best.to_sekron()
+    >>> abs(st.rel_error - res.best.rel_error) < 1e-8
+    True
+    """
+    t, _ = check_tensor(tensor)
+    if (max_params is None) == (compression is None):
+        raise ValueError(
+            "give exactly one of max_params and compression; got "
+            f"max_params={max_params!r}, compression={compression!r}."
+        )
+    if max_params is not None:
+        budget = min(check_positive_int(max_params, "max_params"), MAX_BUDGET)
+    else:
+        budget = budget_from_compression(check_compression(compression), prod(t.shape))
+    return _run(
+        t,
+        [budget],
+        max_factors=check_int(max_factors, "max_factors", at_least=2),
+        forms=check_forms(forms),
+        max_configs=None if max_configs is None else check_positive_int(max_configs, "max_configs"),
+        svd=cast(SVDMethod, check_choice(svd, "svd", METHODS)),
+        random_state=check_random_state(random_state),
+        exhaustive=check_bool(exhaustive, "exhaustive"),
+        progress=check_progress(progress),
+        max_seconds=check_max_seconds(max_seconds),
+        threads=check_threads(threads),
+    )[0]
+
+
+def _run(
+    t: Any,
+    budgets: Sequence[int],
+    *,
+    max_factors: int,
+    forms: tuple[str, ...],
+    max_configs: int | None,
+    svd: SVDMethod,
+    random_state: Any,
+    exhaustive: bool,
+    progress: bool | Callable[[int, int], Any] | None,
+    max_seconds: float | None = None,
+    threads: int = 1,
+) -> list[SearchResult]:
+    """Search a checked tensor at several budgets at once, sharing every SVD; one SearchResult
+    per budget. The options are :func:`search`'s, checked (``random_state`` may be any
+    :func:`sekron.random.check_random_state` input; a Generator is used as it is)."""
+    start = time.perf_counter()
+    deadline = None if max_seconds is None else start + max_seconds
+    shape = tuple(int(s) for s in t.shape)
+    budgets = tuple(budgets)
+    jobs = plan_jobs(shape, budgets, max_factors, forms, max_configs)
+    need = spectra_needed(jobs, budgets)
+    heads = {job.shapes[0] for job in jobs if len(job.d) > 2}
+    backend = backend_name_of(t)
+    assert backend is not None
+    # errors are scale-free, squares are not: score s·W with s an exact power of two
+    scale = pow2_scale(t)
+    scaled = t * scale if scale != 1.0 else t
+    tallies = [Tally(b, sum(1 for j in jobs if j.caps[i])) for i, b in enumerate(budgets)]
+    # the jobs not evaluated yet, in the order they will be: 2-factor ones first
+    pending = deque(sorted(jobs, key=lambda j: len(j.d) > 2))
+    pbar = Progress(len(jobs) + len(need), progress)
+    interrupted = timed_out = False
+    with workers(threads, backend) as pool:
+        kern = Kernels(get_backend(backend), svd, check_random_state(random_state), pool)
+        level1 = Level1(scaled, kern, need, heads)
+        try:
+            level1.compute(pbar.update)
+            score_two_factor(pending, level1, tallies, t, pbar)
+            pending = deque(bound_and_order(list(pending), level1, budgets))
+            timed_out = evaluate_deep(
+                pending,
+                level1,
+                tallies,
+                t,
+                exhaustive=exhaustive,
+                deadline=deadline,
+                progress=pbar,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+            if not any(tally.found for tally in tallies):
+                pbar.close()
+                raise
+    pbar.close()
+    return finish(
+        tallies,
+        pending,
+        level1,
+        shape,
+        interrupted=interrupted,
+        timed_out=timed_out,
+        seconds=time.perf_counter() - start,
+    )

@@ -1,0 +1,61 @@
+"""Parallelism of a numpy search: worker threads, single-threaded BLAS, splitting stacks.
+
+Many small factorizations run faster side by side than each on a multi-threaded BLAS, whose
+threads cost more than they save on small products and, on a busy machine, can make a search
+many times slower (measured: 26x). scikit-learn's KMeans limits BLAS the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+__all__ = ["Workers", "workers"]
+
+#: Work (multiply-adds of a Gram stack, cubed sizes of an eigenvalue stack) below which a stack
+#: is not split across worker threads: dispatching costs more than it saves.
+PARALLEL_MIN_SIZE = 1 << 20
+
+
+class Workers:
+    """Worker threads (or none: everything runs in the calling thread)."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None = None, n: int = 1) -> None:
+        self.pool = pool
+        self.n = n if pool is not None else 1
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> Iterator[Any]:
+        """``fn`` over items, in order; on the worker threads when there are."""
+        return self.pool.map(fn, items) if self.pool is not None else map(fn, items)
+
+    def split(self, n: int) -> list[tuple[int, int]]:
+        """``[lo, hi)`` ranges cutting ``range(n)`` into at most one chunk per worker."""
+        k = min(self.n, n)
+        edges = [n * i // k for i in range(k + 1)]
+        return [(lo, hi) for lo, hi in zip(edges, edges[1:], strict=False) if hi > lo]
+
+    def worth_splitting(self, work: int) -> bool:
+        """Whether a job of ``work`` multiply-adds is worth spreading over the workers."""
+        return self.pool is not None and work >= PARALLEL_MIN_SIZE
+
+
+@contextlib.contextmanager
+def workers(threads: int, backend: str) -> Iterator[Workers]:
+    """For a numpy search: BLAS single-threaded, and ``threads`` worker threads if > 1.
+
+    torch and jax inputs run in the calling thread with their own threading. The caller's BLAS
+    setting is restored on exit.
+    """
+    if backend != "numpy":
+        yield Workers()
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        if threads < 2:
+            yield Workers()
+            return
+        with ThreadPoolExecutor(threads) as pool:
+            yield Workers(pool, threads)

@@ -1,0 +1,161 @@
+"""The results of a search: one :class:`Candidate` per evaluated structure, and the
+:class:`SearchResult` holding the Pareto front of them (both immutable)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from .._typing import Form, Ranks, Shapes
+from ..decomposition import decompose
+from ..tensor import SeKronTensor
+
+__all__ = ["Candidate", "SearchResult"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated SeKron structure: factor shapes, form and the best ranks within the budget.
+
+    Attributes
+    ----------
+    shapes : tuple of S tuples of N ints
+    form : {"nested", "chain"}
+        For S = 2 the two forms coincide; such candidates are reported as ``"nested"``.
+    ranks : tuple of S - 1 ints
+    n_params : int
+        Parameters of the structure at these ranks.
+    rel_error : float
+        Exact relative Frobenius error ``||W - Ŵ|| / ||W||`` of :meth:`to_sekron`'s result.
+    """
+
+    shapes: Shapes
+    form: Form
+    ranks: Ranks
+    n_params: int
+    rel_error: float
+    _tensor: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def n_factors(self) -> int:
+        return len(self.shapes)
+
+    def to_sekron(self, tensor: Any = None) -> SeKronTensor:
+        """The SeKronTensor this candidate describes: ``decompose(tensor, shapes, rank=ranks)``.
+
+        Parameters
+        ----------
+        tensor : array, optional
+            Defaults to the tensor that was searched.
+        """
+        t = self._tensor if tensor is None else tensor
+        if t is None:
+            raise ValueError("this Candidate holds no tensor; pass the tensor to to_sekron().")
+        return decompose(t, self.shapes, rank=self.ranks, form=self.form)
+
+    def describe(self) -> str:
+        """A short text such as ``(16,8,3,1)⊗(8,8,1,3) nested r=(12,)``."""
+        shapes = "⊗".join("(" + ",".join(map(str, s)) + ")" for s in self.shapes)
+        ranks = ",".join(map(str, self.ranks))
+        return f"{shapes} {self.form} r=({ranks})"
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SearchResult(Sequence[Candidate]):
+    """The Pareto front (parameters vs error) of the evaluated candidates, best first.
+
+    ``result[0]`` (also ``result.best``) has the lowest error within the budget; going down the
+    list, the error rises and the parameter count falls. Every candidate evaluated (one per
+    configuration and form) is in ``result.all``.
+
+    A result is immutable.
+
+    Attributes
+    ----------
+    best : Candidate
+    front : tuple of Candidate
+        The Pareto front, lowest error first (what indexing the result gives).
+    all : tuple of Candidate
+        All evaluated candidates, in evaluation order.
+    budget : int
+        The parameter budget ``max_params`` (numel / compression when given a compression).
+    tensor_shape : tuple of int
+    n_configs : int
+        Configurations (shapes x form) considered after the budget and ``max_configs`` filters.
+    n_pruned : int
+        Configurations skipped because their certified lower bound could not beat the best error
+        (before their evaluation, or part-way through a nested 3-factor tree).
+    interrupted : bool
+        True when the search was stopped by KeyboardInterrupt; the result holds what was found.
+    timed_out : bool
+        True when ``max_seconds`` ran out before every configuration was evaluated or pruned.
+    bound : float
+        Certified lower bound on the relative error of every configuration that was *not*
+        evaluated (pruned, or left when stopped early); ``inf`` when every one was evaluated.
+        No structure of a skipped configuration, at any ranks within the budget, can have a
+        lower error than this (Eckart-Young on unfoldings, see :mod:`sekron.search`).
+    certified : bool
+        ``best.rel_error <= bound``: the best candidate is the best over *all* configurations,
+        not only the evaluated ones. Always true after a complete search.
+    n_open : int
+        Configurations left unevaluated by a stopped search (``max_seconds``, or Ctrl-C) whose
+        certified lower bound is below the best error found: only these could still beat it.
+        0 after a complete search, and whenever the best is certified.
+    seconds : float
+        Wall time of the search.
+    kernel_seconds : float
+        Wall time spent inside its SVD, Gram and eigenvalue kernels (level-1 spectra and
+        remainders, deeper levels); ``seconds - kernel_seconds`` is the bookkeeping.
+    """
+
+    front: tuple[Candidate, ...]
+    all: tuple[Candidate, ...]
+    budget: int
+    tensor_shape: tuple[int, ...]
+    n_configs: int
+    n_pruned: int
+    interrupted: bool
+    seconds: float
+    timed_out: bool = False
+    bound: float = float("inf")
+    n_open: int = 0
+    kernel_seconds: float = 0.0
+
+    @overload
+    def __getitem__(self, i: int) -> Candidate: ...
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Candidate, ...]: ...
+    def __getitem__(self, i: int | slice) -> Candidate | tuple[Candidate, ...]:
+        return self.front[i]
+
+    def __len__(self) -> int:
+        return len(self.front)
+
+    @property
+    def best(self) -> Candidate:
+        return self.front[0]
+
+    @property
+    def certified(self) -> bool:
+        return self.best.rel_error <= self.bound * (1 + 1e-12)
+
+    def __repr__(self) -> str:
+        head = (
+            f"SearchResult for shape {self.tensor_shape}, budget {self.budget:,} params: "
+            f"{len(self)} on the front of {len(self.all)} evaluated"
+            + (f" ({self.n_pruned} pruned)" if self.n_pruned else "")
+            + (", INTERRUPTED" if self.interrupted else "")
+            + (", TIME LIMIT" if self.timed_out else "")
+        )
+        if not self.certified:
+            head += (
+                f"\n  not certified: {self.n_open:,} configurations left unevaluated may reach "
+                f"rel. error {self.bound:.4f}"
+            )
+        lines = [head]
+        for c in self.front[:10]:
+            lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
+        if len(self) > 10:
+            lines.append(f"  ... {len(self) - 10} more")
+        return "\n".join(lines)
