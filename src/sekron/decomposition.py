@@ -47,8 +47,14 @@ __all__ = ["decompose"]
 # ----------------------------------------------------------------------------------------------
 # refinement: alternating least squares over the factors
 # ----------------------------------------------------------------------------------------------
-def _als(B: Any, T: Any, flat: list[Any], form: Form, sweeps: int) -> tuple[list[Any], float]:
-    """ALS sweeps on flattened factors; keeps the best iterate so the error never increases."""
+def _als(
+    B: Any, T: Any, flat: list[Any], form: Form, sweeps: int, tol: float = 0.0
+) -> tuple[list[Any], float]:
+    """ALS sweeps on flattened factors; keeps the best iterate so the error never increases.
+
+    Stops early once a sweep lowers the squared error by at most ``tol`` times its value (and
+    always once it gains nothing beyond rounding).
+    """
     S = len(flat)
     rec_eq = als_equations(S, form, 0)[0]
 
@@ -64,7 +70,7 @@ def _als(B: Any, T: Any, flat: list[Any], form: Form, sweeps: int) -> tuple[list
         e2 = residual2(current)
         if e2 > best_err2:
             break
-        stalled = e2 > best_err2 * (1 - eps(T))  # no progress beyond rounding: converged
+        stalled = e2 > best_err2 * (1 - max(eps(T), tol))  # converged
         best, best_err2 = list(current), e2
         if stalled:
             break

@@ -130,13 +130,7 @@ def refine(
         for f, dk in zip(factors, factor_sizes(st.shapes), strict=True)
     ]
     flat[-1] = flat[-1] * scale
-    err2 = float("inf")
-    for _ in range(n_sweeps):
-        flat, new_err2 = _als(B, T, flat, st.form, 1, norm2)
-        done = err2 - new_err2 <= rtol * new_err2
-        err2 = new_err2
-        if done:
-            break
+    flat, err2 = _als(B, T, flat, st.form, n_sweeps, rtol)
     flat[-1] = flat[-1] / scale
     out = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, st.shapes, strict=True)]
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))

@@ -17,6 +17,7 @@ from ._plan import (
     reconstruction_equation,
     tensor_shape,
 )
+from ._typing import Form
 from ._validation import _type_name, check_form
 from .kron import unrearrange_unchecked
 
@@ -225,9 +226,9 @@ class SeKronTensor:
         return self._factors
 
     @property
-    def form(self) -> str:
+    def form(self) -> Form:
         """'nested' (the paper's form) or 'chain' (TT over Kronecker groups)."""
-        return self._form
+        return self._form  # type: ignore[return-value]
 
     @property
     def shapes(self) -> Shapes:
