@@ -131,12 +131,12 @@ def test_bad_torch_tensors() -> None:
 
 def test_errors_are_raised_before_heavy_work(monkeypatch) -> None:
     """A bad budget on a huge tensor fails at once: no SVD is attempted."""
-    import sekron.decomposition as dec
+    import sekron._tree as tree
 
     def boom(*args, **kwargs):  # pragma: no cover - must not be reached
         raise AssertionError("SVD reached before validation finished")
 
-    monkeypatch.setattr(dec, "truncated_svd", boom)
+    monkeypatch.setattr(tree, "truncated_svd", boom)
     big = np.zeros((1024, 1024))
     with pytest.raises(ValueError, match="max_params=3 is too small"):
         sekron.decompose(big, [(32, 32), (32, 32)], max_params=3)
