@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sekron
-from sekron import _joint, structures
+from sekron import structures
+from sekron.search import _joint
 from sekron.testing import tolerance
 
 TOL64 = tolerance(np.float64)

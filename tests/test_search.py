@@ -11,8 +11,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sekron
-from sekron.search import enumerate_configs, pareto_front, search
+from sekron.search import enumerate_configs, pareto_front
+from sekron.search import search as _search
 from sekron.testing import rel_error, tolerance
+
+
+def search(*args, **kwargs):
+    """The greedy stage alone (refine=0): these tests are about its exact errors, certified
+    bounds and Pareto front. The joint-fit stage is tested in tests/test_joint.py."""
+    kwargs.setdefault("refine", 0)
+    return _search(*args, **kwargs)
 
 
 def _divisor_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:

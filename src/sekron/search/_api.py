@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from math import prod
 from typing import Any, cast
 
@@ -26,6 +27,8 @@ from .._validation import (
     check_threads,
 )
 from ..random import check_random_state
+from ..tensor import SeKronTensor
+from ._joint import joint_stage
 from ._kernels import Kernels, Level1
 from ._parallel import workers
 from ._phases import (
@@ -38,7 +41,7 @@ from ._phases import (
     score_two_factor,
     spectra_needed,
 )
-from ._results import SearchResult
+from ._results import Candidate, SearchResult
 
 __all__ = ["search"]
 
@@ -61,8 +64,14 @@ def search(
     random_state: Any = None,
     progress: bool | Callable[[int, int], Any] | None = None,
     threads: int | None = None,
+    refine: int = 20,
+    warm_starts: Sequence[SeKronTensor] | None = None,
 ) -> SearchResult:
     """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget.
+
+    Two stages: a greedy stage scores every configuration by one pass of SVDs (exact errors,
+    certified bounds), then a joint-fit stage refines a shortlist by alternating least squares
+    and ranks it by the refined error (``refine=0`` skips it).
 
     Parameters
     ----------
@@ -109,11 +118,29 @@ def search(
         duration of the call BLAS is limited to one thread (threadpoolctl; the caller's setting
         is restored). ``threads=1`` runs everything in the calling thread. torch and jax inputs
         run in the calling thread with their own threading.
+    refine : int >= 0
+        ALS sweeps of the joint-fit stage (default 20; 0: greedy only). Its shortlist: the 8
+        best greedy candidates at their ranks; for the 8 best configurations with S >= 3,
+        lopsided rank splits ((R, 1), (1, R), ..., the free rank as large as the budget
+        allows, above a level's SVD rank too) and a ladder of first ranks; the classical
+        families' fits at an equal parameter count (CP, TT, Tucker-2 as the chain
+        (F)(H, W)(C)), whose factors are one per tensor mode; and the CP fit with its modes
+        grouped. Every start gets 5 sweeps, the best 6 the rest. ALS never increases an
+        error, so ``result.best`` is never worse than any start: not than the greedy best,
+        nor than the CP, TT and Tucker-2 fits within the same budget.
+    warm_starts : sequence of SeKronTensor, optional
+        Starts for the joint-fit stage in place of the search's own CP, TT and Tucker-2 fits
+        (:func:`sekron.compare` passes its family fits, so the searched error is at most
+        theirs). Each must have the tensor's shape, kind and dtype and at most ``max_params``
+        parameters.
 
     Returns
     -------
     SearchResult
-        The Pareto front of parameters vs error, lowest error first; ``.best``, ``.all``.
+        The Pareto front of the greedy candidates, lowest error first, and the joint fits
+        (``.refined``); ``.best`` is the lowest error of either, ``.greedy_best`` the greedy
+        one. The certificate (``.bound``, ``.certified``, ``.n_open``) is about greedy fits
+        only.
 
     Raises
     ------
@@ -122,7 +149,8 @@ def search(
     ValueError
         Neither or both of ``max_params``/``compression``, ``compression <= 1`` (or too large
         for a float), a budget below the smallest structure, ``max_factors < 2``, NaN or Inf
-        in the tensor, or a tensor with no configuration at all.
+        in the tensor, a tensor with no configuration at all, or a warm start of another
+        shape or above the budget.
     KeyboardInterrupt
         Only when interrupted before any candidate was evaluated. Otherwise Ctrl-C returns what
         was found so far, with ``result.interrupted = True``.
@@ -155,7 +183,7 @@ def search(
     >>> abs(st.rel_error - res.best.rel_error) < 1e-8
     True
     """
-    t, _ = check_tensor(tensor)
+    t, backend = check_tensor(tensor)
     if (max_params is None) == (compression is None):
         raise ValueError(
             "give exactly one of max_params and compression; got "
@@ -165,19 +193,90 @@ def search(
         budget = min(check_positive_int(max_params, "max_params"), MAX_BUDGET)
     else:
         budget = budget_from_compression(check_compression(compression), prod(t.shape))
-    return _run(
+    sweeps = check_int(refine, "refine", at_least=0)
+    starts = None if warm_starts is None else _check_warm_starts(warm_starts, t, backend, budget)
+    seconds = check_max_seconds(max_seconds)
+    rng = check_random_state(random_state)
+    start = time.perf_counter()
+    greedy = _run(
         t,
         [budget],
         max_factors=check_int(max_factors, "max_factors", at_least=2),
         forms=check_forms(forms),
         max_configs=None if max_configs is None else check_positive_int(max_configs, "max_configs"),
         svd=cast(SVDMethod, check_choice(svd, "svd", METHODS)),
-        random_state=check_random_state(random_state),
+        random_state=rng,
         exhaustive=check_bool(exhaustive, "exhaustive"),
         progress=check_progress(progress),
-        max_seconds=check_max_seconds(max_seconds),
+        max_seconds=seconds,
         threads=check_threads(threads),
     )[0]
+    if not sweeps or greedy.interrupted:
+        return greedy
+    deadline = None if seconds is None else start + seconds
+    try:
+        joint = joint_stage(
+            t,
+            greedy.all,
+            budget,
+            sweeps=sweeps,
+            warm_starts=starts,
+            random_state=int(rng.integers(2**31)),
+            deadline=deadline,
+        )
+    except KeyboardInterrupt:
+        return replace(greedy, interrupted=True)
+    refined = tuple(
+        Candidate(
+            r.st.shapes,
+            r.st.form,
+            r.st.ranks,
+            r.st.n_params,
+            float(r.st.rel_error or 0.0),
+            refined=True,
+            source=r.source,
+            greedy_error=r.greedy_error,
+            _tensor=tensor,
+            _fit=r.st,
+        )
+        for r in joint
+    )
+    return replace(
+        greedy,
+        refined=refined,
+        sweeps=sweeps,
+        seconds=time.perf_counter() - start,
+        timed_out=greedy.timed_out or (deadline is not None and time.perf_counter() > deadline),
+    )
+
+
+def _check_warm_starts(
+    warm_starts: object, t: Any, backend: str, budget: int
+) -> list[SeKronTensor]:
+    if isinstance(warm_starts, str | bytes) or not isinstance(warm_starts, Sequence):
+        raise TypeError(
+            f"warm_starts must be a sequence of SeKronTensor; got {type(warm_starts).__name__}."
+        )
+    out = []
+    for i, st in enumerate(warm_starts):
+        if not isinstance(st, SeKronTensor):
+            raise TypeError(f"warm_starts[{i}] must be a SeKronTensor; got {type(st).__name__}.")
+        if tuple(st.shape) != tuple(t.shape):
+            raise ValueError(
+                f"warm_starts[{i}] has shape {tuple(st.shape)} but the tensor has shape "
+                f"{tuple(t.shape)}."
+            )
+        if st.backend != backend or str(st.dtype) != str(t.dtype):
+            raise TypeError(
+                f"warm_starts[{i}] is {st.backend} {st.dtype} but the tensor is {backend} "
+                f"{t.dtype}; give warm starts of the tensor's kind and dtype."
+            )
+        if st.n_params > budget:
+            raise ValueError(
+                f"warm_starts[{i}] has {st.n_params:,} parameters, above the budget {budget:,}."
+            )
+        out.append(st)
+    return out
 
 
 def _run(

@@ -193,7 +193,7 @@ def spectra_needed(jobs: Iterable[Job], budgets: tuple[int, ...]) -> dict[tuple[
 def _record(tally: Tally, job: Job, ranks: Ranks, err2: float, level1: Level1, t: Any) -> None:
     n = nested_params(job.d, ranks) if job.form == "nested" else chain_params(job.d, ranks)
     rel = relative(err2, level1.norm2)
-    tally.found.append(Candidate(job.shapes, job.form, ranks, n, rel, t))
+    tally.found.append(Candidate(job.shapes, job.form, ranks, n, rel, _tensor=t))
     tally.best2 = min(tally.best2, err2)
 
 

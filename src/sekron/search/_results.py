@@ -27,7 +27,19 @@ class Candidate:
     n_params : int
         Parameters of the structure at these ranks.
     rel_error : float
-        Exact relative Frobenius error ``||W - Ŵ|| / ||W||`` of :meth:`to_sekron`'s result.
+        Exact relative Frobenius error ``||W - Ŵ|| / ||W||`` of :meth:`to_sekron`'s result:
+        the greedy (one pass of SVDs) error, or for a refined candidate the measured error of
+        its joint fit.
+    refined : bool
+        True for a joint fit of the search's second stage (alternating least squares from a
+        warm start); False for a greedy SVD fit.
+    source : str
+        Where a refined candidate started: ``"greedy"`` (a greedy candidate at its ranks),
+        ``"split"`` (a configuration of the greedy top at other ranks), ``"cp"``, ``"tt"``,
+        ``"tucker2"``, ``"cp-grouped"`` (the classical families' fits) or ``"warm-start"``
+        (given by the caller). ``"greedy"`` for unrefined candidates.
+    greedy_error : float or None
+        The greedy error of the same structure when the start was a greedy candidate.
     """
 
     shapes: Shapes
@@ -35,20 +47,40 @@ class Candidate:
     ranks: Ranks
     n_params: int
     rel_error: float
+    refined: bool = False
+    source: str = "greedy"
+    greedy_error: float | None = None
     _tensor: Any = field(default=None, repr=False, compare=False)
+    _fit: SeKronTensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_factors(self) -> int:
         return len(self.shapes)
 
     def to_sekron(self, tensor: Any = None) -> SeKronTensor:
-        """The SeKronTensor this candidate describes: ``decompose(tensor, shapes, rank=ranks)``.
+        """The SeKronTensor this candidate describes.
+
+        A greedy candidate is ``decompose(tensor, shapes, rank=ranks, form=form)``; a refined
+        one is its joint fit of the searched tensor, as the search computed it.
 
         Parameters
         ----------
         tensor : array, optional
-            Defaults to the tensor that was searched.
+            Defaults to the tensor that was searched. A refined candidate takes no other tensor
+            (refit it with ``sekron.refine(tensor, candidate.to_sekron())``).
+
+        Raises
+        ------
+        ValueError
+            No tensor to decompose, or another tensor for a refined candidate.
         """
+        if self._fit is not None:
+            if tensor is not None and tensor is not self._tensor:
+                raise ValueError(
+                    "this Candidate is a refined fit of the searched tensor; to_sekron() takes "
+                    "no other tensor. Refit it with sekron.refine(tensor, candidate.to_sekron())."
+                )
+            return self._fit
         t = self._tensor if tensor is None else tensor
         if t is None:
             raise ValueError("this Candidate holds no tensor; pass the tensor to to_sekron().")
@@ -58,24 +90,37 @@ class Candidate:
         """A short text such as ``(16,8,3,1)⊗(8,8,1,3) nested r=(12,)``."""
         shapes = "⊗".join("(" + ",".join(map(str, s)) + ")" for s in self.shapes)
         ranks = ",".join(map(str, self.ranks))
-        return f"{shapes} {self.form} r=({ranks})"
+        tag = f", refined from {self.source}" if self.refined else ""
+        return f"{shapes} {self.form} r=({ranks}){tag}"
 
 
 @dataclass(frozen=True, eq=False, repr=False)
 class SearchResult(Sequence[Candidate]):
-    """The Pareto front (parameters vs error) of the evaluated candidates, best first.
+    """The Pareto front (parameters vs error) of the greedy candidates, best first, and the
+    joint fits of the second stage.
 
-    ``result[0]`` (also ``result.best``) has the lowest error within the budget; going down the
-    list, the error rises and the parameter count falls. Every candidate evaluated (one per
-    configuration and form) is in ``result.all``.
+    ``result[0]`` (also ``result.greedy_best``) has the lowest greedy error within the budget;
+    going down the list, the error rises and the parameter count falls. Every greedy candidate
+    evaluated (one per configuration and form) is in ``result.all``. ``result.refined`` holds the
+    joint fits, lowest error first, and ``result.best`` is the lowest error of either stage.
 
     A result is immutable.
 
     Attributes
     ----------
     best : Candidate
+        The lowest error found: the best refined candidate when the second stage ran (it is
+        never worse than the greedy best, a warm start of it), else the greedy best.
+    greedy_best : Candidate
+        The lowest greedy error, ``result[0]``.
     front : tuple of Candidate
-        The Pareto front, lowest error first (what indexing the result gives).
+        The Pareto front of the greedy candidates, lowest error first (what indexing the
+        result gives).
+    refined : tuple of Candidate
+        The joint fits of the second stage (``refine`` sweeps), lowest error first; empty when
+        ``refine=0`` or the search was interrupted.
+    sweeps : int
+        ALS sweeps of the second stage (0: greedy only).
     all : tuple of Candidate
         All evaluated candidates, in evaluation order.
     budget : int
@@ -96,8 +141,10 @@ class SearchResult(Sequence[Candidate]):
         No structure of a skipped configuration, at any ranks within the budget, can have a
         lower error than this (Eckart-Young on unfoldings, see :mod:`sekron.search`).
     certified : bool
-        ``best.rel_error <= bound``: the best candidate is the best over *all* configurations,
-        not only the evaluated ones. Always true after a complete search.
+        ``greedy_best.rel_error <= bound``: the greedy best is the best *greedy* fit over all
+        configurations, not only the evaluated ones. Always true after a complete search. It is
+        a statement about greedy fits only: it says nothing about joint (refined) fits, whose
+        errors can be lower.
     n_open : int
         Configurations left unevaluated by a stopped search (``max_seconds``, or Ctrl-C) whose
         certified lower bound is below the best error found: only these could still beat it.
@@ -121,6 +168,8 @@ class SearchResult(Sequence[Candidate]):
     bound: float = float("inf")
     n_open: int = 0
     kernel_seconds: float = 0.0
+    refined: tuple[Candidate, ...] = ()
+    sweeps: int = 0
 
     @overload
     def __getitem__(self, i: int) -> Candidate: ...
@@ -134,11 +183,17 @@ class SearchResult(Sequence[Candidate]):
 
     @property
     def best(self) -> Candidate:
+        if self.refined and self.refined[0].rel_error <= self.front[0].rel_error:
+            return self.refined[0]
+        return self.front[0]
+
+    @property
+    def greedy_best(self) -> Candidate:
         return self.front[0]
 
     @property
     def certified(self) -> bool:
-        return self.best.rel_error <= self.bound * (1 + 1e-12)
+        return self.front[0].rel_error <= self.bound * (1 + 1e-12)
 
     def __repr__(self) -> str:
         head = (
@@ -151,9 +206,14 @@ class SearchResult(Sequence[Candidate]):
         if not self.certified:
             head += (
                 f"\n  not certified: {self.n_open:,} configurations left unevaluated may reach "
-                f"rel. error {self.bound:.4f}"
+                f"greedy rel. error {self.bound:.4f}"
             )
         lines = [head]
+        if self.refined:
+            lines.append(f"  joint fits ({self.sweeps} ALS sweeps), best first:")
+            for c in self.refined[:5]:
+                lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
+            lines.append("  greedy fits (one pass of SVDs), the Pareto front:")
         for c in self.front[:10]:
             lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
         if len(self) > 10:

@@ -27,20 +27,29 @@ refined error is best, and rank splits between the ones listed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from math import prod
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._backend import get_backend, like, to_numpy
-from ._plan import chain_params, factor_sizes, full_ranks, nested_params
-from ._typing import Ranks, Shapes
-from .decomposition import decompose
-from .refinement import refine
-from .tensor import SeKronTensor
+from .._backend import get_backend, like, to_numpy
+from .._plan import chain_params, factor_sizes, full_ranks, nested_params
+from .._typing import Ranks, Shapes
+from ..decomposition import decompose
+from ..refinement import refine
+from ..tensor import SeKronTensor
 
-__all__ = ["Refined", "Start", "family_starts", "grouped_cp_starts", "refine_starts", "shortlist"]
+__all__ = [
+    "Refined",
+    "Start",
+    "family_starts",
+    "grouped_cp_starts",
+    "joint_stage",
+    "refine_starts",
+    "shortlist",
+]
 
 FIRST_SWEEPS = 5
 
@@ -147,7 +156,7 @@ def family_starts(tensor: Any, budget: int, *, random_state: int = 0) -> dict[st
 
     A family that cannot meet the budget, or does not apply to the tensor's modes, is left out.
     """
-    from . import structures
+    from .. import structures
 
     out: dict[str, SeKronTensor] = {}
     for name in ("cp", "tt", "tucker2"):
@@ -224,19 +233,66 @@ def _tucker2_chain(st: SeKronTensor) -> SeKronTensor:
 
 
 def refine_starts(
-    tensor: Any, starts: Sequence[Start], *, sweeps: int, keep: int = 6
+    tensor: Any,
+    starts: Sequence[Start],
+    *,
+    sweeps: int,
+    keep: int = 6,
+    deadline: float | None = None,
 ) -> list[Refined]:
     """Successive halving: every start gets ``FIRST_SWEEPS`` sweeps, the best ``keep`` the rest.
 
-    Returns every refined start, lowest refined error first.
+    Returns the refined starts, lowest refined error first. Past ``deadline`` (a
+    ``time.perf_counter()`` value) no further start is refined: the ones not reached are left
+    out, so a stopped stage returns what it finished.
     """
     first = min(FIRST_SWEEPS, sweeps)
-    done = [Refined(refine(tensor, s.st, sweeps=first), s.source, s.greedy_error) for s in starts]
+    done = []
+    for s in starts:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        done.append(Refined(refine(tensor, s.st, sweeps=first), s.source, s.greedy_error))
     done.sort(key=lambda r: (r.st.rel_error, r.st.n_params))
     if sweeps > first:
-        done[:keep] = [
-            Refined(refine(tensor, r.st, sweeps=sweeps - first), r.source, r.greedy_error)
-            for r in done[:keep]
-        ]
+        for i, r in enumerate(done[:keep]):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            done[i] = Refined(refine(tensor, r.st, sweeps=sweeps - first), r.source, r.greedy_error)
         done.sort(key=lambda r: (r.st.rel_error, r.st.n_params))
     return done
+
+
+def joint_stage(
+    tensor: Any,
+    greedy: Sequence[Any],
+    budget: int,
+    *,
+    sweeps: int,
+    warm_starts: Sequence[SeKronTensor] | None,
+    random_state: int,
+    deadline: float | None,
+) -> list[Refined]:
+    """The whole second stage: the shortlist of the greedy candidates, the families' fits (or
+    the caller's ``warm_starts``), the grouped CP fit, refined by :func:`refine_starts`."""
+    starts = shortlist(tensor, greedy, budget, random_state=random_state)
+    if warm_starts is None:
+        family = family_starts(tensor, budget, random_state=random_state)
+        starts += [Start(st, name) for name, st in family.items()]
+        cp = family.get("cp")
+    else:
+        starts += [Start(st, "warm-start") for st in warm_starts]
+        cp = next((st for st in warm_starts if _is_cp(st)), None)
+    if cp is not None:
+        starts += grouped_cp_starts(cp, budget)
+    return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline)
+
+
+def _is_cp(st: SeKronTensor) -> bool:
+    """Nested, one mode per factor, ranks (R, 1, .., 1): a CP embedding."""
+    one_mode = all(sum(1 for v in s if v > 1) <= 1 for s in st.shapes)
+    return (
+        st.form == "nested"
+        and len(st.shapes) == len(st.shape)
+        and one_mode
+        and all(r == 1 for r in st.ranks[1:])
+    )
