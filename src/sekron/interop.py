@@ -12,10 +12,9 @@ device, and TensorLy's active backend is neither read nor changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from math import prod
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tensorly.cp_tensor import CPTensor
@@ -23,53 +22,25 @@ from tensorly.tr_tensor import TRTensor
 from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
-from ._backend import backend_name_of, get_backend, to_numpy
-from ._plan import Shapes
+from ._backend import _thread_backend, backend_name_of, get_backend, to_numpy
+from ._typing import Form, Shapes
 from ._validation import _type_name
 from .tensor import SeKronTensor
 
-__all__ = ["from_tensorly", "thread_backend", "to_tensorly"]
+__all__ = ["from_tensorly", "to_tensorly"]
 
-KINDS = ("cp", "tucker", "tt", "tr")
-
-
-@contextmanager
-def thread_backend(name: str) -> Iterator[None]:
-    """TensorLy's backend ``name``, active for the calling thread only; its state is restored.
-
-    TensorLy's functions, algorithms and even its tensor classes' validation dispatch on the
-    *active* backend. ``tl.backend_context`` restores with ``set_backend(old)``, which also
-    overwrites the global default that other threads fall back to. Here only the thread-local
-    slot that TensorLy's dispatch reads first (``BackendManager._THREAD_LOCAL_DATA.backend``)
-    is set; afterwards it is put back as it was, or removed if it was absent. When ``name`` is
-    already active nothing is touched.
-    """
-    import tensorly as tl
-    from tensorly.backend import BackendManager
-
-    if tl.get_backend() == name:
-        yield
-        return
-    local = BackendManager._THREAD_LOCAL_DATA
-    had = "backend" in local.__dict__
-    old = local.__dict__.get("backend")
-    local.backend = get_backend(name)
-    try:
-        yield
-    finally:
-        if had:
-            local.backend = old
-        else:
-            del local.backend
+#: The TensorLy types :func:`to_tensorly` can produce.
+_Kind = Literal["cp", "tucker", "tt", "tr"]
+_KINDS: tuple[_Kind, ...] = ("cp", "tucker", "tt", "tr")
 
 
 # ----------------------------------------------------------------------------------------------
 # plans: pure functions of tuples
 # ----------------------------------------------------------------------------------------------
-def one_mode_shapes(tensor_shape: Sequence[int]) -> Shapes:
+def _one_mode_shapes(tensor_shape: Sequence[int]) -> Shapes:
     """``shapes[k]`` = mode k's size at position k, 1 elsewhere (S = N factors).
 
-    >>> one_mode_shapes((4, 3, 2))
+    >>> _one_mode_shapes((4, 3, 2))
     ((4, 1, 1), (1, 3, 1), (1, 1, 2))
     """
     n_modes = len(tensor_shape)
@@ -127,7 +98,7 @@ def _check_arrays(arrays: list[Any], kind: str) -> tuple[Any, str]:
 def _cp_factors(B: Any, weights: Any, factors: Sequence[Any]) -> list[Any]:
     """CP rank R -> nested, ranks (R, 1, .., 1); weights folded into the first factor."""
     n_modes = len(factors)
-    shapes = one_mode_shapes(tuple(int(f.shape[0]) for f in factors))
+    shapes = _one_mode_shapes(tuple(int(f.shape[0]) for f in factors))
     rank = int(factors[0].shape[1])
     out = []
     for k, U in enumerate(factors):
@@ -142,7 +113,7 @@ def _cp_factors(B: Any, weights: Any, factors: Sequence[Any]) -> list[Any]:
 def _tucker_factors(B: Any, core: Any, factors: Sequence[Any]) -> list[Any]:
     """Tucker ranks t -> nested, ranks (t_1..t_{N-1}); the core is absorbed into the last factor."""
     n_modes = len(factors)
-    shapes = one_mode_shapes(tuple(int(f.shape[0]) for f in factors))
+    shapes = _one_mode_shapes(tuple(int(f.shape[0]) for f in factors))
     t = tuple(int(f.shape[1]) for f in factors)
     out = []
     for k in range(n_modes - 1):
@@ -160,7 +131,7 @@ def _tucker_factors(B: Any, core: Any, factors: Sequence[Any]) -> list[Any]:
 def _tt_factors(B: Any, cores: Sequence[Any], form: str) -> list[Any]:
     """TT cores G_k (r_{k-1}, n_k, r_k) -> chain (identical) or nested (SPEC §4 table)."""
     n_modes = len(cores)
-    shapes = one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
+    shapes = _one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
     r = tuple(int(c.shape[2]) for c in cores[:-1])  # r_1..r_{N-1}
     out = []
     for k, G in enumerate(cores):
@@ -186,7 +157,7 @@ def _tr_factors(B: Any, cores: Sequence[Any]) -> list[Any]:
     The first rank index fuses s = (q_0, q_1); the last factor uses q_{N-1} and the q_0 in s.
     """
     n_modes = len(cores)
-    shapes = one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
+    shapes = _one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
     q = tuple(int(c.shape[0]) for c in cores)  # q_0..q_{N-1}
     ranks = (q[0] * q[1], *q[2:])
     n = tuple(int(c.shape[1]) for c in cores)
@@ -212,7 +183,7 @@ def _tr_factors(B: Any, cores: Sequence[Any]) -> list[Any]:
     return out
 
 
-def from_tensorly(obj: Any, *, form: str | None = None) -> SeKronTensor:
+def from_tensorly(obj: Any, *, form: Form | None = None) -> SeKronTensor:
     """The exact SeKron embedding of a TensorLy CP, Tucker, TT or TR tensor (SPEC §4).
 
     Parameters
@@ -364,17 +335,13 @@ def _factors_constant(st: SeKronTensor, n_axes: Any) -> bool:
     return True
 
 
-def _mode_sizes(st: SeKronTensor) -> tuple[int, ...]:
-    return st.shape
-
-
 def _flat(B: Any, f: Any, n_rank_dims: int, n: int) -> Any:
     return B.reshape(f, (*f.shape[:n_rank_dims], n))
 
 
 def _nested_to_cp(B: Any, st: SeKronTensor) -> CPTensor:
     """Any nested one-mode tensor is CP of rank prod(ranks): U_k[:, p] = A_k[p_1..p_k]."""
-    n = _mode_sizes(st)
+    n = st.shape
     R = st.ranks
     P = prod(R)
     S = st.n_factors
@@ -447,7 +414,7 @@ def _nested_to_tt(B: Any, st: SeKronTensor, compact: bool) -> list[Any]:
     return cores
 
 
-def to_tensorly(st: SeKronTensor, *, kind: str | None = None) -> Any:
+def to_tensorly(st: SeKronTensor, *, kind: _Kind | None = None) -> Any:
     """The TensorLy CP, Tucker, TT or TR tensor equal to a SeKronTensor, where one exists.
 
     Parameters
@@ -500,14 +467,14 @@ def to_tensorly(st: SeKronTensor, *, kind: str | None = None) -> Any:
     """
     if not isinstance(st, SeKronTensor):
         raise TypeError(f"st must be a SeKronTensor; got {_type_name(st)}.")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be None or one of {KINDS}; got {kind!r}.")
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be None or one of {_KINDS}; got {kind!r}.")
     # TensorLy's classes validate their arrays with the active backend: use the arrays' own
-    with thread_backend(st.backend):
+    with _thread_backend(st.backend):
         return _to_tensorly(st, kind)
 
 
-def _to_tensorly(st: SeKronTensor, kind: str | None) -> Any:
+def _to_tensorly(st: SeKronTensor, kind: _Kind | None) -> Any:
     B = get_backend(st.backend)
     name = {None: "TensorLy", "cp": "CP", "tucker": "Tucker", "tt": "TT", "tr": "TR"}[kind]
     problem = _one_mode_problem(st.shapes)

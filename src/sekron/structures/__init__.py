@@ -1,0 +1,86 @@
+"""Named factorization structures (TT, TR, CP, Tucker, Tucker-2, GKPD) as exact SeKron embeddings.
+
+Each structure is a small frozen dataclass. :meth:`~Structure.fit_result` fits it by its own
+algorithm and returns a :class:`FitResult`: the structure's own ranks and parameter count (which
+is what comparisons use) and the exact SeKron embedding of the fit (SPEC §4), whose relative
+error is measured. :meth:`~Structure.fit` returns the embedding alone, and
+:meth:`~Structure.n_params` the structure's own count at given ranks.
+
+CP is fitted by alternating least squares as TensorLy's ``parafac`` runs it; Tucker, Tucker-2 and
+TR by TensorLy's ``tucker``, ``partial_tucker`` and ``tensor_ring`` on a float64 numpy copy of the
+input; TT, GKPD and General by :func:`sekron.decompose`. TensorLy's algorithms dispatch on
+TensorLy's *active* backend, so they run with the numpy backend active **for the calling thread
+only**; the thread's previous state is restored exactly afterwards, and TensorLy's global default
+(what other threads see) is never written.
+
+Every fit works on the tensor scaled by an exact power of two, so errors are right at any scale
+(1e±200 in float64), and the scale is put back into the embedding's first factor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._validation import _type_name
+from ._base import BudgetTooSmall, FitResult, Structure
+from ._cp import CP
+from ._svd import GKPD, TT, General, balanced_split
+from ._tr import TR
+from ._tucker import Tucker, Tucker2
+
+__all__ = [
+    "CP",
+    "GKPD",
+    "TR",
+    "TT",
+    "BudgetTooSmall",
+    "FitResult",
+    "General",
+    "Structure",
+    "Tucker",
+    "Tucker2",
+    "balanced_split",
+    "get_structure",
+]
+
+_BY_NAME: dict[str, Callable[[], Structure]] = {
+    "tt": TT,
+    "tr": TR,
+    "cp": CP,
+    "tucker": Tucker,
+    "tucker2": Tucker2,
+    "gkpd": GKPD,
+}
+
+
+def get_structure(name_or_obj: str | Structure) -> Structure:
+    """A structure by name ("tt", "tr", "cp", "tucker", "tucker2", "gkpd") or the object itself.
+
+    Raises
+    ------
+    TypeError
+        If ``name_or_obj`` is neither a str nor a Structure.
+    ValueError
+        For an unknown name.
+
+    Examples
+    --------
+    >>> from sekron.structures import get_structure
+    >>> get_structure("tucker2")
+    Tucker2(n_iter_max=100, tol=1e-08)
+    >>> get_structure("GKPD").name
+    'gkpd'
+    """
+    if isinstance(name_or_obj, Structure):
+        return name_or_obj
+    if not isinstance(name_or_obj, str):
+        raise TypeError(
+            f"name_or_obj must be a structure name or a Structure; got {_type_name(name_or_obj)}."
+        )
+    key = name_or_obj.lower()
+    if key not in _BY_NAME:
+        raise ValueError(
+            f"unknown structure {name_or_obj!r}; known names are {sorted(_BY_NAME)} "
+            "(use General(shapes, form) for plain SeKron)."
+        )
+    return _BY_NAME[key]()
