@@ -79,6 +79,10 @@ def test_json_schema(table, tmp_path) -> None:
         "ranks",
         "form",
         "reason",
+        "own_ranks",
+        "notation",
+        "cut_short",
+        "seconds",
     }
     for row in data["rows"]:
         assert set(row) == keys

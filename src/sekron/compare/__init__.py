@@ -1,0 +1,182 @@
+"""compare(): at each compression ratio, the best error of every factorization family.
+
+Families: the searched SeKron structure, TT, TR, CP, Tucker, Tucker-2 (4-way tensors) and GKPD
+(the best 2-factor SeKron). Each family uses its best ranks under the same parameter budget,
+``numel / compression``, counted by its *own* parameter count (SPEC §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from .._validation import (
+    _type_name,
+    budget_from_compression,
+    check_choice,
+    check_compression,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_tensor,
+)
+from ._run import Clock, Options, Progress, ProgressArg, fit_row, search_rows
+from ._table import FAMILIES, CompareTable, Row
+
+__all__ = ["FAMILIES", "CompareTable", "Row", "compare"]
+
+
+def _check_compressions(compression: Any) -> tuple[float, ...]:
+    items = [compression] if isinstance(compression, int | float) else compression
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence) or not items:
+        raise TypeError(
+            "compression must be a number > 1 or a non-empty sequence of them; got "
+            f"{_type_name(compression)}."
+        )
+    out = [check_compression(c, f"compression[{i}]") for i, c in enumerate(items)]
+    return tuple(sorted(set(out)))
+
+
+def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
+    comps = _check_compressions(compression)
+    families = kw["families"]
+    if isinstance(families, str) or not isinstance(families, Sequence):
+        raise TypeError(f"families must be a sequence of names; got {_type_name(families)}.")
+    fams = tuple(dict.fromkeys(str(f).lower() for f in families))
+    if not fams or any(f not in FAMILIES for f in fams):
+        raise ValueError(f"families must be a non-empty subset of {FAMILIES}; got {families!r}.")
+    forms = kw["forms"]
+    forms = (forms,) if isinstance(forms, str) else forms
+    if not isinstance(forms, Sequence) or not forms:
+        raise ValueError(f"forms must be a non-empty sequence of 'nested'/'chain'; got {forms!r}.")
+    form_t = tuple(
+        dict.fromkeys(
+            check_choice(f, f"forms[{i}]", ("nested", "chain")) for i, f in enumerate(forms)
+        )
+    )
+    max_configs, max_seconds, threads = kw["max_configs"], kw["max_seconds"], kw["threads"]
+    numel = int(t.size) if hasattr(t, "size") and isinstance(t.size, int) else int(t.numel())
+    return Options(
+        comps,
+        tuple(budget_from_compression(c, numel) for c in comps),
+        fams,
+        check_int(kw["max_factors"], "max_factors", at_least=2),
+        form_t,
+        None if max_configs is None else check_positive_int(max_configs, "max_configs"),
+        None if max_seconds is None else check_number(max_seconds, "max_seconds", above=0.0),
+        kw["random_state"],
+        None if threads is None else check_int(threads, "threads", at_least=1),
+    )
+
+
+def compare(
+    tensor: Any,
+    *,
+    compression: float | Sequence[float] = (2, 4, 8, 16),
+    max_factors: int = 3,
+    families: Sequence[str] = FAMILIES,
+    forms: Sequence[str] = ("nested", "chain"),
+    max_configs: int | None = None,
+    max_seconds: float | None = None,
+    random_state: Any = 0,
+    progress: ProgressArg = None,
+    threads: int | None = None,
+    name: str | None = None,
+) -> CompareTable:
+    """Best relative error of each factorization family at each compression ratio.
+
+    Parameters
+    ----------
+    tensor : array
+        numpy, torch or jax array with at least one mode (TT/TR/CP/Tucker need >= 2 modes,
+        Tucker-2 exactly 4).
+    compression : float or sequence of floats > 1
+        Compression ratios; the budget of each is ``floor(numel / compression)`` parameters.
+    max_factors : int >= 2
+        Largest number of Kronecker factors the SeKron search considers.
+    families : sequence of str
+        Subset of :data:`FAMILIES` (``"sekron", "gkpd", "tt", "tr", "cp", "tucker",
+        "tucker2"``).
+    forms, max_configs, threads
+        Passed to :func:`sekron.search`.
+    max_seconds : float > 0, optional
+        Bounds the whole run: half of it goes to the SeKron searches (shared out equally over
+        the ratios, each with :func:`sekron.search`'s ``max_seconds``), the rest to the family
+        fits; iterative fits (CP) that run out of their share stop and are marked
+        ``cut_short``. Each ratio's search result in ``table.searches`` says whether its best
+        is certified (``bound``, ``n_open``).
+    random_state : None, int or Generator
+        Seed for the iterative fits (CP, TR, Tucker); the table is deterministic by default.
+    progress : bool or callable, optional
+        Progress of the whole run, one step per search and per family fit: True draws a line
+        on stderr, False nothing, None draws it when stderr is a terminal; a callable receives
+        ``(done, total)`` steps.
+    name : str, optional
+        The tensor's name (a layer), shown in the table's header and the plot's title.
+
+    Returns
+    -------
+    CompareTable
+        ``str(table)`` prints rows = families, columns = compression ratios; ``table.to_json()``
+        exports the rows; ``table.plot(path)`` draws error against compression.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument; the message names it.
+
+    Notes
+    -----
+    The SeKron search runs once per ratio, so that each ratio's certificate (``bound``) is the
+    one :func:`sekron.search` gives for that ratio alone. GKPD is the best 2-factor SeKron
+    configuration, which the search evaluates exhaustively. A family that cannot meet a budget
+    gets a row with ``rel_error=None`` and a ``reason``, not an exception.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron.compare import compare
+    >>> W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
+    >>> table = compare(W, compression=(2, 4), families=("sekron", "tt", "cp"), progress=False)
+    >>> table["sekron", 4].n_params <= W.size // 4
+    True
+    >>> table["cp", 4].notation
+    'rank 6'
+    """
+    t, _ = check_tensor(tensor)
+    opts = _check_options(
+        t,
+        compression,
+        families=families,
+        max_factors=max_factors,
+        forms=forms,
+        max_configs=max_configs,
+        max_seconds=max_seconds,
+        random_state=random_state,
+        threads=threads,
+    )
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None; got {_type_name(name)}.")
+    searching = "sekron" in opts.families or "gkpd" in opts.families
+    fitted = [f for f in opts.families if f not in ("sekron", "gkpd")]
+    n_search = len(opts.compressions) if searching else 0
+    clock = Clock(opts.max_seconds, n_search, len(fitted) * len(opts.compressions))
+    bar = Progress(n_search + len(fitted) * len(opts.compressions), progress)
+    try:
+        searches, by_family = search_rows(t, opts, clock, bar) if searching else ([], {})
+        for fam in fitted:
+            by_family[fam] = []
+            for c, b in zip(opts.compressions, opts.budgets, strict=True):
+                bar.begin(f"{fam} at {c:g}x")
+                by_family[fam].append(fit_row(fam, t, c, b, opts, clock))
+                bar.step()
+    finally:
+        bar.close()
+    rows = [r for fam in opts.families for r in by_family[fam]]
+    return CompareTable(
+        tuple(rows),
+        tensor_shape=tuple(int(s) for s in t.shape),
+        compressions=opts.compressions,
+        searches=tuple(searches),
+        name=name,
+    )
