@@ -15,6 +15,7 @@ from ..interop import _cp_factors, _thread_backend
 from ._base import (
     Structure,
     _backend_of,
+    _check_rank_seq,
     _check_tensor_shape,
     _Context,
     _Fit,
@@ -32,6 +33,27 @@ def _mttkrp(X: np.ndarray, factors: Sequence[np.ndarray], mode: int) -> np.ndarr
             kr = U if kr is None else (kr[:, None, :] * U[None, :, :]).reshape(-1, R)
     assert kr is not None
     return np.moveaxis(X, mode, 0).reshape(X.shape[mode], -1) @ kr
+
+
+def _pinv_psd(V: np.ndarray) -> np.ndarray:
+    """Pseudo-inverse of a symmetric positive semi-definite matrix (eigenvalues below
+    ``R·eps·λ_max`` dropped, the cut ``lstsq`` makes); equals the inverse when V is regular."""
+    w, Q = np.linalg.eigh(V)
+    if not w[-1] > 0.0:
+        return np.zeros_like(V)
+    keep = w > w[-1] * V.shape[0] * np.finfo(V.dtype).eps
+    return (Q[:, keep] / w[keep]) @ Q[:, keep].T
+
+
+def _solve(V: np.ndarray, M: np.ndarray) -> np.ndarray:
+    """``M V⁻¹`` as ``parafac`` computes it (V is symmetric), or ``M V⁺`` where V is singular."""
+    try:
+        U = np.linalg.solve(V, M.T).T
+        if np.isfinite(U).all():
+            return U
+    except np.linalg.LinAlgError:
+        pass
+    return M @ _pinv_psd(V)
 
 
 def _svd_init(X: np.ndarray, R: int, rs: np.random.RandomState) -> list[np.ndarray]:
@@ -70,10 +92,10 @@ def _cp_als(
 ) -> tuple[list[np.ndarray], bool]:
     """CP of rank R by ALS, as TensorLy's ``parafac`` runs it, with least-squares updates.
 
-    Each update solves its normal equations ``U_m V = X_(m) (⊙ U_k)`` by least squares
-    (``lstsq``, which is rank-revealing) instead of ``solve``: for a zero, constant or exactly
-    low-rank tensor, or a rank above what the tensor needs, V is singular and ``solve`` fails,
-    while the minimum-norm solution keeps the exact fit. Stops when the relative error changes by
+    Each update solves its normal equations ``U_m V = X_(m) (⊙ U_k)`` as ``parafac`` does, and
+    by the pseudo-inverse of V where V is singular: for a zero, constant or exactly low-rank
+    tensor, or a rank above what the tensor needs, ``solve`` fails there, while the
+    minimum-norm solution keeps the exact fit. Stops when the relative error changes by
     less than ``tol`` (TensorLy's ``abs_rec_error`` criterion), after ``n_iter_max`` sweeps, or
     when ``ctx`` expires (then the second value is True: cut short).
     """
@@ -89,7 +111,7 @@ def _cp_als(
         for m in range(X.ndim):
             V = prod(g for k, g in enumerate(grams) if k != m)
             M = _mttkrp(X, factors, m)
-            factors[m] = np.linalg.lstsq(V, M.T, rcond=None)[0].T
+            factors[m] = _solve(V, M)
             grams[m] = factors[m].T @ factors[m]
         # ||X - Xhat||² = ||X||² + ||Xhat||² - 2 <X, Xhat>, <X, Xhat> from the last MTTKRP
         fit2 = float(np.sum(prod(grams)))
@@ -156,7 +178,14 @@ class CP(Structure):
         shape = _check_tensor_shape(tensor_shape, self.min_modes, "CP")
         if rank is None:
             raise ValueError("CP needs rank (the number of rank-one terms); got None.")
-        return min(check_positive_int(rank, "rank"), self.max_rank(shape)) * sum(shape)
+        return min(self._rank(rank), self.max_rank(shape)) * sum(shape)
+
+    @staticmethod
+    def _rank(rank: Any) -> int:
+        """R from an int or the 1-tuple ``(R,)`` (a fit's own ranks)."""
+        r = _check_rank_seq(rank, (1,), "CP (the number of rank-one terms R)")
+        assert r is not None
+        return r[0]
 
     def describe_ranks(self, ranks: Sequence[int]) -> str:
         return f"rank {ranks[0]}"
@@ -166,7 +195,7 @@ class CP(Structure):
     ) -> _Fit:
         if rank is None and budget is None:
             raise ValueError("CP needs rank or max_params; got neither.")
-        R = budget // sum(shape) if budget is not None else check_positive_int(rank, "rank")
+        R = budget // sum(shape) if budget is not None else self._rank(rank)
         R = min(R, self.max_rank(shape))
         factors, cut = _cp_als(
             _float64(t),

@@ -68,8 +68,8 @@ class TR(Structure):
         first = min(shape[0], prod(shape[1:]))
         if q[0] * q[1] > first:
             raise ValueError(
-                f"TR-SVD needs q_0 * q_1 <= min(n_1, n_2⋯n_N) = {first}; got q_0 = {q[0]}, "
-                f"q_1 = {q[1]}."
+                f"rank gives q_0 = {q[0]} and q_1 = {q[1]}, but TR-SVD needs "
+                f"q_0 * q_1 <= min(n_1, n_2⋯n_N) = {first}."
             )
         for k in range(1, n_modes - 1):
             q[k + 1] = min(q[k] * shape[k], prod(shape[k + 1 :]) * q[0], q[k + 1])

@@ -98,7 +98,8 @@ class Tucker(_HOOI):
             ranks = _ranks.budget_ranks(
                 X, range(len(shape)), lambda g: self._count(shape, g), budget
             )
-        with _thread_backend("numpy"):
+        with _thread_backend("numpy"), np.errstate(invalid="ignore", divide="ignore"):
+            # a zero tensor's relative error is 0 / 0 inside HOOI; its fit is still exact
             tk = tucker(
                 X,
                 rank=list(ranks),
@@ -178,7 +179,7 @@ class Tucker2(_HOOI):
         kept = prod(shape[2:])
         if budget is not None:
             ranks = _ranks.budget_ranks(X, (0, 1), lambda g: self._count(shape, g), budget, kept)
-        with _thread_backend("numpy"):
+        with _thread_backend("numpy"), np.errstate(invalid="ignore", divide="ignore"):
             (core, (UF, UC)), _ = partial_tucker(
                 X,
                 rank=list(ranks),
