@@ -115,7 +115,7 @@ def _tensorly_random_state(random_state: Any) -> np.random.RandomState:
     """A RandomState for TensorLy (which does not take Generators); never the global one."""
     if isinstance(random_state, np.random.RandomState):
         return random_state
-    if is_int(random_state) and int(random_state) < 0:  # type: ignore[call-overload]
+    if is_int(random_state) and int(random_state) < 0:
         raise ValueError(f"random_state must be a non-negative int seed; got {random_state!r}.")
     rng = check_random_state(random_state)
     return np.random.RandomState(int(rng.integers(0, 2**31 - 1)))
