@@ -8,6 +8,7 @@ Families: the searched SeKron structure, TT, TR, CP, Tucker, Tucker-2 (4-way ten
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any
 
 from .._validation import (
@@ -37,6 +38,16 @@ def _check_compressions(compression: Any) -> tuple[float, ...]:
     return tuple(sorted(set(out)))
 
 
+def _n_prime_factors(n: int) -> int:
+    """Prime factors of n, with multiplicity (Ω(n))."""
+    count, p = 0, 2
+    while p * p <= n:
+        while n % p == 0:
+            n, count = n // p, count + 1
+        p += 1
+    return count + (n > 1)
+
+
 def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
     comps = _check_compressions(compression)
     families = kw["families"]
@@ -55,12 +66,18 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
         )
     )
     max_configs, max_seconds, threads = kw["max_configs"], kw["max_seconds"], kw["threads"]
-    numel = int(t.size) if hasattr(t, "size") and isinstance(t.size, int) else int(t.numel())
+    shape = tuple(int(v) for v in t.shape)
+    numel = prod(shape)
+    # no configuration has more non-trivial factors than the mode sizes have prime factors
+    max_factors = min(
+        check_int(kw["max_factors"], "max_factors", at_least=2),
+        max(2, sum(_n_prime_factors(n) for n in shape)),
+    )
     return Options(
         comps,
         tuple(budget_from_compression(c, numel) for c in comps),
         fams,
-        check_int(kw["max_factors"], "max_factors", at_least=2),
+        max_factors,
         form_t,
         None if max_configs is None else check_positive_int(max_configs, "max_configs"),
         None if max_seconds is None else check_number(max_seconds, "max_seconds", above=0.0),
@@ -157,6 +174,10 @@ def compare(
     )
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None; got {_type_name(name)}.")
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise TypeError(
+            f"progress must be True, False, None or a callable; got {_type_name(progress)}."
+        )
     searching = "sekron" in opts.families or "gkpd" in opts.families
     fitted = [f for f in opts.families if f not in ("sekron", "gkpd")]
     n_search = len(opts.compressions) if searching else 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._typing import Ranks, Shapes
+from .._validation import _type_name
 
 if TYPE_CHECKING:
     from ..search import SearchResult
@@ -99,6 +100,8 @@ class CompareTable:
         object.__setattr__(self, "families", tuple(dict.fromkeys(r.family for r in self.rows)))
 
     def __getitem__(self, key: tuple[str, float]) -> Row:
+        if not isinstance(key, tuple) or len(key) != 2:
+            raise TypeError(f"key must be a pair (family, compression); got {key!r}.")
         family, c = key
         for r in self.rows:
             if r.family == family and r.compression == float(c):
@@ -122,7 +125,7 @@ class CompareTable:
             {"tensor_shape": list(self.tensor_shape), "rows": self.to_records()}, indent=1
         )
         if path is not None:
-            Path(path).write_text(text + "\n")
+            _check_path(path, "path").write_text(text + "\n")
         return text
 
     def __str__(self) -> str:
@@ -219,19 +222,36 @@ class CompareTable:
         Parameters
         ----------
         path : str or Path, optional
-            Where to write the figure (format by extension, as matplotlib's ``savefig``).
+            Where to write the figure, in the format its extension names (PNG without one);
+            written to exactly this path.
         title : str, optional
             The figure's title; by default the table's ``name`` (a layer) and tensor shape.
 
         Returns
         -------
         matplotlib.figure.Figure
+
+        Raises
+        ------
+        TypeError, ValueError
+            A ``path`` that is not a str or Path, or whose extension matplotlib cannot write
+            (checked before drawing); a ``title`` that is not a str.
         """
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
+        if title is not None and not isinstance(title, str):
+            raise TypeError(f"title must be a str or None; got {_type_name(title)}.")
         fig = Figure(figsize=(6.4, 4.2), dpi=120)
-        FigureCanvasAgg(fig)
+        canvas = FigureCanvasAgg(fig)
+        fmt = None
+        if path is not None:
+            fmt = _check_path(path, "path").suffix[1:].lower() or "png"
+            if fmt not in canvas.get_supported_filetypes():
+                raise ValueError(
+                    f"path {str(path)!r} has the extension {fmt!r}; plot writes "
+                    f"{sorted(canvas.get_supported_filetypes())} (no extension: png)."
+                )
         ax = fig.add_subplot(1, 1, 1)
         for i, fam in enumerate(self.families):
             pts = [(c, self[fam, c].rel_error) for c in self.compressions]
@@ -259,8 +279,14 @@ class CompareTable:
         ax.legend(fontsize=8)
         fig.tight_layout()
         if path is not None:
-            fig.savefig(str(path))
+            fig.savefig(str(path), format=fmt)
         return fig
+
+
+def _check_path(path: object, name: str) -> Path:
+    if not isinstance(path, str | Path):
+        raise TypeError(f"{name} must be a str or pathlib.Path; got {_type_name(path)}.")
+    return Path(path)
 
 
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X")
