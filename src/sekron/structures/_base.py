@@ -174,7 +174,7 @@ def _check_rank_seq(rank: object, lengths: Sequence[int], what: str) -> tuple[in
     return tuple(check_positive_int(r, f"rank[{i}]") for i, r in enumerate(rank))
 
 
-def _check_budget(rank: object, max_params: object) -> int | None:
+def _check_rank_or_budget(rank: object, max_params: object) -> int | None:
     """``max_params`` as an int, or None; at most one of rank and max_params."""
     if rank is not None and max_params is not None:
         raise ValueError(
@@ -283,7 +283,7 @@ class Structure:
             Bad arguments (each message names the argument); :class:`BudgetTooSmall` (a
             ValueError) when ``max_params`` is below the smallest ranks' count.
         """
-        budget = _check_budget(rank, max_params)
+        budget = _check_rank_or_budget(rank, max_params)
         if max_seconds is not None:
             max_seconds = check_number(max_seconds, "max_seconds", above=0.0)
         t, _ = check_tensor(tensor)
