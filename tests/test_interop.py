@@ -18,7 +18,7 @@ from tensorly.tucker_tensor import TuckerTensor
 
 import sekron
 from sekron._backend import backend_name_of, to_numpy
-from sekron.interop import _one_mode_shapes as one_mode_shapes
+from sekron._embeddings import _one_mode_shapes as one_mode_shapes
 from sekron.testing import assert_close, tolerance
 
 

@@ -21,7 +21,7 @@ from .._validation import (
     check_positive_int,
     check_tensor,
 )
-from ._run import Clock, Options, Progress, ProgressArg, fit_row, search_rows
+from ._run import Options, ProgressArg, run
 from ._table import FAMILIES, CompareTable, Row
 
 __all__ = ["FAMILIES", "CompareTable", "Row", "compare"]
@@ -66,6 +66,13 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
         )
     )
     max_configs, max_seconds, threads = kw["max_configs"], kw["max_seconds"], kw["threads"]
+    name, progress = kw["name"], kw["progress"]
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None; got {_type_name(name)}.")
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise TypeError(
+            f"progress must be True, False, None or a callable; got {_type_name(progress)}."
+        )
     shape = tuple(int(v) for v in t.shape)
     numel = prod(shape)
     # no configuration has more non-trivial factors than the mode sizes have prime factors
@@ -83,6 +90,7 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
         None if max_seconds is None else check_number(max_seconds, "max_seconds", above=0.0),
         kw["random_state"],
         None if threads is None else check_int(threads, "threads", at_least=1),
+        name,
     )
 
 
@@ -105,37 +113,32 @@ def compare(
     Parameters
     ----------
     tensor : array
-        numpy, torch or jax array with at least one mode (TT/TR/CP/Tucker need >= 2 modes,
-        Tucker-2 exactly 4).
+        numpy, torch or jax array (TT, TR, CP, Tucker need >= 2 modes, Tucker-2 exactly 4).
     compression : float or sequence of floats > 1
         Compression ratios; the budget of each is ``floor(numel / compression)`` parameters.
     max_factors : int >= 2
         Largest number of Kronecker factors the SeKron search considers.
     families : sequence of str
-        Subset of :data:`FAMILIES` (``"sekron", "gkpd", "tt", "tr", "cp", "tucker",
-        "tucker2"``).
+        Subset of :data:`FAMILIES`: sekron, gkpd, tt, tr, cp, tucker, tucker2.
     forms, max_configs, threads
         Passed to :func:`sekron.search`.
     max_seconds : float > 0, optional
-        Bounds the whole run: half of it goes to the SeKron searches (shared out equally over
-        the ratios, each with :func:`sekron.search`'s ``max_seconds``), the rest to the family
-        fits; iterative fits (CP) that run out of their share stop and are marked
-        ``cut_short``. Each ratio's search result in ``table.searches`` says whether its best
-        is certified (``bound``, ``n_open``).
+        Bounds the whole run: half to the searches (equal shares per ratio, each search's
+        ``max_seconds``), the rest to the family fits; an iterative fit (CP) that runs out of
+        its share stops and its row says ``cut_short``. ``table.searches[i]`` tells whether
+        each ratio's best is certified (``bound``, ``n_open``).
     random_state : None, int or Generator
-        Seed for the iterative fits (CP, TR, Tucker); the table is deterministic by default.
+        Seed of the iterative fits (CP, TR, Tucker); the table is deterministic by default.
     progress : bool or callable, optional
-        Progress of the whole run, one step per search and per family fit: True draws a line
-        on stderr, False nothing, None draws it when stderr is a terminal; a callable receives
-        ``(done, total)`` steps.
+        Progress of the whole run, a step per search and per fit: True draws a line on stderr,
+        None only when stderr is a terminal; a callable receives ``(done, total)`` steps.
     name : str, optional
         The tensor's name (a layer), shown in the table's header and the plot's title.
 
     Returns
     -------
     CompareTable
-        ``str(table)`` prints rows = families, columns = compression ratios; ``table.to_json()``
-        exports the rows; ``table.plot(path)`` draws error against compression.
+        ``str(table)``, ``table.to_json()``, ``table.plot(path)``.
 
     Raises
     ------
@@ -144,10 +147,10 @@ def compare(
 
     Notes
     -----
-    The SeKron search runs once per ratio, so that each ratio's certificate (``bound``) is the
-    one :func:`sekron.search` gives for that ratio alone. GKPD is the best 2-factor SeKron
-    configuration, which the search evaluates exhaustively. A family that cannot meet a budget
-    gets a row with ``rel_error=None`` and a ``reason``, not an exception.
+    The SeKron search runs once per ratio, so each ratio's certificate (``bound``) is the one
+    :func:`sekron.search` gives for that ratio alone. GKPD is the best 2-factor configuration,
+    which the search evaluates exhaustively. A family that cannot meet a budget gets a row with
+    ``rel_error=None`` and a ``reason``, not an exception.
 
     Examples
     --------
@@ -155,8 +158,6 @@ def compare(
     >>> from sekron.compare import compare
     >>> W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
     >>> table = compare(W, compression=(2, 4), families=("sekron", "tt", "cp"), progress=False)
-    >>> table["sekron", 4].n_params <= W.size // 4
-    True
     >>> table["cp", 4].notation
     'rank 6'
     """
@@ -171,33 +172,7 @@ def compare(
         max_seconds=max_seconds,
         random_state=random_state,
         threads=threads,
-    )
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"name must be a str or None; got {_type_name(name)}.")
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise TypeError(
-            f"progress must be True, False, None or a callable; got {_type_name(progress)}."
-        )
-    searching = "sekron" in opts.families or "gkpd" in opts.families
-    fitted = [f for f in opts.families if f not in ("sekron", "gkpd")]
-    n_search = len(opts.compressions) if searching else 0
-    clock = Clock(opts.max_seconds, n_search, len(fitted) * len(opts.compressions))
-    bar = Progress(n_search + len(fitted) * len(opts.compressions), progress)
-    try:
-        searches, by_family = search_rows(t, opts, clock, bar) if searching else ([], {})
-        for fam in fitted:
-            by_family[fam] = []
-            for c, b in zip(opts.compressions, opts.budgets, strict=True):
-                bar.begin(f"{fam} at {c:g}x")
-                by_family[fam].append(fit_row(fam, t, c, b, opts, clock))
-                bar.step()
-    finally:
-        bar.close()
-    rows = [r for fam in opts.families for r in by_family[fam]]
-    return CompareTable(
-        tuple(rows),
-        tensor_shape=tuple(int(s) for s in t.shape),
-        compressions=opts.compressions,
-        searches=tuple(searches),
+        progress=progress,
         name=name,
     )
+    return run(t, opts, progress)

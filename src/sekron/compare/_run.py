@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 from ..search import Candidate, SearchResult, search
 from ..structures import BudgetTooSmall, get_structure
-from ._table import _LABELS, Row
+from ._table import _LABELS, CompareTable, Row
 
 ProgressArg = bool | Callable[[int, int], Any] | None
 
@@ -26,6 +26,7 @@ class Options(NamedTuple):
     max_seconds: float | None
     random_state: Any
     threads: int | None
+    name: str | None
 
 
 class Clock:
@@ -194,4 +195,34 @@ def fit_row(name: str, t: Any, c: float, budget: int, opts: Options, clock: Cloc
         notation=fit.describe_ranks(),
         cut_short=fit.cut_short,
         seconds=fit.seconds,
+    )
+
+
+def run(t: Any, opts: Options, progress: ProgressArg) -> CompareTable:
+    """The searches, then every other family's fit at every ratio, as one table."""
+    searching = "sekron" in opts.families or "gkpd" in opts.families
+    fitted = [f for f in opts.families if f not in ("sekron", "gkpd")]
+    n_search = len(opts.compressions) if searching else 0
+    n_fits = len(fitted) * len(opts.compressions)
+    clock = Clock(opts.max_seconds, n_search, n_fits)
+    bar = Progress(n_search + n_fits, progress)
+    searches: list[SearchResult | None] = []
+    by_family: dict[str, list[Row]] = {}
+    try:
+        if searching:
+            searches, by_family = search_rows(t, opts, clock, bar)
+        for fam in fitted:
+            by_family[fam] = []
+            for c, b in zip(opts.compressions, opts.budgets, strict=True):
+                bar.begin(f"{_LABELS[fam]} at {c:g}x")
+                by_family[fam].append(fit_row(fam, t, c, b, opts, clock))
+                bar.step()
+    finally:
+        bar.close()
+    return CompareTable(
+        tuple(r for fam in opts.families for r in by_family[fam]),
+        tensor_shape=tuple(int(s) for s in t.shape),
+        compressions=opts.compressions,
+        searches=tuple(searches),
+        name=opts.name,
     )

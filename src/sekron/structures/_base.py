@@ -18,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from .._backend import backend_name_of, get_backend, like, pow2_scale, sq_norm, to_numpy
+from .._embeddings import _one_mode_shapes
 from .._typing import Form, Ranks, Shapes
 from .._validation import (
     _type_name,
@@ -26,7 +27,6 @@ from .._validation import (
     check_tensor,
     is_int,
 )
-from ..interop import _one_mode_shapes
 from ..random import check_random_state
 from ..tensor import SeKronTensor
 

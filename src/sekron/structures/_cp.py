@@ -10,8 +10,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from .._backend import _thread_backend
+from .._embeddings import _cp_factors
 from .._validation import check_choice, check_number, check_positive_int
-from ..interop import _cp_factors, _thread_backend
 from ._base import (
     Structure,
     _backend_of,

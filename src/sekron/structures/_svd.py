@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from math import isqrt, prod
 from typing import Any, ClassVar
 
+from .._embeddings import _one_mode_shapes
 from .._plan import chain_params, factor_sizes, full_ranks
 from .._plan import n_params as _sekron_params
 from .._typing import Form, Ranks, Shapes
 from .._validation import check_form, check_rank, check_shapes
 from ..decomposition import decompose
-from ..interop import _one_mode_shapes
 from ._base import Structure, _check_rank_seq, _check_tensor_shape, _Context, _Fit
 
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any, ClassVar
 
-from ..interop import _thread_backend, _tr_factors
+from .._backend import _thread_backend
+from .._embeddings import _tr_factors
 from ._base import (
     Structure,
     _backend_of,

@@ -10,9 +10,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import _ranks
+from .._backend import _thread_backend
+from .._embeddings import _tucker_factors
 from .._typing import Shapes
 from .._validation import check_number, check_positive_int
-from ..interop import _thread_backend, _tucker_factors
 from ._base import (
     Structure,
     _backend_of,
