@@ -10,6 +10,7 @@ import pytest
 
 import sekron
 from sekron.compare import FAMILIES, compare
+from sekron.compare._table import _LABELS
 from sekron.testing import rel_error, tolerance
 
 
@@ -197,17 +198,6 @@ def test_table_fits_100_columns_and_marks_the_best(wide) -> None:
                 assert cell.endswith("*") == (errs[f] <= best), (f, c)
             else:
                 assert cell.startswith("—")
-
-
-_LABELS = {
-    "sekron": "SeKron (searched)",
-    "gkpd": "GKPD (S=2)",
-    "tt": "TT",
-    "tr": "TR",
-    "cp": "CP",
-    "tucker": "Tucker",
-    "tucker2": "Tucker-2",
-}
 
 
 def _error_cells(text: str) -> dict[tuple[str, str], str]:

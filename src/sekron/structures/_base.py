@@ -334,3 +334,16 @@ class Structure:
     ) -> _Fit:
         """The structure's own algorithm on a checked, normalized tensor ``t``."""
         raise NotImplementedError
+
+
+class _TensorLyStructure(Structure):
+    """A structure fitted by an algorithm on a float64 numpy copy (TensorLy's, or CP's ALS)."""
+
+    @staticmethod
+    def _numpy(t: Any) -> np.ndarray:
+        return _float64(t)
+
+    @staticmethod
+    def _native(arrays: Sequence[Any], ref: Any) -> tuple[Any, list[Any]]:
+        """The TensorLy backend of ``ref`` and the numpy ``arrays`` as arrays of its kind."""
+        return _backend_of(ref), _native(arrays, ref)

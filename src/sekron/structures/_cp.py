@@ -13,16 +13,7 @@ import numpy as np
 from .._backend import _thread_backend
 from .._embeddings import _cp_factors
 from .._validation import check_choice, check_number, check_positive_int
-from ._base import (
-    Structure,
-    _backend_of,
-    _check_rank_seq,
-    _check_tensor_shape,
-    _Context,
-    _Fit,
-    _float64,
-    _native,
-)
+from ._base import _check_rank_seq, _check_tensor_shape, _Context, _Fit, _TensorLyStructure
 
 
 def _mttkrp(X: np.ndarray, factors: Sequence[np.ndarray], mode: int) -> np.ndarray:
@@ -126,7 +117,7 @@ def _cp_als(
 
 
 @dataclass(frozen=True)
-class CP(Structure):
+class CP(_TensorLyStructure):
     """CP (CANDECOMP/PARAFAC), fitted by ALS as TensorLy's ``parafac``, embedded in nested form.
 
     ``rank`` is the number of rank-one terms R; ``rank`` or ``max_params`` is required.
@@ -199,7 +190,7 @@ class CP(Structure):
         R = budget // sum(shape) if budget is not None else self._rank(rank)
         R = min(R, self.max_rank(shape))
         factors, cut = _cp_als(
-            _float64(t),
+            self._numpy(t),
             R,
             init=self.init,
             n_iter_max=self.n_iter_max,
@@ -207,6 +198,6 @@ class CP(Structure):
             rs=ctx.tensorly_rs,
             ctx=ctx,
         )
-        weights, *native = _native([np.ones(R), *factors], t)
-        embedded = _cp_factors(_backend_of(t), weights, native)
+        B, (weights, *native) = self._native([np.ones(R), *factors], t)
+        embedded = _cp_factors(B, weights, native)
         return _Fit((R,), R * sum(shape), embedded, "nested", cut)

@@ -10,20 +10,11 @@ from typing import Any, ClassVar
 
 from .._backend import _thread_backend
 from .._embeddings import _tr_factors
-from ._base import (
-    Structure,
-    _backend_of,
-    _check_rank_seq,
-    _check_tensor_shape,
-    _Context,
-    _Fit,
-    _float64,
-    _native,
-)
+from ._base import _check_rank_seq, _check_tensor_shape, _Context, _Fit, _TensorLyStructure
 
 
 @dataclass(frozen=True)
-class TR(Structure):
+class TR(_TensorLyStructure):
     """Tensor ring, fitted by TensorLy's ``tensor_ring`` (TR-SVD), embedded in nested form.
 
     ``rank`` is an int, the ``N`` ring ranks ``(q_0..q_{N-1})``, or TensorLy's ``N + 1`` ranks
@@ -110,6 +101,6 @@ class TR(Structure):
             warnings.filterwarnings(
                 "ignore", message="Determining the TR-rank", category=UserWarning
             )
-            tr = tensor_ring(_float64(t), rank=q, random_state=ctx.tensorly_rs)
-        embedded = _tr_factors(_backend_of(t), _native(tr.factors, t))
+            tr = tensor_ring(self._numpy(t), rank=q, random_state=ctx.tensorly_rs)
+        embedded = _tr_factors(*self._native(tr.factors, t))
         return _Fit(tuple(q[:-1]), self._count(shape, q), embedded)

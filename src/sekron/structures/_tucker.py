@@ -15,20 +15,17 @@ from .._embeddings import _tucker_factors
 from .._typing import Shapes
 from .._validation import check_number, check_positive_int
 from ._base import (
-    Structure,
-    _backend_of,
     _check_rank_seq,
     _check_tensor_shape,
     _Context,
     _Fit,
-    _float64,
     _minimal_tucker,
-    _native,
+    _TensorLyStructure,
 )
 
 
 @dataclass(frozen=True)
-class _HOOI(Structure):
+class _HOOI(_TensorLyStructure):
     """Shared options of the two Tucker structures (HOOI sweeps from the HOSVD)."""
 
     n_iter_max: int = 100
@@ -94,7 +91,7 @@ class Tucker(_HOOI):
         from tensorly.decomposition import tucker
 
         ranks = self._ranks(shape, rank)
-        X = _float64(t)
+        X = self._numpy(t)
         if budget is not None:
             ranks = _ranks.budget_ranks(
                 X, range(len(shape)), lambda g: self._count(shape, g), budget
@@ -109,8 +106,8 @@ class Tucker(_HOOI):
                 tol=self.tol,
                 random_state=ctx.tensorly_rs,
             )
-        core, *factors = _native([tk.core, *tk.factors], t)
-        embedded = _tucker_factors(_backend_of(t), core, factors)
+        B, (core, *factors) = self._native([tk.core, *tk.factors], t)
+        embedded = _tucker_factors(B, core, factors)
         return _Fit(ranks, int(self._count(shape, ranks)), embedded)
 
 
@@ -176,7 +173,7 @@ class Tucker2(_HOOI):
         from tensorly.decomposition import partial_tucker
 
         ranks: tuple[int, ...] = self._ranks(shape, rank)
-        X = _float64(t)
+        X = self._numpy(t)
         kept = prod(shape[2:])
         if budget is not None:
             ranks = _ranks.budget_ranks(X, (0, 1), lambda g: self._count(shape, g), budget, kept)
@@ -190,8 +187,7 @@ class Tucker2(_HOOI):
                 tol=self.tol,
                 random_state=ctx.tensorly_rs,
             )
-        core, UF, UC, eye = _native([core, UF, UC, np.eye(kept)], t)
-        B = _backend_of(t)
+        B, (core, UF, UC, eye) = self._native([core, UF, UC, np.eye(kept)], t)
         # the 3-factor embedding is the 3-mode Tucker embedding of (F, C, H*W), reshaped
         A1, A2, A3 = _tucker_factors(B, B.reshape(core, (*ranks, kept)), [UF, UC, eye])
         shapes = self.shapes_for(shape)
