@@ -6,12 +6,12 @@ is what comparisons use) and the exact SeKron embedding of the fit (SPEC §4), w
 error is measured. :meth:`~Structure.fit` returns the embedding alone, and
 :meth:`~Structure.n_params` the structure's own count at given ranks.
 
-CP is fitted by alternating least squares as TensorLy's ``parafac`` runs it; Tucker, Tucker-2 and
-TR by TensorLy's ``tucker``, ``partial_tucker`` and ``tensor_ring`` on a float64 numpy copy of the
-input; TT, GKPD and General by :func:`sekron.decompose`. TensorLy's algorithms dispatch on
-TensorLy's *active* backend, so they run with the numpy backend active **for the calling thread
-only**; the thread's previous state is restored exactly afterwards, and TensorLy's global default
-(what other threads see) is never written.
+CP is fitted by alternating least squares and Tucker and Tucker-2 by HOOI, as TensorLy's
+``parafac``, ``tucker`` and ``partial_tucker`` run them (the fits agree to rounding; see each
+class), on a float64 numpy copy of the input, so that ``max_seconds`` can stop them between
+sweeps; TR by TensorLy's ``tensor_ring``, run with the numpy backend active **for the calling
+thread only** (the thread's previous state is restored exactly and TensorLy's global default is
+never written); TT, GKPD and General by :func:`sekron.decompose`.
 
 Every fit works on the tensor scaled by an exact power of two, so errors are right at any scale
 (1e±200 in float64), and the scale is put back into the embedding's first factor.

@@ -1,4 +1,4 @@
-"""Tucker (HOOI) and Tucker-2, fitted by TensorLy's ``tucker`` and ``partial_tucker``."""
+"""Tucker and Tucker-2, fitted by HOOI as TensorLy's ``tucker`` and ``partial_tucker`` run it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import _ranks
-from .._backend import _thread_backend
 from .._embeddings import _tucker_factors
 from .._typing import Shapes
 from .._validation import check_number, check_positive_int
@@ -22,6 +21,52 @@ from ._base import (
     _minimal_tucker,
     _TensorLyStructure,
 )
+
+
+def _project(
+    X: np.ndarray, factors: Sequence[np.ndarray], modes: Sequence[int], skip: int = -1
+) -> np.ndarray:
+    """``X ×_m U_mᵀ`` over ``modes`` (all but the ``skip``-th): the core, or HOOI's target."""
+    for i, (m, U) in enumerate(zip(modes, factors, strict=True)):
+        if i != skip:
+            X = np.moveaxis(np.tensordot(X, U, axes=([m], [0])), -1, m)
+    return X
+
+
+def _leading(Y: np.ndarray, mode: int, rank: int) -> np.ndarray:
+    """The leading ``rank`` left singular vectors of the mode-``mode`` unfolding of Y."""
+    M = np.moveaxis(Y, mode, 0).reshape(Y.shape[mode], -1)
+    return np.linalg.svd(M, full_matrices=False)[0][:, :rank]
+
+
+def _hooi(
+    X: np.ndarray,
+    ranks: Sequence[int],
+    modes: Sequence[int],
+    *,
+    n_iter_max: int,
+    tol: float,
+    ctx: _Context,
+) -> tuple[np.ndarray, list[np.ndarray], bool]:
+    """Tucker of ``modes`` by HOOI from the HOSVD, as TensorLy's ``tucker`` and
+    ``partial_tucker`` run it (same start, sweep and stopping rule): the core, the factors and
+    whether ``ctx`` expired before convergence (cut short)."""
+    factors = [_leading(X, m, r) for m, r in zip(modes, ranks, strict=True)]
+    norm2 = float(np.vdot(X, X))
+    core = _project(X, factors, modes)
+    if norm2 == 0.0:  # the zero core is exact
+        return core, factors, False
+    errors: list[float] = []
+    for it in range(n_iter_max):
+        for i, m in enumerate(modes):
+            factors[i] = _leading(_project(X, factors, modes, skip=i), m, ranks[i])
+        core = _project(X, factors, modes)
+        errors.append(float(np.sqrt(abs(norm2 - float(np.vdot(core, core))) / norm2)))
+        if tol and it > 1 and abs(errors[-2] - errors[-1]) < tol:
+            break
+        if ctx.expired():
+            return core, factors, it < n_iter_max - 1
+    return core, factors, False
 
 
 @dataclass(frozen=True)
@@ -38,7 +83,7 @@ class _HOOI(_TensorLyStructure):
 
 @dataclass(frozen=True)
 class Tucker(_HOOI):
-    """Tucker, fitted by TensorLy's ``tucker`` (HOOI from HOSVD), embedded in nested form.
+    """Tucker, fitted by HOOI from the HOSVD (as TensorLy's ``tucker``), embedded in nested form.
 
     ``rank`` is an int or one rank per mode, capped at the mode sizes and at
     ``t_k <= Π_{l != k} t_l`` (larger ranks cannot be used); None (no budget) gives
@@ -88,35 +133,27 @@ class Tucker(_HOOI):
     def _fit(
         self, t: Any, shape: tuple[int, ...], rank: Any, budget: int | None, ctx: _Context
     ) -> _Fit:
-        from tensorly.decomposition import tucker
-
         ranks = self._ranks(shape, rank)
         X = self._numpy(t)
         if budget is not None:
             ranks = _ranks.budget_ranks(
                 X, range(len(shape)), lambda g: self._count(shape, g), budget
             )
-        with _thread_backend("numpy"), np.errstate(invalid="ignore", divide="ignore"):
-            # a zero tensor's relative error is 0 / 0 inside HOOI; its fit is still exact
-            tk = tucker(
-                X,
-                rank=list(ranks),
-                n_iter_max=self.n_iter_max,
-                init="svd",
-                tol=self.tol,
-                random_state=ctx.tensorly_rs,
-            )
-        B, (core, *factors) = self._native([tk.core, *tk.factors], t)
+        modes = range(len(shape))
+        core, factors, cut = _hooi(
+            X, ranks, modes, n_iter_max=self.n_iter_max, tol=self.tol, ctx=ctx
+        )
+        B, (core, *factors) = self._native([core, *factors], t)
         embedded = _tucker_factors(B, core, factors)
-        return _Fit(ranks, int(self._count(shape, ranks)), embedded)
+        return _Fit(ranks, int(self._count(shape, ranks)), embedded, "nested", cut)
 
 
 @dataclass(frozen=True)
 class Tucker2(_HOOI):
     """Tucker-2 of a conv weight (F, C, H, W): modes F and C compressed, the others kept.
 
-    Fitted by TensorLy's ``partial_tucker`` on modes (0, 1) and embedded as a nested SeKron of
-    S = 3 factors, shapes ``(F,1,1,1), (1,C,1,1), (1,1,H,W)`` and ranks ``(R_F, R_C)``:
+    Fitted by HOOI on modes (0, 1) (as TensorLy's ``partial_tucker``), embedded as a nested
+    SeKron of S = 3 factors, shapes ``(F,1,1,1), (1,C,1,1), (1,1,H,W)`` and ranks ``(R_F, R_C)``:
     ``A1 = U_F``, ``A2[r1, r2] = U_C[:, r2]``, ``A3[r1, r2] = G[r1, r2]`` (SPEC §4). Any tensor
     of N >= 3 modes works: modes 2..N-1 are kept whole.
 
@@ -170,23 +207,14 @@ class Tucker2(_HOOI):
     def _fit(
         self, t: Any, shape: tuple[int, ...], rank: Any, budget: int | None, ctx: _Context
     ) -> _Fit:
-        from tensorly.decomposition import partial_tucker
-
         ranks: tuple[int, ...] = self._ranks(shape, rank)
         X = self._numpy(t)
         kept = prod(shape[2:])
         if budget is not None:
             ranks = _ranks.budget_ranks(X, (0, 1), lambda g: self._count(shape, g), budget, kept)
-        with _thread_backend("numpy"), np.errstate(invalid="ignore", divide="ignore"):
-            (core, (UF, UC)), _ = partial_tucker(
-                X,
-                rank=list(ranks),
-                modes=[0, 1],
-                n_iter_max=self.n_iter_max,
-                init="svd",
-                tol=self.tol,
-                random_state=ctx.tensorly_rs,
-            )
+        core, (UF, UC), cut = _hooi(
+            X, ranks, (0, 1), n_iter_max=self.n_iter_max, tol=self.tol, ctx=ctx
+        )
         B, (core, UF, UC, eye) = self._native([core, UF, UC, np.eye(kept)], t)
         # the 3-factor embedding is the 3-mode Tucker embedding of (F, C, H*W), reshaped
         A1, A2, A3 = _tucker_factors(B, B.reshape(core, (*ranks, kept)), [UF, UC, eye])
@@ -196,4 +224,4 @@ class Tucker2(_HOOI):
             B.reshape(A2, (*ranks, *shapes[1])),
             B.reshape(A3, (*ranks, *shapes[2])),
         ]
-        return _Fit(ranks, int(self._count(shape, ranks)), factors)
+        return _Fit(ranks, int(self._count(shape, ranks)), factors, "nested", cut)
