@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from math import prod
 from typing import Any
 
+from .._typing import Form
 from .._validation import (
     _type_name,
     budget_from_compression,
@@ -21,10 +22,17 @@ from .._validation import (
     check_positive_int,
     check_tensor,
 )
-from ._run import Options, ProgressArg, run
+from ._run import Options as _Options
+from ._run import ProgressArg as _ProgressArg
+from ._run import run as _run
 from ._table import FAMILIES, CompareTable, Row
 
-__all__ = ["FAMILIES", "CompareTable", "Row", "compare"]
+__all__ = [
+    "CompareTable",
+    "FAMILIES",
+    "Row",
+    "compare",
+]
 
 
 def _check_compressions(compression: Any) -> tuple[float, ...]:
@@ -48,7 +56,7 @@ def _n_prime_factors(n: int) -> int:
     return count + (n > 1)
 
 
-def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
+def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
     comps = _check_compressions(compression)
     families = kw["families"]
     if isinstance(families, str) or not isinstance(families, Sequence):
@@ -80,7 +88,7 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> Options:
         check_int(kw["max_factors"], "max_factors", at_least=2),
         max(2, sum(_n_prime_factors(n) for n in shape)),
     )
-    return Options(
+    return _Options(
         comps,
         tuple(budget_from_compression(c, numel) for c in comps),
         fams,
@@ -100,11 +108,11 @@ def compare(
     compression: float | Sequence[float] = (2, 4, 8, 16),
     max_factors: int = 3,
     families: Sequence[str] = FAMILIES,
-    forms: Sequence[str] = ("nested", "chain"),
+    forms: Sequence[Form] = ("nested", "chain"),
     max_configs: int | None = None,
     max_seconds: float | None = None,
     random_state: Any = 0,
-    progress: ProgressArg = None,
+    progress: _ProgressArg = None,
     threads: int | None = None,
     name: str | None = None,
 ) -> CompareTable:
@@ -175,4 +183,4 @@ def compare(
         progress=progress,
         name=name,
     )
-    return run(t, opts, progress)
+    return _run(t, opts, progress)

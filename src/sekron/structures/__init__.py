@@ -29,14 +29,14 @@ from ._tr import TR
 from ._tucker import Tucker, Tucker2
 
 __all__ = [
-    "CP",
-    "GKPD",
-    "TR",
-    "TT",
     "BudgetTooSmall",
+    "CP",
     "FitResult",
+    "GKPD",
     "General",
     "Structure",
+    "TR",
+    "TT",
     "Tucker",
     "Tucker2",
     "balanced_split",
