@@ -269,3 +269,12 @@ def test_compare_errors_do_not_depend_on_scale(dtype, scale) -> None:
         assert (a.family, a.compression) == (b.family, b.compression)
         assert b.rel_error is not None and np.isfinite(b.rel_error)
         assert abs(a.rel_error - b.rel_error) <= tol, (a.family, a.compression)
+
+
+def test_progress_in_a_log_file_has_no_carriage_returns(capsys) -> None:
+    W = np.random.default_rng(5).standard_normal((8, 6, 3, 3))
+    compare(W, compression=(2, 4), families=("sekron", "cp"), progress=True)
+    err = capsys.readouterr().err  # not a terminal
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("sekron compare 3/4: CP at 4x")

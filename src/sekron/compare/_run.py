@@ -53,31 +53,38 @@ class Clock:
 
 
 class Progress:
-    """One line on stderr (or a callback) covering the whole run: a step per search and per fit.
+    """Progress of the whole run on stderr (or a callback): a step per search and per fit.
 
     ``progress`` is :func:`compare`'s argument: a callable receives ``(done, total)`` steps;
-    True draws the line, False nothing, None draws it when stderr is a terminal.
+    True shows progress, False nothing, None shows it when stderr is a terminal. On a terminal
+    one line is redrawn in place; otherwise (a log file) each step gets a line of its own, with
+    no carriage returns.
     """
 
     def __init__(self, total: int, progress: ProgressArg) -> None:
         self.total, self.done, self.label = total, 0, ""
         self.callback = progress if callable(progress) else None
-        show = progress if isinstance(progress, bool) else progress is None
+        tty = sys.stderr.isatty()
+        show = progress if isinstance(progress, bool) else progress is None and tty
         self.stream = sys.stderr if show and self.callback is None else None
-        if progress is None and not sys.stderr.isatty():
-            self.stream = None
+        self.tty = tty
         self.start = time.perf_counter()
         self.last = 0.0
 
     def begin(self, label: str) -> None:
         self.label = label
+        if self.stream is not None and not self.tty:
+            elapsed = time.perf_counter() - self.start
+            self.stream.write(
+                f"sekron compare {self.done}/{self.total}: {label} ({elapsed:.0f} s)\n"
+            )
+            self.stream.flush()
         self.draw(0.0, force=True)
 
     def draw(self, fraction: float, force: bool = False) -> None:
-        if self.stream is None:
-            return
+        """Redraw the terminal line, at most every 0.2 s unless forced."""
         now = time.perf_counter()
-        if not force and now - self.last < 0.2:
+        if self.stream is None or not self.tty or (not force and now - self.last < 0.2):
             return
         self.last = now
         pos = min(self.total, self.done + fraction)
@@ -97,7 +104,7 @@ class Progress:
         self.draw(0.0, force=True)
 
     def close(self) -> None:
-        if self.stream is not None:
+        if self.stream is not None and self.tty:
             self.stream.write("\n")
             self.stream.flush()
 
