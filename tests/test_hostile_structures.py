@@ -145,7 +145,7 @@ BAD_COMPARE = [
     ({"families": "cp"}, TypeError, "families must be a sequence"),
     ({"families": ()}, ValueError, "families must be a non-empty subset"),
     ({"families": ("cp", "svd")}, ValueError, "families must be a non-empty subset"),
-    ({"forms": ("ring",)}, ValueError, r"forms\[0\]"),
+    ({"forms": ("ring",)}, ValueError, "form must be 'nested' or 'chain'"),
     ({"forms": ()}, ValueError, "forms must be a non-empty sequence"),
     ({"max_configs": 0}, ValueError, "max_configs"),
     ({"max_seconds": -1}, ValueError, "max_seconds"),

@@ -271,3 +271,44 @@ def check_max_params(max_params: object, shapes: Shapes) -> int:
             f"ranks of 1 already need {smallest} parameters (the sum of the factor sizes)."
         )
     return budget
+
+
+# ----------------------------------------------------------------------------------------------
+# search options (shared by search and compare)
+# ----------------------------------------------------------------------------------------------
+def check_forms(forms: object) -> tuple[str, ...]:
+    """A form or a non-empty sequence of forms, without repeats, in the order given."""
+    if isinstance(forms, str):
+        forms = (forms,)
+    if not isinstance(forms, Sequence) or not forms:
+        raise ValueError(f"forms must be a non-empty sequence of 'nested'/'chain'; got {forms!r}.")
+    return tuple(dict.fromkeys(check_form(f) for f in forms))
+
+
+def check_max_seconds(max_seconds: object) -> float | None:
+    """None (no time limit) or a finite number of seconds > 0."""
+    return None if max_seconds is None else check_number(max_seconds, "max_seconds", above=0.0)
+
+
+def check_threads(threads: object) -> int:
+    """An int >= 1; None means every CPU this process may run on."""
+    if threads is None:
+        import os
+
+        try:
+            return len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+    return check_int(threads, "threads", at_least=1)
+
+
+def check_progress(progress: object) -> Any:
+    """None (a bar when stderr is a terminal), a bool, or a ``(done, total)`` callable."""
+    if progress is None or isinstance(progress, bool | np.bool_):
+        return None if progress is None else bool(progress)
+    if not callable(progress):
+        raise TypeError(
+            "progress must be None, True, False or a callable taking (done, total); "
+            f"got {progress!r} of type {_type_name(progress)}."
+        )
+    return progress

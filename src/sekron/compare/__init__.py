@@ -15,12 +15,14 @@ from .._typing import Form
 from .._validation import (
     _type_name,
     budget_from_compression,
-    check_choice,
     check_compression,
+    check_forms,
     check_int,
-    check_number,
+    check_max_seconds,
     check_positive_int,
+    check_progress,
     check_tensor,
+    check_threads,
 )
 from ._run import Options as _Options
 from ._run import ProgressArg as _ProgressArg
@@ -64,23 +66,9 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
     fams = tuple(dict.fromkeys(str(f).lower() for f in families))
     if not fams or any(f not in FAMILIES for f in fams):
         raise ValueError(f"families must be a non-empty subset of {FAMILIES}; got {families!r}.")
-    forms = kw["forms"]
-    forms = (forms,) if isinstance(forms, str) else forms
-    if not isinstance(forms, Sequence) or not forms:
-        raise ValueError(f"forms must be a non-empty sequence of 'nested'/'chain'; got {forms!r}.")
-    form_t = tuple(
-        dict.fromkeys(
-            check_choice(f, f"forms[{i}]", ("nested", "chain")) for i, f in enumerate(forms)
-        )
-    )
-    max_configs, max_seconds, threads = kw["max_configs"], kw["max_seconds"], kw["threads"]
-    name, progress = kw["name"], kw["progress"]
+    name = kw["name"]
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None; got {_type_name(name)}.")
-    if not (progress is None or isinstance(progress, bool) or callable(progress)):
-        raise TypeError(
-            f"progress must be True, False, None or a callable; got {_type_name(progress)}."
-        )
     shape = tuple(int(v) for v in t.shape)
     numel = prod(shape)
     # no configuration has more non-trivial factors than the mode sizes have prime factors
@@ -93,12 +81,13 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
         tuple(budget_from_compression(c, numel) for c in comps),
         fams,
         max_factors,
-        form_t,
-        None if max_configs is None else check_positive_int(max_configs, "max_configs"),
-        None if max_seconds is None else check_number(max_seconds, "max_seconds", above=0.0),
+        check_forms(kw["forms"]),
+        None if kw["max_configs"] is None else check_positive_int(kw["max_configs"], "max_configs"),
+        check_max_seconds(kw["max_seconds"]),
         kw["random_state"],
-        None if threads is None else check_int(threads, "threads", at_least=1),
+        check_threads(kw["threads"]),
         name,
+        check_progress(kw["progress"]),
     )
 
 
@@ -183,4 +172,4 @@ def compare(
         progress=progress,
         name=name,
     )
-    return _run(t, opts, progress)
+    return _run(t, opts)

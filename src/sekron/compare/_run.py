@@ -25,8 +25,9 @@ class Options(NamedTuple):
     max_configs: int | None
     max_seconds: float | None
     random_state: Any
-    threads: int | None
+    threads: int
     name: str | None
+    progress: ProgressArg
 
 
 class Clock:
@@ -49,7 +50,7 @@ class Clock:
             return None
         end = self.total * (self.search_share if phase == "search" else 1.0)
         left = end - (time.perf_counter() - self.start)
-        return max(1e-3, left / (self.left[phase] + 1))
+        return max(1e-9, left / (self.left[phase] + 1))
 
 
 class Progress:
@@ -205,14 +206,14 @@ def fit_row(name: str, t: Any, c: float, budget: int, opts: Options, clock: Cloc
     )
 
 
-def run(t: Any, opts: Options, progress: ProgressArg) -> CompareTable:
+def run(t: Any, opts: Options) -> CompareTable:
     """The searches, then every other family's fit at every ratio, as one table."""
     searching = "sekron" in opts.families or "gkpd" in opts.families
     fitted = [f for f in opts.families if f not in ("sekron", "gkpd")]
     n_search = len(opts.compressions) if searching else 0
     n_fits = len(fitted) * len(opts.compressions)
     clock = Clock(opts.max_seconds, n_search, n_fits)
-    bar = Progress(n_search + n_fits, progress)
+    bar = Progress(n_search + n_fits, opts.progress)
     searches: list[SearchResult | None] = []
     by_family: dict[str, list[Row]] = {}
     try:
