@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from math import prod
-from typing import Any
+from typing import Any, cast
 
 from .._typing import Form
 from .._validation import (
@@ -81,7 +81,7 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
         tuple(budget_from_compression(c, numel) for c in comps),
         fams,
         max_factors,
-        check_forms(kw["forms"]),
+        cast(tuple[Form, ...], check_forms(kw["forms"])),
         None if kw["max_configs"] is None else check_positive_int(kw["max_configs"], "max_configs"),
         check_max_seconds(kw["max_seconds"]),
         kw["random_state"],

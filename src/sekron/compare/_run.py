@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .._typing import Form
 from ..search import Candidate, SearchResult, search
 from ..structures import BudgetTooSmall, get_structure
 from ._table import _LABELS, CompareTable, Row
@@ -21,7 +22,7 @@ class Options(NamedTuple):
     budgets: tuple[int, ...]
     families: tuple[str, ...]
     max_factors: int
-    forms: tuple[str, ...]
+    forms: tuple[Form, ...]
     max_configs: int | None
     max_seconds: float | None
     random_state: Any

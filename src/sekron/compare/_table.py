@@ -84,15 +84,15 @@ class CompareTable:
     tensor's name (a layer), shown in the header and the plot's title.
     """
 
-    rows: tuple[Row, ...]
+    rows: Sequence[Row]
     _: KW_ONLY
-    tensor_shape: tuple[int, ...]
-    compressions: tuple[float, ...]
-    searches: tuple[SearchResult | None, ...] = ()
+    tensor_shape: Sequence[int]
+    compressions: Sequence[float]
+    searches: Sequence[SearchResult | None] = ()
     name: str | None = None
     families: tuple[str, ...] = field(init=False)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # any sequences in, tuples stored
         object.__setattr__(self, "rows", tuple(self.rows))
         object.__setattr__(self, "tensor_shape", tuple(self.tensor_shape))
         object.__setattr__(self, "compressions", tuple(self.compressions))
