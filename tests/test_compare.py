@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 import sekron
 from sekron.compare import FAMILIES, compare
+from sekron.compare._table import _LABELS
 from sekron.testing import rel_error, tolerance
 
 
@@ -79,6 +81,10 @@ def test_json_schema(table, tmp_path) -> None:
         "ranks",
         "form",
         "reason",
+        "own_ranks",
+        "notation",
+        "cut_short",
+        "seconds",
     }
     for row in data["rows"]:
         assert set(row) == keys
@@ -115,3 +121,160 @@ def test_validation(kwargs, exc, match) -> None:
     W = np.ones((4, 4, 3))
     with pytest.raises(exc, match=match):
         compare(W, progress=False, **kwargs)
+
+
+# -- the certificate of each ratio is search's own (issue #13, item 2) -------------------------
+def test_each_ratios_bound_is_searchs_bound_for_that_ratio_alone() -> None:
+    W = np.random.default_rng(0).standard_normal((16, 8, 3, 3))
+    tab = compare(W, compression=(2, 4), families=("sekron",), progress=False, threads=1)
+    for c, res in zip(tab.compressions, tab.searches, strict=True):
+        alone = sekron.search(W, compression=c, progress=False, threads=1)
+        assert res is not None
+        assert res.bound == alone.bound  # one shared search gave 0.7782 at 4x, search 0.7763
+        assert res.best.rel_error == alone.best.rel_error
+        assert tab["sekron", c].rel_error == alone.best.rel_error
+
+
+# -- the whole run: progress and max_seconds (issue #13, item 1) -------------------------------
+def test_progress_covers_every_search_and_fit() -> None:
+    W = np.random.default_rng(1).standard_normal((8, 6, 3, 3))
+    calls: list[tuple[int, int]] = []
+    fams = ("sekron", "tt", "cp", "tucker")
+    compare(W, compression=(2, 4), families=fams, progress=lambda d, t: calls.append((d, t)))
+    total = 2 + 3 * 2  # one search per ratio, one fit per other family and ratio
+    assert calls == [(i, total) for i in range(1, total + 1)]
+
+
+def test_max_seconds_bounds_the_family_fits() -> None:
+    W = np.random.default_rng(2).standard_normal((32, 16, 3, 3))
+    fams = ("sekron", "cp", "tucker")
+    tab = compare(W, compression=(2,), families=fams, max_seconds=1e-3, progress=False)
+    full = compare(W, compression=(2,), families=fams[1:], progress=False)
+    for fam in fams[1:]:
+        cut, done = tab[fam, 2], full[fam, 2]
+        assert cut.cut_short and not done.cut_short  # stopped, and said so
+        assert cut.own_ranks == done.own_ranks and cut.n_params == done.n_params
+        # fewer sweeps of a method that never increases the error: no better than converged
+        assert done.rel_error - 1e-12 <= cut.rel_error <= 1.0
+    assert "cut short" in str(tab)
+
+
+# -- the table (issue #13, item 5) -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def wide():
+    """A table with many ratios, a layer name and every kind of row."""
+    W = np.random.default_rng(3).standard_normal((16, 8, 3, 3))
+    comps = (1.5, 2, 3, 4, 6, 8, 12, 16, 2000)
+    return W, compare(W, compression=comps, progress=False, name="features.3.conv", threads=1)
+
+
+def test_table_fits_100_columns_and_marks_the_best(wide) -> None:
+    W, tab = wide
+    text = str(tab)
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert "features.3.conv" in text.splitlines()[0]
+    cells = _error_cells(text)
+    for c in tab.compressions:
+        errs = {f: tab[f, c].rel_error for f in tab.families if tab[f, c].rel_error is not None}
+        best = min(errs.values(), default=None)
+        for f in tab.families:
+            cell = cells[_LABELS[f], f"{c:g}x"]
+            if f in errs:
+                assert cell.startswith(f"{errs[f]:.4f}")
+                assert cell.endswith("*") == (errs[f] <= best), (f, c)
+            else:
+                assert cell.startswith("—")
+
+
+def _error_cells(text: str) -> dict[tuple[str, str], str]:
+    """``{(family label, "4x"): cell text}`` from the error block(s) of ``str(table)``."""
+    out: dict[tuple[str, str], str] = {}
+    cols: list[tuple[int, str]] = []
+    for line in text.split("* best at that ratio")[0].splitlines():
+        if line.startswith("family "):  # a block's header: where each ratio's column starts
+            cols = [(m.start(), m.group()) for m in re.finditer(r"\S+x", line)]
+        elif cols and line.strip() and not line.startswith("-"):
+            label = line[: cols[0][0]].strip()
+            for (pos, name), nxt in zip(cols, [*cols[1:], (None, "")], strict=True):
+                out[label, name] = line[pos : nxt[0]].strip()
+    return out
+
+
+def test_table_shows_own_notation_and_parameters_used(wide) -> None:
+    W, tab = wide
+    text = str(tab)
+    for c in (2, 4):
+        cp, tucker, tr = tab["cp", c], tab["tucker", c], tab["tr", c]
+        assert cp.notation == f"rank {cp.own_ranks[0]}" and cp.notation in text
+        assert len(tucker.own_ranks) == W.ndim  # one rank per mode
+        assert sekron.structures.Tucker().n_params(W.shape, tucker.own_ranks) == tucker.n_params
+        assert len(tr.own_ranks) == W.ndim
+        assert sekron.structures.TR().n_params(W.shape, tr.own_ranks) == tr.n_params
+        for f in tab.families:
+            assert f"{tab[f, c].n_params:,}" in text  # the parameters actually used
+    assert "r=" not in text
+
+
+def test_table_never_cuts_a_reason(wide) -> None:
+    _, tab = wide
+    flat = " ".join(str(tab).split())
+    reasons = {r.reason for r in tab.rows if r.rel_error is None}
+    assert reasons  # 2000x leaves no family a fit
+    for reason in reasons:
+        assert " ".join(reason.split()) in flat
+
+
+def test_compare_table_is_immutable(wide) -> None:
+    import dataclasses
+
+    _, tab = wide
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tab.compressions = (2.0,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        tab.rows[0].rel_error = 0.0
+
+
+# -- the plot (issue #13, item 6) ------------------------------------------------------------
+def test_plot_keeps_every_family_visible_and_names_the_layer(wide, tmp_path) -> None:
+    _, tab = wide
+    fig = tab.plot(tmp_path / "p.png")
+    ax = fig.axes[0]
+    styles = [(ln.get_marker(), str(ln.get_linestyle())) for ln in ax.get_lines()]
+    assert len(styles) == len(tab.families)
+    assert len(set(m for m, _ in styles)) == len(styles)  # one marker per family
+    assert len(set(s for _, s in styles)) > 1
+    assert "features.3.conv" in ax.get_title()
+    assert tab.plot(title="layer 7").axes[0].get_title() == "layer 7"
+    out = tmp_path / "noext"
+    tab.plot(out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # written where asked
+    with pytest.raises(ValueError, match="path 'x.txt' has the extension 'txt'"):
+        tab.plot("x.txt")
+
+
+# -- scale (issue #10, kind 1) ------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("dtype", "scale"),
+    [("float64", 1e200), ("float64", 1e-200), ("float32", 1e20), ("float32", 1e-20)],
+)
+def test_compare_errors_do_not_depend_on_scale(dtype, scale) -> None:
+    base = np.random.default_rng(4).standard_normal((8, 6, 3, 3)).astype(dtype)
+    W = (base.astype(np.float64) * scale).astype(dtype)
+    # the family fits; the SeKron and GKPD rows are search's (scale-safe in sekron.search)
+    fams = ("tt", "tr", "cp", "tucker", "tucker2")
+    kw = {"compression": (2, 4), "progress": False, "families": fams}
+    ref, out = compare(base, **kw), compare(W, **kw)
+    tol = 1e-3 if dtype == "float32" else 1e-6
+    for a, b in zip(ref.rows, out.rows, strict=True):
+        assert (a.family, a.compression) == (b.family, b.compression)
+        assert b.rel_error is not None and np.isfinite(b.rel_error)
+        assert abs(a.rel_error - b.rel_error) <= tol, (a.family, a.compression)
+
+
+def test_progress_in_a_log_file_has_no_carriage_returns(capsys) -> None:
+    W = np.random.default_rng(5).standard_normal((8, 6, 3, 3))
+    compare(W, compression=(2, 4), families=("sekron", "cp"), progress=True)
+    err = capsys.readouterr().err  # not a terminal
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 4 and lines[-1].startswith("sekron compare 3/4: CP at 4x")

@@ -18,7 +18,7 @@ from tensorly.tucker_tensor import TuckerTensor
 
 import sekron
 from sekron._backend import backend_name_of, to_numpy
-from sekron.interop import one_mode_shapes
+from sekron._embeddings import _one_mode_shapes as one_mode_shapes
 from sekron.testing import assert_close, tolerance
 
 
@@ -268,3 +268,23 @@ def test_to_tensorly_leaves_arrays_on_their_backend(backend: Any, float_dtype: s
         assert all(backend_name_of(f) == backend.name for f in obj.factors)
         assert all(str(f.dtype) == str(stn.dtype) for f in obj.factors)
         np.testing.assert_equal(to_numpy(reconstruct(obj, backend.name)).shape, (3, 4, 5))
+
+
+@pytest.mark.parametrize("module", ["sekron.interop", "sekron.structures", "sekron.compare"])
+def test_all_lists_exactly_the_public_names(module: str) -> None:
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(module)
+    public = {
+        name
+        for name, value in vars(mod).items()
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        and getattr(value, "__module__", module).startswith(module)
+    }
+    assert public <= set(mod.__all__)
+    assert list(mod.__all__) == sorted(mod.__all__)
+    assert "thread_backend" not in vars(mod)  # TensorLy's private thread state stays private
+    for name in mod.__all__:
+        assert hasattr(mod, name), name

@@ -20,6 +20,8 @@ from sekron.structures import (
     GKPD,
     TR,
     TT,
+    BudgetTooSmall,
+    FitResult,
     General,
     Tucker,
     Tucker2,
@@ -258,3 +260,133 @@ def test_errors() -> None:
         TR().n_params((4, 4, 4), (1, 2, 2, 2))
     with pytest.raises(TypeError, match="tensor must be a numpy.ndarray"):
         Tucker().fit([[1.0]])
+
+
+# -- the fit result: the family's own ranks and count -----------------------------------------
+OWN_RANKS = {  # the rank notation of each family at rank r for a tensor of n modes
+    "tt": lambda r, n: (r,) * (n - 1),
+    "cp": lambda r, n: (r,),
+    "tucker": lambda r, n: (r,) * n,
+    "tucker2": lambda r, n: (r, r),
+    "gkpd": lambda r, n: (r,),
+}
+
+
+@settings(max_examples=10)
+@given(shape=st.lists(st.integers(3, 5), min_size=3, max_size=4).map(tuple), r=st.integers(1, 2))
+def test_fit_result_has_the_familys_own_ranks_and_count(shape: tuple, r: int) -> None:
+    W = np.random.default_rng(0).standard_normal(shape)
+    for s in [*ALL, General([(1,) * (len(shape) - 1) + (shape[-1],), shape[:-1] + (1,)])]:
+        if s.name == "tr" and r * r > shape[0]:
+            continue
+        fit = s.fit_result(W, rank=r, random_state=0)
+        assert isinstance(fit, FitResult) and fit.structure == s
+        assert fit.n_params == s.n_params(shape, fit.ranks)  # its own count at its own ranks
+        if s.name in OWN_RANKS:
+            assert fit.ranks == OWN_RANKS[s.name](r, len(shape))
+        if s.name == "tr":  # the ring ranks q_0..q_{N-1}, not the embedding's (q_0 q_1, ..)
+            assert len(fit.ranks) == len(shape) and fit.ranks[:2] == (r, r)
+        assert fit.rel_error == fit.embedding.rel_error
+        np.testing.assert_array_equal(
+            fit.embedding.to_tensor(), s.fit(W, rank=r, random_state=0).to_tensor()
+        )
+    assert CP().fit_result(W, rank=r).describe_ranks() == f"rank {r}"
+    assert Tucker().fit_result(W, rank=r).describe_ranks().count(",") == len(shape) - 1
+
+
+@settings(max_examples=10)
+@given(shape=shapes3, frac=st.floats(0.05, 0.9), seed=st.integers(0, 2**16))
+def test_budget_fits_use_at_most_the_budget_in_their_own_count(
+    shape: tuple, frac: float, seed: int
+) -> None:
+    W = np.random.default_rng(seed).standard_normal(shape)
+    budget = max(int(frac * prod(shape)), 1)
+    for s in ALL:
+        if s.min_modes > len(shape):
+            continue
+        if budget < s.min_params(shape):
+            with pytest.raises(BudgetTooSmall) as info:
+                s.fit_result(W, max_params=budget)
+            assert (info.value.budget, info.value.smallest) == (budget, s.min_params(shape))
+            continue
+        fit = s.fit_result(W, max_params=budget, random_state=0)
+        assert fit.n_params <= budget
+        assert fit.n_params == s.n_params(shape, fit.ranks)
+
+
+# -- degenerate tensors: every family returns its exact fit (issue #10, kind 8) ----------------
+def _degenerate() -> dict[str, tuple[np.ndarray, int]]:
+    """name: (tensor, its CP rank)."""
+    rng = np.random.default_rng(11)
+    u = [rng.standard_normal((n, 2)) for n in (6, 4, 5)]
+    return {
+        "zero": (np.zeros((6, 4, 5)), 0),
+        "constant": (np.full((6, 4, 5), -2.5), 1),
+        "rank-1": (np.einsum("i,j,k->ijk", u[0][:, 0], u[1][:, 0], u[2][:, 0]), 1),
+        "rank-2": (np.einsum("ir,jr,kr->ijk", *u), 2),
+        "rank-1 int": (np.ones((6, 4, 5), dtype=np.int64) * 3, 1),
+    }
+
+
+@pytest.mark.parametrize("name", list(_degenerate()))
+def test_degenerate_tensors_get_exact_fits(name: str) -> None:
+    W, cp_rank = _degenerate()[name]
+    tol = 1e-6  # ALS converges to tol=1e-8 in the relative error
+    for R in (1, 2, 3, 4):
+        fit = CP().fit_result(W, rank=R, random_state=0)
+        if R >= cp_rank:
+            assert fit.rel_error <= tol, (name, R)
+        assert np.isfinite(fit.rel_error)
+        assert abs(fit.rel_error - rel_error(fit.embedding.to_tensor(), W)) <= tol or not W.any()
+    low = max(cp_rank, 1)
+    for s in (TT(), Tucker(), Tucker2(), TR()):
+        if s.name == "tr" and low > 1:
+            continue
+        fit = s.fit_result(W, rank=low, random_state=0)
+        assert fit.rel_error <= tolerance("float64"), (name, s.name)
+    if cp_rank <= 1 and name != "rank-1":  # zero and constant tensors are Kronecker rank 1
+        assert GKPD().fit(W, rank=1).rel_error <= tolerance("float64")
+    assert CP().fit(W, max_params=10 * sum(W.shape)).rel_error <= tol
+
+
+def test_cp_of_the_zero_tensor_is_zero() -> None:
+    out = CP().fit(np.zeros((6, 4, 5)), rank=1)
+    assert out.rel_error == 0.0
+    assert not np.asarray(out.to_tensor()).any()
+
+
+# -- scale: the error does not depend on the tensor's scale (issue #10, kind 1) ----------------
+SCALED = [TT(), TR(), CP(), Tucker(), Tucker2(), GKPD(), General([(2, 2, 1, 3), (3, 2, 3, 1)])]
+
+
+@settings(max_examples=12)
+@given(exponent=st.integers(-200, 200), k=st.integers(0, len(SCALED) - 1))
+def test_fits_are_scale_invariant_float64(exponent: int, k: int) -> None:
+    _check_scale(SCALED[k], "float64", 10.0**exponent)
+
+
+@settings(max_examples=12)
+@given(exponent=st.integers(-20, 20), k=st.integers(0, len(SCALED) - 1))
+def test_fits_are_scale_invariant_float32(exponent: int, k: int) -> None:
+    _check_scale(SCALED[k], "float32", 10.0**exponent)
+
+
+@pytest.mark.parametrize("s", SCALED, ids=lambda s: s.name)
+def test_fits_at_extreme_scales(s: Any) -> None:
+    for dtype, exponents in (("float64", (-200, 200)), ("float32", (-20, 20))):
+        for e in exponents:
+            _check_scale(s, dtype, 10.0**e)
+
+
+def _check_scale(s: Any, dtype: str, scale: float) -> None:
+    base = np.random.default_rng(12).standard_normal((6, 4, 3, 3)).astype(dtype)
+    W = (base.astype(np.float64) * scale).astype(dtype)
+    rank = 1 if s.name == "tr" else 2
+    ref = s.fit_result(base, rank=rank, random_state=0)
+    out = s.fit_result(W, rank=rank, random_state=0)
+    assert np.isfinite(out.rel_error) and 0.0 < out.rel_error < 1.0
+    assert abs(out.rel_error - ref.rel_error) <= (1e-3 if dtype == "float32" else 1e-6)
+    # the reported error is the measured one: measure on the rescaled reconstruction
+    back = np.asarray(out.embedding.to_tensor(), np.float64) / scale
+    measured = rel_error(back, W.astype(np.float64) / scale)
+    assert abs(out.rel_error - measured) <= 10 * tolerance(dtype)

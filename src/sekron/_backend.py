@@ -8,6 +8,8 @@ given and calls that object's methods. The caller's active backend is untouched.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -31,18 +33,52 @@ __all__ = [
 def get_backend(name: str) -> Any:
     """The TensorLy ``Backend`` object called ``name``, loaded without activating it.
 
-    Importing TensorLy's jax backend switches ``jax_enable_x64`` on globally; sekron restores
-    the caller's setting right after, so loading it has no global side effect.
+    Importing TensorLy's jax backend module switches ``jax_enable_x64`` on for the whole
+    process (other threads see float64 arrays appear), so for jax the backend class is built
+    from that module's source without that one statement (see :func:`_jax_backend`).
     """
     if name != "jax":
         return BackendManager.load_backend(name)
-    import jax
+    return _jax_backend()
 
-    x64 = jax.config.read("jax_enable_x64")
+
+#: The statement of TensorLy's jax backend module that writes the process-wide x64 flag.
+_X64_LINE = 'jax.config.update("jax_enable_x64", True)'
+
+
+def _jax_backend() -> Any:
+    """TensorLy's ``JaxBackend``, built without touching ``jax_enable_x64`` or the registry.
+
+    When TensorLy has already imported its jax backend, its class is used as is. Otherwise the
+    module's source runs in a private namespace with the x64 statement removed; the class it
+    defines registers itself under a private name, which is taken out of TensorLy's registry
+    again, so a later ``tl.set_backend("jax")`` imports TensorLy's own module as usual.
+    """
+    import importlib.util
+
+    from tensorly.backend.core import Backend
+
+    registry = Backend._available_backends
+    if "jax" in registry:
+        return registry["jax"]()
+    spec = importlib.util.find_spec("tensorly.backend.jax_backend")
+    loader: Any = None if spec is None else spec.loader
+    source = None if loader is None else loader.get_source("tensorly.backend.jax_backend")
+    if spec is None or source is None:
+        raise ImportError("TensorLy's jax backend module was not found; pip install tensorly")
+    private = "_sekron_jax"
+    source = source.replace(_X64_LINE, "pass").replace(
+        'backend_name="jax"', f'backend_name="{private}"'
+    )
+    namespace: dict[str, Any] = {"__name__": spec.name, "__package__": "tensorly.backend"}
     try:
-        return BackendManager.load_backend(name)
+        exec(compile(source, str(spec.origin), "exec"), namespace)
     finally:
-        jax.config.update("jax_enable_x64", x64)
+        cls = registry.pop(private, None)
+    if cls is None:
+        raise ImportError("TensorLy's jax backend module defines no backend class")
+    cls.backend_name = "jax"
+    return cls()
 
 
 def _is_torch(x: object) -> bool:
@@ -146,3 +182,33 @@ def numpy_dtype(dtype: Any) -> np.dtype:
 def eps(x: Any) -> float:
     """Machine epsilon of an array's floating dtype."""
     return float(np.finfo(numpy_dtype(x.dtype)).eps)
+
+
+@contextmanager
+def _thread_backend(name: str) -> Iterator[None]:
+    """TensorLy's backend ``name``, active for the calling thread only; its state is restored.
+
+    TensorLy's functions, algorithms and even its tensor classes' validation dispatch on the
+    *active* backend. ``tl.backend_context`` restores with ``set_backend(old)``, which also
+    overwrites the global default that other threads fall back to. Here only the thread-local
+    slot that TensorLy's dispatch reads first (``BackendManager._THREAD_LOCAL_DATA.backend``)
+    is set; afterwards it is put back as it was, or removed if it was absent. When ``name`` is
+    already active nothing is touched.
+    """
+    import tensorly as tl
+    from tensorly.backend import BackendManager
+
+    if tl.get_backend() == name:
+        yield
+        return
+    local = BackendManager._THREAD_LOCAL_DATA
+    had = "backend" in local.__dict__
+    old = local.__dict__.get("backend")
+    local.backend = get_backend(name)
+    try:
+        yield
+    finally:
+        if had:
+            local.backend = old
+        else:
+            del local.backend

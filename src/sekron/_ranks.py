@@ -163,3 +163,62 @@ def greedy_select(
 
 def table_fits(M: Sequence[int]) -> bool:
     return prod(M) <= MAX_TABLE
+
+
+# ----------------------------------------------------------------------------------------------
+# Tucker ranks from mode tails
+# ----------------------------------------------------------------------------------------------
+#: A parameter count of rank grids (broadcastable integer arrays, one per mode).
+RankCount = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+def mode_tails(X: np.ndarray, modes: Sequence[int]) -> list[np.ndarray]:
+    """``tails[k][t-1]``: energy outside the leading t left singular vectors of unfolding k."""
+    tails = []
+    for m in modes:
+        M = np.moveaxis(X, m, 0).reshape(X.shape[m], -1)
+        w = np.clip(np.linalg.eigvalsh(M @ M.T)[::-1], 0.0, None)
+        tails.append(tail(w, np.asarray(0.0)))
+    return tails
+
+
+def _usable(t: Sequence[np.ndarray], kept: int) -> np.ndarray:
+    """``t_k <= kept * prod_{l != k} t_l`` for every k: a larger Tucker rank cannot be used."""
+    ok = np.asarray(True)
+    for k in range(len(t)):
+        ok = ok & (t[k] <= kept * prod(t[:k]) * prod(t[k + 1 :]))
+    return ok
+
+
+def choose_hosvd(
+    tails: Sequence[np.ndarray], count: RankCount, budget: int, kept: int = 1
+) -> tuple[int, ...] | None:
+    """Usable ranks minimising ``Σ_k tail_k(t_k)`` (the HOSVD error bound), ``count(t) <= budget``.
+
+    Usable: ``t_k <= kept * prod_{l != k} t_l``. None when no usable tuple fits the budget.
+    """
+    M = [t.shape[0] for t in tails]
+    if table_fits(M):
+        axes = grids(M)
+        E = sum(t.reshape(g.shape) for t, g in zip(tails, axes, strict=True))
+        E = np.where(_usable(axes, kept), E, np.inf)
+        P = np.broadcast_to(count(axes), tuple(M))
+        return select_from_tables(E, P, tol2=None, budget=budget)
+
+    def err2(R: tuple[int, ...]) -> float:
+        if not _usable([np.asarray(r) for r in R], kept):
+            return float(np.inf)
+        return float(sum(t[r - 1] for t, r in zip(tails, R, strict=True)))
+
+    return greedy_select(
+        err2, lambda R: int(count([np.asarray(r) for r in R])), M, tol2=None, budget=budget
+    )
+
+
+def budget_ranks(
+    X: np.ndarray, modes: Sequence[int], count: RankCount, budget: int, kept: int = 1
+) -> tuple[int, ...]:
+    """Tucker-style ranks of ``modes`` of ``X`` for a budget that the all-ones ranks fit."""
+    chosen = choose_hosvd(mode_tails(X, modes), count, budget, kept)
+    assert chosen is not None  # all-ones ranks fit and are always usable
+    return chosen

@@ -12,10 +12,8 @@ device, and TensorLy's active backend is neither read nor changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from math import prod
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tensorly.cp_tensor import CPTensor
@@ -23,76 +21,24 @@ from tensorly.tr_tensor import TRTensor
 from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
-from ._backend import backend_name_of, get_backend, to_numpy
-from ._plan import Shapes
+from ._backend import _thread_backend, backend_name_of, get_backend, to_numpy
+from ._embeddings import (
+    _cp_factors,
+    _ctx,
+    _expand,
+    _tr_factors,
+    _tt_factors,
+    _tucker_factors,
+)
+from ._typing import Form, Shapes
 from ._validation import _type_name
 from .tensor import SeKronTensor
 
-__all__ = ["from_tensorly", "thread_backend", "to_tensorly"]
+__all__ = ["from_tensorly", "to_tensorly"]
 
-KINDS = ("cp", "tucker", "tt", "tr")
-
-
-@contextmanager
-def thread_backend(name: str) -> Iterator[None]:
-    """TensorLy's backend ``name``, active for the calling thread only; its state is restored.
-
-    TensorLy's functions, algorithms and even its tensor classes' validation dispatch on the
-    *active* backend. ``tl.backend_context`` restores with ``set_backend(old)``, which also
-    overwrites the global default that other threads fall back to. Here only the thread-local
-    slot that TensorLy's dispatch reads first (``BackendManager._THREAD_LOCAL_DATA.backend``)
-    is set; afterwards it is put back as it was, or removed if it was absent. When ``name`` is
-    already active nothing is touched.
-    """
-    import tensorly as tl
-    from tensorly.backend import BackendManager
-
-    if tl.get_backend() == name:
-        yield
-        return
-    local = BackendManager._THREAD_LOCAL_DATA
-    had = "backend" in local.__dict__
-    old = local.__dict__.get("backend")
-    local.backend = get_backend(name)
-    try:
-        yield
-    finally:
-        if had:
-            local.backend = old
-        else:
-            del local.backend
-
-
-# ----------------------------------------------------------------------------------------------
-# plans: pure functions of tuples
-# ----------------------------------------------------------------------------------------------
-def one_mode_shapes(tensor_shape: Sequence[int]) -> Shapes:
-    """``shapes[k]`` = mode k's size at position k, 1 elsewhere (S = N factors).
-
-    >>> one_mode_shapes((4, 3, 2))
-    ((4, 1, 1), (1, 3, 1), (1, 1, 2))
-    """
-    n_modes = len(tensor_shape)
-    return tuple(
-        tuple(int(tensor_shape[k]) if n == k else 1 for n in range(n_modes)) for k in range(n_modes)
-    )
-
-
-def _ctx(B: Any, x: Any) -> dict[str, Any]:
-    """dtype (and torch device) of ``x``, without torch's ``requires_grad``."""
-    return {k: v for k, v in B.context(x).items() if k in ("dtype", "device")}
-
-
-def _expand(B: Any, x: Any, shape: tuple[int, ...]) -> Any:
-    """Broadcast ``x`` (unit dims where it is constant) to ``shape`` by multiplying with ones."""
-    if tuple(x.shape) == shape:
-        return x
-    return x * B.ones(shape, **_ctx(B, x))
-
-
-def _as_mode(B: Any, x: Any, lead: tuple[int, ...], shape_k: tuple[int, ...]) -> Any:
-    """``x`` of shape (*lead, n_k) reshaped to the factor layout (*lead, *shape_k)."""
-    return B.reshape(x, (*lead, *shape_k))
+#: The TensorLy types :func:`to_tensorly` can produce.
+_Kind = Literal["cp", "tucker", "tt", "tr"]
+_KINDS: tuple[_Kind, ...] = ("cp", "tucker", "tt", "tr")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -124,95 +70,30 @@ def _check_arrays(arrays: list[Any], kind: str) -> tuple[Any, str]:
     return get_backend(names[0]), names[0]
 
 
-def _cp_factors(B: Any, weights: Any, factors: Sequence[Any]) -> list[Any]:
-    """CP rank R -> nested, ranks (R, 1, .., 1); weights folded into the first factor."""
-    n_modes = len(factors)
-    shapes = one_mode_shapes(tuple(int(f.shape[0]) for f in factors))
-    rank = int(factors[0].shape[1])
-    out = []
-    for k, U in enumerate(factors):
-        V = B.transpose(U, (1, 0))  # (R, n_k)
-        if k == 0:
-            V = V * B.reshape(weights, (rank, 1))
-        n_rank_dims = min(k + 1, n_modes - 1)
-        out.append(_as_mode(B, V, (rank,) + (1,) * (n_rank_dims - 1), shapes[k]))
-    return out
+def _check_obj(obj: Any, form: object) -> str:
+    """The TensorLy type's name of ``obj``, after checking ``obj`` and ``form``."""
+    types = (CPTensor, TuckerTensor, TTTensor, TRTensor)
+    kind = next((cls.__name__ for cls in types if isinstance(obj, cls)), None)
+    if kind is None:
+        raise TypeError(
+            "obj must be a TensorLy CPTensor, TuckerTensor, TTTensor or TRTensor; "
+            f"got {_type_name(obj)}."
+        )
+    if form is not None and form not in ("chain", "nested"):
+        raise ValueError(f"form must be None, 'chain' or 'nested'; got {form!r}.")
+    if form == "chain" and kind != "TTTensor":
+        raise ValueError(
+            f"form='chain' embeds a TTTensor only; a {kind} embeds in nested form. Leave form=None."
+        )
+    if len(obj.shape) < 2:
+        raise ValueError(
+            f"obj must have at least 2 modes to embed as a SeKron tensor (S >= 2 factors); "
+            f"the {kind} has shape {tuple(obj.shape)}."
+        )
+    return kind
 
 
-def _tucker_factors(B: Any, core: Any, factors: Sequence[Any]) -> list[Any]:
-    """Tucker ranks t -> nested, ranks (t_1..t_{N-1}); the core is absorbed into the last factor."""
-    n_modes = len(factors)
-    shapes = one_mode_shapes(tuple(int(f.shape[0]) for f in factors))
-    t = tuple(int(f.shape[1]) for f in factors)
-    out = []
-    for k in range(n_modes - 1):
-        V = B.transpose(factors[k], (1, 0))  # (t_k, n_k)
-        V = B.reshape(V, (1,) * k + (t[k], int(factors[k].shape[0])))
-        V = _expand(B, V, (*t[:k], t[k], int(factors[k].shape[0])))
-        out.append(_as_mode(B, V, t[: k + 1], shapes[k]))
-    # A_N[r_1..r_{N-1}] = sum_t G[r_1..r_{N-1}, t] U_N[:, t]
-    P = prod(t[:-1])
-    last = B.matmul(B.reshape(core, (P, t[-1])), B.transpose(factors[-1], (1, 0)))
-    out.append(_as_mode(B, last, t[:-1], shapes[-1]))
-    return out
-
-
-def _tt_factors(B: Any, cores: Sequence[Any], form: str) -> list[Any]:
-    """TT cores G_k (r_{k-1}, n_k, r_k) -> chain (identical) or nested (SPEC §4 table)."""
-    n_modes = len(cores)
-    shapes = one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
-    r = tuple(int(c.shape[2]) for c in cores[:-1])  # r_1..r_{N-1}
-    out = []
-    for k, G in enumerate(cores):
-        r0, n, r1 = (int(v) for v in G.shape)
-        V = B.transpose(G, (0, 2, 1))  # (r_{k-1}, r_k, n_k)
-        if form == "chain":
-            out.append(_as_mode(B, V, (r0, r1), shapes[k]))
-        elif k == 0:
-            out.append(_as_mode(B, B.reshape(V, (r1, n)), (r1,), shapes[k]))
-        elif k < n_modes - 1:
-            # A_k[r_1..r_k] = G_k[r_{k-1}, :, r_k], constant over r_1..r_{k-2}
-            V = _expand(B, B.reshape(V, (1,) * (k - 1) + (r0, r1, n)), (*r[: k - 1], r0, r1, n))
-            out.append(_as_mode(B, V, r[: k + 1], shapes[k]))
-        else:
-            V = B.reshape(V, (1,) * (k - 1) + (r0, n))
-            out.append(_as_mode(B, _expand(B, V, (*r[: k - 1], r0, n)), r, shapes[k]))
-    return out
-
-
-def _tr_factors(B: Any, cores: Sequence[Any]) -> list[Any]:
-    """TR cores G_k (q_k, n_k, q_{k+1}), q_N = q_0 -> nested, ranks (q_0 q_1, q_2, .., q_{N-1}).
-
-    The first rank index fuses s = (q_0, q_1); the last factor uses q_{N-1} and the q_0 in s.
-    """
-    n_modes = len(cores)
-    shapes = one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
-    q = tuple(int(c.shape[0]) for c in cores)  # q_0..q_{N-1}
-    ranks = (q[0] * q[1], *q[2:])
-    n = tuple(int(c.shape[1]) for c in cores)
-    out = []
-    # factor 0: A_0[(a, b)] = G_0[a, :, b]
-    V = B.reshape(B.transpose(cores[0], (0, 2, 1)), (ranks[0], n[0]))
-    out.append(_as_mode(B, V, ranks[:1], shapes[0]))
-    for k in range(1, n_modes - 1):
-        # A_k[(a, b), q_2..q_{k+1}] = G_k[q_k, :, q_{k+1}]: constant over a and q_2..q_{k-1}
-        V = B.transpose(cores[k], (0, 2, 1))  # (q_k, q_{k+1}, n_k)
-        V = B.reshape(V, (1,) * k + (q[k], q[(k + 1) % n_modes], n[k]))
-        V = _expand(B, V, (q[0], *q[1 : k + 2], n[k]))  # (a, b, q_2..q_{k+1}, n_k)
-        out.append(_as_mode(B, V, ranks[: k + 1], shapes[k]))
-    # last: A[(a, b), q_2..q_{N-1}] = G_{N-1}[q_{N-1}, :, a]
-    k = n_modes - 1
-    V = B.transpose(cores[k], (2, 0, 1))  # (q_0, q_{N-1}, n)
-    if n_modes == 2:  # q_{N-1} is the b inside s
-        out.append(_as_mode(B, B.reshape(V, (ranks[0], n[k])), ranks, shapes[k]))
-    else:
-        V = B.reshape(V, (q[0],) + (1,) * (n_modes - 2) + (q[k], n[k]))
-        V = _expand(B, V, (*q, n[k]))
-        out.append(_as_mode(B, V, ranks, shapes[k]))
-    return out
-
-
-def from_tensorly(obj: Any, *, form: str | None = None) -> SeKronTensor:
+def from_tensorly(obj: Any, *, form: Form | None = None) -> SeKronTensor:
     """The exact SeKron embedding of a TensorLy CP, Tucker, TT or TR tensor (SPEC §4).
 
     Parameters
@@ -275,31 +156,7 @@ def from_tensorly(obj: Any, *, form: str | None = None) -> SeKronTensor:
     >>> bool(np.allclose(st.to_tensor(), tl.cp_to_tensor(cp)))
     True
     """
-    if isinstance(obj, CPTensor):
-        kind = "CPTensor"
-    elif isinstance(obj, TuckerTensor):
-        kind = "TuckerTensor"
-    elif isinstance(obj, TTTensor):
-        kind = "TTTensor"
-    elif isinstance(obj, TRTensor):
-        kind = "TRTensor"
-    else:
-        raise TypeError(
-            "obj must be a TensorLy CPTensor, TuckerTensor, TTTensor or TRTensor; "
-            f"got {_type_name(obj)}."
-        )
-    if form is not None and form not in ("chain", "nested"):
-        raise ValueError(f"form must be None, 'chain' or 'nested'; got {form!r}.")
-    if form == "chain" and kind != "TTTensor":
-        raise ValueError(
-            f"form='chain' embeds a TTTensor only; a {kind} embeds in nested form. Leave form=None."
-        )
-    n_modes = len(obj.shape)
-    if n_modes < 2:
-        raise ValueError(
-            f"obj must have at least 2 modes to embed as a SeKron tensor (S >= 2 factors); "
-            f"the {kind} has shape {tuple(obj.shape)}."
-        )
+    kind = _check_obj(obj, form)
     B, _ = _check_arrays(_arrays_of(obj), kind)
     if kind == "CPTensor":
         return SeKronTensor(_cp_factors(B, obj.weights, obj.factors), "nested")
@@ -364,17 +221,13 @@ def _factors_constant(st: SeKronTensor, n_axes: Any) -> bool:
     return True
 
 
-def _mode_sizes(st: SeKronTensor) -> tuple[int, ...]:
-    return st.shape
-
-
 def _flat(B: Any, f: Any, n_rank_dims: int, n: int) -> Any:
     return B.reshape(f, (*f.shape[:n_rank_dims], n))
 
 
 def _nested_to_cp(B: Any, st: SeKronTensor) -> CPTensor:
     """Any nested one-mode tensor is CP of rank prod(ranks): U_k[:, p] = A_k[p_1..p_k]."""
-    n = _mode_sizes(st)
+    n = st.shape
     R = st.ranks
     P = prod(R)
     S = st.n_factors
@@ -447,7 +300,7 @@ def _nested_to_tt(B: Any, st: SeKronTensor, compact: bool) -> list[Any]:
     return cores
 
 
-def to_tensorly(st: SeKronTensor, *, kind: str | None = None) -> Any:
+def to_tensorly(st: SeKronTensor, *, kind: _Kind | None = None) -> Any:
     """The TensorLy CP, Tucker, TT or TR tensor equal to a SeKronTensor, where one exists.
 
     Parameters
@@ -500,14 +353,14 @@ def to_tensorly(st: SeKronTensor, *, kind: str | None = None) -> Any:
     """
     if not isinstance(st, SeKronTensor):
         raise TypeError(f"st must be a SeKronTensor; got {_type_name(st)}.")
-    if kind is not None and kind not in KINDS:
-        raise ValueError(f"kind must be None or one of {KINDS}; got {kind!r}.")
+    if kind is not None and kind not in _KINDS:
+        raise ValueError(f"kind must be None or one of {_KINDS}; got {kind!r}.")
     # TensorLy's classes validate their arrays with the active backend: use the arrays' own
-    with thread_backend(st.backend):
+    with _thread_backend(st.backend):
         return _to_tensorly(st, kind)
 
 
-def _to_tensorly(st: SeKronTensor, kind: str | None) -> Any:
+def _to_tensorly(st: SeKronTensor, kind: _Kind | None) -> Any:
     B = get_backend(st.backend)
     name = {None: "TensorLy", "cp": "CP", "tucker": "Tucker", "tt": "TT", "tr": "TR"}[kind]
     problem = _one_mode_problem(st.shapes)

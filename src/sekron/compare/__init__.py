@@ -1,0 +1,175 @@
+"""compare(): at each compression ratio, the best error of every factorization family.
+
+Families: the searched SeKron structure, TT, TR, CP, Tucker, Tucker-2 (4-way tensors) and GKPD
+(the best 2-factor SeKron). Each family uses its best ranks under the same parameter budget,
+``numel / compression``, counted by its *own* parameter count (SPEC §4).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from math import prod
+from typing import Any, cast
+
+from .._typing import Form
+from .._validation import (
+    _type_name,
+    budget_from_compression,
+    check_compression,
+    check_forms,
+    check_int,
+    check_max_seconds,
+    check_positive_int,
+    check_progress,
+    check_tensor,
+    check_threads,
+)
+from ._run import Options as _Options
+from ._run import ProgressArg as _ProgressArg
+from ._run import run as _run
+from ._table import FAMILIES, CompareTable, Row
+
+__all__ = [
+    "CompareTable",
+    "FAMILIES",
+    "Row",
+    "compare",
+]
+
+
+def _check_compressions(compression: Any) -> tuple[float, ...]:
+    items = [compression] if isinstance(compression, int | float) else compression
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence) or not items:
+        raise TypeError(
+            "compression must be a number > 1 or a non-empty sequence of them; got "
+            f"{_type_name(compression)}."
+        )
+    out = [check_compression(c, f"compression[{i}]") for i, c in enumerate(items)]
+    return tuple(sorted(set(out)))
+
+
+def _n_prime_factors(n: int) -> int:
+    """Prime factors of n, with multiplicity (Ω(n))."""
+    count, p = 0, 2
+    while p * p <= n:
+        while n % p == 0:
+            n, count = n // p, count + 1
+        p += 1
+    return count + (n > 1)
+
+
+def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
+    comps = _check_compressions(compression)
+    families = kw["families"]
+    if isinstance(families, str) or not isinstance(families, Sequence):
+        raise TypeError(f"families must be a sequence of names; got {_type_name(families)}.")
+    fams = tuple(dict.fromkeys(str(f).lower() for f in families))
+    if not fams or any(f not in FAMILIES for f in fams):
+        raise ValueError(f"families must be a non-empty subset of {FAMILIES}; got {families!r}.")
+    name = kw["name"]
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"name must be a str or None; got {_type_name(name)}.")
+    shape = tuple(int(v) for v in t.shape)
+    numel = prod(shape)
+    # no configuration has more non-trivial factors than the mode sizes have prime factors
+    max_factors = min(
+        check_int(kw["max_factors"], "max_factors", at_least=2),
+        max(2, sum(_n_prime_factors(n) for n in shape)),
+    )
+    return _Options(
+        comps,
+        tuple(budget_from_compression(c, numel) for c in comps),
+        fams,
+        max_factors,
+        cast(tuple[Form, ...], check_forms(kw["forms"])),
+        None if kw["max_configs"] is None else check_positive_int(kw["max_configs"], "max_configs"),
+        check_max_seconds(kw["max_seconds"]),
+        kw["random_state"],
+        check_threads(kw["threads"]),
+        name,
+        check_progress(kw["progress"]),
+    )
+
+
+def compare(
+    tensor: Any,
+    *,
+    compression: float | Sequence[float] = (2, 4, 8, 16),
+    max_factors: int = 3,
+    families: Sequence[str] = FAMILIES,
+    forms: Sequence[Form] = ("nested", "chain"),
+    max_configs: int | None = None,
+    max_seconds: float | None = None,
+    random_state: Any = 0,
+    progress: _ProgressArg = None,
+    threads: int | None = None,
+    name: str | None = None,
+) -> CompareTable:
+    """Best relative error of each factorization family at each compression ratio.
+
+    Parameters
+    ----------
+    tensor : array
+        numpy, torch or jax array (TT, TR, CP, Tucker need >= 2 modes, Tucker-2 exactly 4).
+    compression : float or sequence of floats > 1
+        Compression ratios; the budget of each is ``floor(numel / compression)`` parameters.
+    max_factors : int >= 2
+        Largest number of Kronecker factors the SeKron search considers.
+    families : sequence of str
+        Subset of :data:`FAMILIES`: sekron, gkpd, tt, tr, cp, tucker, tucker2.
+    forms, max_configs, threads
+        Passed to :func:`sekron.search`.
+    max_seconds : float > 0, optional
+        Bounds the whole run: half to the searches (equal shares per ratio, each search's
+        ``max_seconds``), the rest to the family fits; an iterative fit (CP) that runs out of
+        its share stops and its row says ``cut_short``. ``table.searches[i]`` tells whether
+        each ratio's best is certified (``bound``, ``n_open``).
+    random_state : None, int or Generator
+        Seed of the iterative fits (CP, TR, Tucker); the table is deterministic by default.
+    progress : bool or callable, optional
+        Progress of the whole run, a step per search and per fit: True draws a line on stderr,
+        None only when stderr is a terminal; a callable receives ``(done, total)`` steps.
+    name : str, optional
+        The tensor's name (a layer), shown in the table's header and the plot's title.
+
+    Returns
+    -------
+    CompareTable
+        ``str(table)``, ``table.to_json()``, ``table.plot(path)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument; the message names it.
+
+    Notes
+    -----
+    The SeKron search runs once per ratio, so each ratio's certificate (``bound``) is the one
+    :func:`sekron.search` gives for that ratio alone. GKPD is the best 2-factor configuration,
+    which the search evaluates exhaustively. A family that cannot meet a budget gets a row with
+    ``rel_error=None`` and a ``reason``, not an exception.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sekron.compare import compare
+    >>> W = np.random.default_rng(0).standard_normal((8, 8, 3, 3))
+    >>> table = compare(W, compression=(2, 4), families=("sekron", "tt", "cp"), progress=False)
+    >>> table["cp", 4].notation
+    'rank 6'
+    """
+    t, _ = check_tensor(tensor)
+    opts = _check_options(
+        t,
+        compression,
+        families=families,
+        max_factors=max_factors,
+        forms=forms,
+        max_configs=max_configs,
+        max_seconds=max_seconds,
+        random_state=random_state,
+        threads=threads,
+        progress=progress,
+        name=name,
+    )
+    return _run(t, opts)
