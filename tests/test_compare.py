@@ -7,6 +7,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import sekron
 from sekron.compare import FAMILIES, compare
@@ -17,7 +19,9 @@ from sekron.testing import rel_error, tolerance
 @pytest.fixture(scope="module")
 def table():
     W = np.random.default_rng(0).standard_normal((8, 6, 3, 3))
-    return W, compare(W, compression=(2, 4, 300), progress=False)
+    # refine=0: the greedy search and each family's default fit (the rows are reproducible
+    # from decompose and the structures); the joint-fit stage is tested below
+    return W, compare(W, compression=(2, 4, 300), progress=False, refine=0)
 
 
 def test_every_family_and_ratio_has_a_row(table) -> None:
@@ -85,7 +89,10 @@ def test_json_schema(table, tmp_path) -> None:
         "notation",
         "cut_short",
         "seconds",
+        "refined",
+        "greedy_error",
     }
+    assert data["effort"] == tab.effort()
     for row in data["rows"]:
         assert set(row) == keys
         assert row["family"] in FAMILIES
@@ -126,9 +133,9 @@ def test_validation(kwargs, exc, match) -> None:
 # -- the certificate of each ratio is search's own (issue #13, item 2) -------------------------
 def test_each_ratios_bound_is_searchs_bound_for_that_ratio_alone() -> None:
     W = np.random.default_rng(0).standard_normal((16, 8, 3, 3))
-    tab = compare(W, compression=(2, 4), families=("sekron",), progress=False, threads=1)
+    tab = compare(W, compression=(2, 4), families=("sekron",), progress=False, threads=1, refine=0)
     for c, res in zip(tab.compressions, tab.searches, strict=True):
-        alone = sekron.search(W, compression=c, progress=False, threads=1)
+        alone = sekron.search(W, compression=c, progress=False, threads=1, refine=0)
         assert res is not None
         assert res.bound == alone.bound  # one shared search gave 0.7782 at 4x, search 0.7763
         assert res.best.rel_error == alone.best.rel_error
@@ -277,4 +284,47 @@ def test_progress_in_a_log_file_has_no_carriage_returns(capsys) -> None:
     err = capsys.readouterr().err  # not a terminal
     assert "\r" not in err
     lines = err.splitlines()
-    assert len(lines) == 4 and lines[-1].startswith("sekron compare 3/4: CP at 4x")
+    # the family fits first (the searches start from them), then one search per ratio
+    assert len(lines) == 4 and lines[1].startswith("sekron compare 1/4: CP at 4x")
+    assert lines[-1].startswith("sekron compare 3/4: SeKron search at 4x")
+
+
+# -- the joint-fit stage (issue #9) --------------------------------------------------------------
+@settings(max_examples=6, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    shape=st.sampled_from([(8, 6, 3, 3), (6, 4, 3, 2), (12, 4, 2, 2)]),
+    compression=st.sampled_from([2.0, 3.0, 5.0]),
+)
+def test_searched_sekron_is_at_most_every_family_that_embeds_at_equal_count(
+    seed, shape, compression
+) -> None:
+    W = np.random.default_rng(seed).standard_normal(shape)
+    fams = ("sekron", "gkpd", "tt", "cp", "tucker2")
+    tab = compare(W, compression=compression, families=fams, progress=False, refine=6)
+    row = tab["sekron", compression]
+    assert row.n_params <= row.budget
+    assert row.refined or row.rel_error == row.greedy_error  # a joint fit, or the greedy best
+    for fam in fams[1:]:
+        other = tab[fam, compression]
+        if other.rel_error is not None:
+            assert row.rel_error <= other.rel_error + 1e-12, fam
+    # the row's error is its fit's measured error
+    fit = tab.searches[0].best.to_sekron()
+    assert fit.shapes == row.shapes and fit.ranks == row.ranks and fit.n_params == row.n_params
+    assert abs(rel_error(fit.to_tensor(), W) - row.rel_error) <= tolerance(W.dtype)
+    # the greedy search's best is reported beside it, and never beats the joint fit
+    assert row.greedy_error == tab.searches[0].greedy_best.rel_error >= row.rel_error - 1e-12
+
+
+def test_table_and_json_state_the_effort(tmp_path) -> None:
+    W = np.random.default_rng(7).standard_normal((8, 6, 3, 3))
+    tab = compare(W, compression=(2,), families=("sekron", "tt", "cp"), progress=False, refine=4)
+    effort = tab.effort()
+    assert tab.sweeps == 4 and "4 ALS sweeps of joint fits" in effort
+    assert "TT: TT-SVD, then 4 ALS sweeps" in effort and "4 iterations of CP-ALS" in effort
+    assert " ".join(str(tab).split()).count(" ".join(("effort: " + effort).split())) == 1
+    assert json.loads(tab.to_json())["effort"] == tab.effort()
+    # TT is TT-SVD then the same sweeps: never worse than TT-SVD alone
+    plain = sekron.structures.TT().fit(W, max_params=tab["tt", 2].budget)
+    assert tab["tt", 2].rel_error <= plain.rel_error + 1e-12

@@ -92,7 +92,7 @@ def test_tucker2_chain_is_the_fit_at_its_own_parameter_count() -> None:
 def test_joint_best_is_at_most_every_start_and_every_family(seed, compression) -> None:
     W = np.random.default_rng(seed).standard_normal((8, 6, 3, 3))
     budget = int(W.size / compression)
-    res = sekron.search(W, compression=compression, progress=False)
+    res = sekron.search(W, compression=compression, progress=False, refine=0)
     fam = _joint.family_starts(W, budget, random_state=0)
     starts = _joint.shortlist(W, res.all, budget)
     starts += [_joint.Start(s, name) for name, s in fam.items()]
@@ -109,3 +109,14 @@ def test_joint_best_is_at_most_every_start_and_every_family(seed, compression) -
         start_err = np.linalg.norm(W - s.st.to_tensor()) / np.linalg.norm(W)
         assert best.rel_error <= start_err + TOL64
     assert best.rel_error <= res.best.rel_error + TOL64  # the greedy best is a start
+
+
+def test_joint_stage_on_every_backend(backend) -> None:
+    W = np.random.default_rng(5).standard_normal((8, 6, 3, 3))
+    t = backend.asarray(W, "float64" if backend.supports_float64 else "float32")
+    res = sekron.search(t, compression=3, progress=False, refine=4)
+    assert res.refined and res.best.rel_error <= res.greedy_best.rel_error + 1e-6
+    fit = res.best.to_sekron()
+    assert fit.backend == backend.name and str(fit.dtype) == str(t.dtype)
+    measured = np.linalg.norm(W - np.asarray(fit.to_tensor(), dtype=np.float64))
+    assert abs(measured / np.linalg.norm(W) - res.best.rel_error) <= 10 * tolerance(t.dtype)

@@ -70,6 +70,20 @@ def test_refine_is_scale_free(scale: float) -> None:
     assert abs(out.rel_error - ref.rel_error) <= 1e-10
 
 
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_refine_of_a_start_that_carries_the_scale_in_its_first_factor(scale: float) -> None:
+    # a family fit puts the scale into its first factor: Grams of the others must not overflow
+    W = np.random.default_rng(1).standard_normal((8, 6, 4))
+    shapes = [(2, 1, 2), (2, 3, 1), (2, 2, 2)]
+    ref = sekron.refine(W, sekron.decompose(W, shapes, rank=[2, 2]), sweeps=3)
+    start = sekron.SeKronTensor(
+        [f * (scale if k == 0 else 1.0) for k, f in enumerate(ref.factors)], ref.form
+    )
+    out = sekron.refine(W * scale, start, sweeps=3)
+    unscaled = sekron.refine(W, ref, sweeps=3)
+    assert np.isfinite(out.rel_error) and abs(out.rel_error - unscaled.rel_error) <= 1e-10
+
+
 def test_refine_keeps_kind_dtype_and_device(backend) -> None:
     W = backend.asarray(np.random.default_rng(0).standard_normal((8, 6, 4)), "float32")
     start = sekron.decompose(W, [(2, 2, 2), (4, 3, 2)], rank=2)

@@ -129,12 +129,28 @@ def refine(
         B.reshape(f, (*f.shape[: f.ndim - n_modes], dk))
         for f, dk in zip(factors, factor_sizes(st.shapes), strict=True)
     ]
-    flat[-1] = flat[-1] * scale
+    # every factor O(1) (Grams of factors near 1e±200 overflow), the product matched to the
+    # scaled target: exact powers of two throughout
+    shift = -int(np.frexp(scale)[1]) + 1  # scale == 2**-shift
+    for k, f in enumerate(flat):
+        e = -int(np.frexp(pow2_scale(f))[1]) + 1  # pow2_scale(f) == 2**-e
+        flat[k] = _times_pow2(f, -e)
+        shift -= e
+    flat[-1] = _times_pow2(flat[-1], -shift)
     flat, err2 = _als(B, T, flat, st.form, n_sweeps, rtol)
-    flat[-1] = flat[-1] / scale
+    flat[-1] = _times_pow2(flat[-1], -int(np.frexp(scale)[1]) + 1)
     out = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, st.shapes, strict=True)]
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
     return SeKronTensor(out, st.form, rel_error=rel)
+
+
+def _times_pow2(x: Any, e: int) -> Any:
+    """``x · 2**e`` exactly, in steps that stay within the float range."""
+    while e:
+        step = max(-1000, min(1000, e))
+        x = x * float(np.ldexp(1.0, step))
+        e -= step
+    return x
 
 
 def _with_ranks(

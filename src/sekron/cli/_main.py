@@ -181,9 +181,17 @@ def _add_search_options(cmp: argparse.ArgumentParser) -> None:
         type=_seconds,
         default=None,
         metavar="T",
-        help="time limit per tensor: half for the SeKron search when other families follow, "
-        "the rest shared by them (passed to sekron.compare); the output says whether the best "
-        "SeKron structure found is certified optimal",
+        help="time limit per tensor (sekron.compare's max_seconds): half for the family fits "
+        "when the SeKron search follows, the rest for the searches; the output says whether "
+        "the greedy search's best is certified",
+    )
+    cmp.add_argument(
+        "--refine",
+        type=_int_at_least("--refine", 0),
+        default=30,
+        metavar="N",
+        help="effort of every fit (default: 30): ALS sweeps of the SeKron joint fits and after "
+        "TT-SVD, iterations of CP and Tucker; 0: the greedy SeKron search only",
     )
     cmp.add_argument(
         "--threads",
@@ -302,25 +310,6 @@ def _outputs(args: argparse.Namespace, names: list[str]) -> tuple[Path | None, d
     return js, dict(zip(names, paths, strict=True))
 
 
-def _groups(families: Sequence[str]) -> list[tuple[str, ...]]:
-    """Families in table order; ``sekron`` and ``gkpd`` together (they share one search)."""
-    from ..compare import FAMILIES
-
-    fams = [f for f in FAMILIES if f in families]
-    shared = tuple(f for f in fams if f in ("sekron", "gkpd"))
-    return ([shared] if shared else []) + [(f,) for f in fams if f not in shared]
-
-
-def _share(total: float | None, elapsed: float, groups: list[tuple[str, ...]], i: int) -> Any:
-    """Seconds for ``groups[i]`` out of ``total`` for the tensor: the SeKron search gets half
-    of it when other families follow, each later group an equal share of what is left."""
-    if total is None:
-        return None
-    if i == 0 and len(groups) > 1 and {"sekron", "gkpd"} & set(groups[0]):
-        return max(total / 2 - elapsed, 1e-9)
-    return max((total - elapsed) / (len(groups) - i), 1e-9)
-
-
 def _run_layer(
     layer: LayerResult,
     W: np.ndarray,
@@ -329,35 +318,34 @@ def _run_layer(
     progress: _Progress,
     label: str,
 ) -> None:
-    """Fit each group of families in turn, timing each. A Ctrl-C in the search ends it with
-    what it found (kept, then stop); anywhere else it raises KeyboardInterrupt."""
+    """One compare call for every family (the search needs the family fits as warm starts).
+    A Ctrl-C stops it with what finished (kept, then stop)."""
     from .. import compare as _  # noqa: F401  (sekron.compare the module is in sys.modules)
 
     compare = sys.modules["sekron.compare"].compare
-    start = time.perf_counter()
-    groups = _groups(args.families)
-    for i, group in enumerate(groups):
-        left = _share(args.max_seconds, time.perf_counter() - start, groups, i)
-        progress.stage(label, f"fitting {', '.join(group)}")
-        t0 = time.perf_counter()
-        try:
-            with _blas_threads(1):
-                table = compare(
-                    W,
-                    compression=tuple(args.compression),
-                    families=group,
-                    forms=tuple(args.forms),
-                    max_factors=args.max_factors,
-                    max_configs=args.max_configs,
-                    max_seconds=left,
-                    threads=args.threads,
-                    progress=progress,
-                )
-        except (ValueError, TypeError) as e:
-            raise CLIError(f"{layer.name}: {str(e).splitlines()[0]}") from None
-        layer.parts.append((group, table, time.perf_counter() - t0))
-        if stop.requested:  # the search returned what it had found when Ctrl-C came
-            return
+    progress.stage(label, f"fitting {', '.join(args.families)}")
+    t0 = time.perf_counter()
+    try:
+        with _blas_threads(1):
+            table = compare(
+                W,
+                compression=tuple(args.compression),
+                families=tuple(args.families),
+                forms=tuple(args.forms),
+                max_factors=args.max_factors,
+                max_configs=args.max_configs,
+                max_seconds=args.max_seconds,
+                threads=args.threads,
+                progress=progress,
+                refine=args.refine,
+                name=layer.name,
+            )
+    except (ValueError, TypeError) as e:
+        raise CLIError(f"{layer.name}: {str(e).splitlines()[0]}") from None
+    if any(r.reason != "interrupted" for r in table.rows):  # something finished
+        layer.parts.append((tuple(table.families), table, time.perf_counter() - t0))
+    if table.interrupted:
+        stop.requested = True
 
 
 def _notes(table: Any, where: str = "") -> None:

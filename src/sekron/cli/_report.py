@@ -43,6 +43,8 @@ class LayerResult:
         """All finished rows as one CompareTable."""
         from ..compare import CompareTable
 
+        if len(self.parts) == 1:
+            return self.parts[0][1]
         rows = [r for _, t, _ in self.parts for r in t.rows]
         searches: Sequence[Any] = next((t.searches for _, t, _ in self.parts if t.searches), [])
         comps = self.parts[0][1].compressions
@@ -95,10 +97,22 @@ def _layer_document(layer: LayerResult) -> tuple[dict[str, Any], list[dict[str, 
         "shape": list(layer.shape),
         "dtype": layer.dtype,
         "families": layer.families,
-        "seconds": {"+".join(fams): round(sec, 4) for fams, _, sec in layer.parts},
+        "seconds": _seconds_by_family(table, layer),
         "searches": list(searches.values()),
     }
     return meta, rows
+
+
+def _seconds_by_family(table: Any, layer: LayerResult) -> dict[str, float]:
+    """Wall time of each family's fits (the SeKron searches for sekron and gkpd, which share
+    them), and of the whole comparison of the layer."""
+    out: dict[str, float] = {}
+    for r in table.rows:
+        key = "sekron+gkpd" if r.family in ("sekron", "gkpd") else r.family
+        if r.seconds is not None and not (r.family == "gkpd" and "sekron" in table.families):
+            out[key] = round(out.get(key, 0.0) + r.seconds, 4)
+    out["total"] = round(sum(sec for _, _, sec in layer.parts), 4)
+    return out
 
 
 def document(

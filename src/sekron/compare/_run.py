@@ -5,11 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass, replace
 from typing import Any, NamedTuple
 
 from .._typing import Form
+from ..refinement import refine
 from ..search import Candidate, SearchResult, search
+from ..search._joint import _tucker2_chain
 from ..structures import BudgetTooSmall, get_structure
+from ..tensor import SeKronTensor
 from ._table import _LABELS, CompareTable, Row
 
 ProgressArg = bool | Callable[[int, int], Any] | None
@@ -29,19 +33,21 @@ class Options(NamedTuple):
     threads: int
     name: str | None
     progress: ProgressArg
+    sweeps: int
 
 
 class Clock:
-    """The time budget of a whole run, shared out: the searches first, then the family fits.
+    """The time budget of a whole run, shared out: the family fits first, then the searches.
 
-    With ``max_seconds`` the searches together get half of it when family fits follow (all of
+    With ``max_seconds`` the family fits together get half of it when searches follow (all of
     it otherwise), and each step gets an equal share of what is left for its phase.
     """
 
     def __init__(self, max_seconds: float | None, n_searches: int, n_fits: int) -> None:
         self.start = time.perf_counter()
         self.total = max_seconds
-        self.search_share = 1.0 if n_fits == 0 else 0.5
+        fit_share = 1.0 if n_searches == 0 else 0.5 if n_fits else 0.0
+        self.end = {"fit": fit_share, "search": 1.0}
         self.left = {"search": n_searches, "fit": n_fits}
 
     def share(self, phase: str) -> float | None:
@@ -49,8 +55,7 @@ class Clock:
         self.left[phase] -= 1
         if self.total is None:
             return None
-        end = self.total * (self.search_share if phase == "search" else 1.0)
-        left = end - (time.perf_counter() - self.start)
+        left = self.total * self.end[phase] - (time.perf_counter() - self.start)
         return max(1e-9, left / (self.left[phase] + 1))
 
 
@@ -115,12 +120,16 @@ def _no_row(family: str, c: float, budget: int, reason: str, seconds: float = 0.
     return Row(family, c, budget, None, None, None, None, None, reason, seconds=seconds)
 
 
-def _candidate_row(family: str, c: float, budget: int, cand: Candidate, seconds: float) -> Row:
+def _candidate_row(
+    family: str, c: float, budget: int, cand: Candidate, seconds: float, greedy: float
+) -> Row:
     shapes = " ⊗ ".join("(" + ",".join(map(str, s)) + ")" for s in cand.shapes)
     if family == "gkpd":
         notation = f"{shapes}, rank {cand.ranks[0]}"
     else:
         notation = f"{shapes} {cand.form}, ranks ({', '.join(map(str, cand.ranks))})"
+    if cand.refined:
+        notation += f", joint fit from {cand.source}"
     return Row(
         family,
         c,
@@ -133,16 +142,23 @@ def _candidate_row(family: str, c: float, budget: int, cand: Candidate, seconds:
         own_ranks=cand.ranks,
         notation=notation,
         seconds=seconds,
+        refined=cand.refined,
+        greedy_error=greedy,
     )
 
 
 def search_rows(
-    t: Any, opts: Options, clock: Clock, bar: Progress
-) -> tuple[list[SearchResult | None], dict[str, list[Row]]]:
+    t: Any,
+    opts: Options,
+    clock: Clock,
+    bar: Progress,
+    warm: dict[float, list[SeKronTensor]],
+    done: dict[tuple[str, float], Row],
+    searches: list[SearchResult | None],
+) -> None:
     """One search per ratio (so each ratio's certificate is the search's own for that ratio),
-    and the SeKron and GKPD rows from it."""
-    searches: list[SearchResult | None] = []
-    rows: dict[str, list[Row]] = {"sekron": [], "gkpd": []}
+    with the family fits of that ratio as warm starts of its joint stage; the SeKron and GKPD
+    rows go into ``done`` and the searches into ``searches`` as they finish."""
     for c, b in zip(opts.compressions, opts.budgets, strict=True):
         bar.begin(f"SeKron search at {c:g}x")
         start = time.perf_counter()
@@ -156,47 +172,65 @@ def search_rows(
                 max_seconds=clock.share("search"),
                 progress=bar.search_callback,
                 threads=opts.threads,
+                refine=opts.sweeps if "sekron" in opts.families else 0,
+                warm_starts=warm.get(c, []),
             )
         except ValueError:  # the budget is below every configuration's smallest structure
             res = None
         seconds = time.perf_counter() - start
+        if res is not None and res.interrupted:  # Ctrl-C in the search: stop the whole run
+            raise KeyboardInterrupt
         searches.append(res)
         if res is None:
-            rows["sekron"].append(_no_row("sekron", c, b, "no SeKron structure fits", seconds))
-            rows["gkpd"].append(_no_row("gkpd", c, b, "no SeKron structure fits", seconds))
+            done["sekron", c] = _no_row("sekron", c, b, "no SeKron structure fits", seconds)
+            done["gkpd", c] = _no_row("gkpd", c, b, "no SeKron structure fits", seconds)
         else:
-            rows["sekron"].append(_candidate_row("sekron", c, b, res.best, seconds))
-            two = [x for x in res.all if x.n_factors == 2]
+            greedy = res.greedy_best.rel_error
+            done["sekron", c] = _candidate_row("sekron", c, b, res.best, seconds, greedy)
+            two = [x for x in res.all if x.n_factors == 2]  # greedy S = 2 is optimal
             best = min(two, key=lambda x: (x.rel_error, x.n_params), default=None)
             if best is None:
-                rows["gkpd"].append(_no_row("gkpd", c, b, "no 2-factor split fits", seconds))
+                done["gkpd", c] = _no_row("gkpd", c, b, "no 2-factor split fits", seconds)
             else:
-                rows["gkpd"].append(_candidate_row("gkpd", c, b, best, seconds))
+                done["gkpd", c] = _candidate_row("gkpd", c, b, best, seconds, best.rel_error)
         bar.step()
-    return searches, rows
 
 
-def fit_row(name: str, t: Any, c: float, budget: int, opts: Options, clock: Clock) -> Row:
-    """A family's own fit at one budget, or a row that says why there is none."""
+def fit_row(
+    name: str, t: Any, c: float, budget: int, opts: Options, clock: Clock
+) -> tuple[Row, SeKronTensor | None]:
+    """A family's own fit at one budget, or a row that says why there is none; and the fit as
+    a warm start of the search's joint stage when it embeds at its own parameter count (TT,
+    CP, Tucker-2 as a chain).
+
+    Effort: CP, Tucker and Tucker-2 run ``opts.sweeps`` iterations of their own algorithm
+    (their defaults with ``sweeps=0``); TT is TT-SVD followed by ``opts.sweeps`` ALS sweeps;
+    TR is TR-SVD, which does not iterate.
+    """
     shape = tuple(int(s) for s in t.shape)
     seconds = clock.share("fit")
     if name == "tucker2" and len(shape) != 4:
-        return _no_row(name, c, budget, f"{_LABELS[name]} needs a 4-way tensor")
+        return _no_row(name, c, budget, f"{_LABELS[name]} needs a 4-way tensor"), None
     s = get_structure(name)
     if len(shape) < s.min_modes:
-        return _no_row(name, c, budget, f"{_LABELS[name]} needs >= {s.min_modes} modes")
+        return _no_row(name, c, budget, f"{_LABELS[name]} needs >= {s.min_modes} modes"), None
+    if opts.sweeps and is_dataclass(s) and "n_iter_max" in {f.name for f in fields(s)}:
+        s = replace(s, n_iter_max=opts.sweeps)
     try:
         fit = s._fit_checked(t, budget=budget, random_state=opts.random_state, max_seconds=seconds)
     except BudgetTooSmall as e:
         why = f"{_LABELS[name]} needs {e.smallest:,} parameters at its smallest ranks"
-        return _no_row(name, c, budget, why)
-    st = fit.embedding
-    return Row(
+        return _no_row(name, c, budget, why), None
+    st, err = fit.embedding, fit.rel_error
+    if name == "tt" and opts.sweeps:
+        st = refine(t, st, sweeps=opts.sweeps)
+        err = float(st.rel_error or 0.0)
+    row = Row(
         name,
         c,
         budget,
         fit.n_params,
-        fit.rel_error,
+        err,
         st.shapes,
         st.ranks,
         st.form,
@@ -205,10 +239,14 @@ def fit_row(name: str, t: Any, c: float, budget: int, opts: Options, clock: Cloc
         cut_short=fit.cut_short,
         seconds=fit.seconds,
     )
+    start = {"tt": st, "cp": st, "tucker2": _tucker2_chain(st) if name == "tucker2" else st}
+    return row, start.get(name) if name in ("tt", "cp", "tucker2") else None
 
 
 def run(t: Any, opts: Options) -> CompareTable:
-    """The searches, then every other family's fit at every ratio, as one table."""
+    """Every family's fit at every ratio, then the searches (warm-started from those fits),
+    as one table. A Ctrl-C stops the run: the table then holds what finished (the other rows
+    say "interrupted") and ``interrupted`` is set."""
     searching = "sekron" in opts.families or "gkpd" in opts.families
     fitted = [f for f in opts.families if f not in ("sekron", "gkpd")]
     n_search = len(opts.compressions) if searching else 0
@@ -216,22 +254,33 @@ def run(t: Any, opts: Options) -> CompareTable:
     clock = Clock(opts.max_seconds, n_search, n_fits)
     bar = Progress(n_search + n_fits, opts.progress)
     searches: list[SearchResult | None] = []
-    by_family: dict[str, list[Row]] = {}
+    done: dict[tuple[str, float], Row] = {}
+    warm: dict[float, list[SeKronTensor]] = {c: [] for c in opts.compressions}
+    interrupted = False
     try:
-        if searching:
-            searches, by_family = search_rows(t, opts, clock, bar)
         for fam in fitted:
-            by_family[fam] = []
             for c, b in zip(opts.compressions, opts.budgets, strict=True):
                 bar.begin(f"{_LABELS[fam]} at {c:g}x")
-                by_family[fam].append(fit_row(fam, t, c, b, opts, clock))
+                done[fam, c], start = fit_row(fam, t, c, b, opts, clock)
+                if start is not None and start.n_params <= b:
+                    warm[c].append(start)
                 bar.step()
+        if searching:
+            search_rows(t, opts, clock, bar, warm, done, searches)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         bar.close()
     return CompareTable(
-        tuple(r for fam in opts.families for r in by_family[fam]),
+        tuple(
+            done.get((fam, c)) or _no_row(fam, c, b, "interrupted")
+            for fam in opts.families
+            for c, b in zip(opts.compressions, opts.budgets, strict=True)
+        ),
         tensor_shape=tuple(int(s) for s in t.shape),
         compressions=opts.compressions,
-        searches=tuple(searches),
+        searches=tuple(searches) + (None,) * (n_search - len(searches)),
         name=opts.name,
+        sweeps=opts.sweeps,
+        interrupted=interrupted,
     )

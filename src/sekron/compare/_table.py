@@ -42,7 +42,9 @@ class Row:
     the family's own parameter count (the parameters it actually uses, at most ``budget``),
     ``own_ranks`` its ranks in its own notation and ``notation`` both as text (``rank 186`` for
     CP, one rank per mode for Tucker). ``cut_short`` says that ``max_seconds`` stopped the
-    family's iterations early; ``seconds`` is the wall time of the row's fit.
+    family's iterations early; ``seconds`` is the wall time of the row's fit. For the SeKron
+    row, ``refined`` says that ``rel_error`` is a joint (ALS) fit's measured error, and
+    ``greedy_error`` is the greedy search's best error at that ratio.
     """
 
     family: str
@@ -58,6 +60,8 @@ class Row:
     notation: str | None = None
     cut_short: bool = False
     seconds: float | None = None
+    refined: bool = False
+    greedy_error: float | None = None
 
     def describe(self) -> str:
         """The structure in the family's own notation, or why there is none."""
@@ -81,7 +85,9 @@ class CompareTable:
     each family's structure in its own notation and the parameters it uses); :meth:`to_json`,
     :meth:`to_records`, :meth:`plot` export it; ``table["tt", 4]`` gives one :class:`Row`.
     ``searches`` holds the SeKron search of each ratio (None where none ran), ``name`` the
-    tensor's name (a layer), shown in the header and the plot's title.
+    tensor's name (a layer), shown in the header and the plot's title. ``sweeps`` is the effort
+    every fit was given (ALS sweeps or iterations, see :func:`sekron.compare.compare`).
+    ``interrupted`` says that Ctrl-C stopped the run: the rows not finished say so.
     """
 
     rows: Sequence[Row]
@@ -90,6 +96,8 @@ class CompareTable:
     compressions: Sequence[float]
     searches: Sequence[SearchResult | None] = ()
     name: str | None = None
+    sweeps: int = 0
+    interrupted: bool = False
     families: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:  # any sequences in, tuples stored
@@ -122,7 +130,12 @@ class CompareTable:
     def to_json(self, path: str | Path | None = None) -> str:
         """The rows as JSON, ``{"tensor_shape": .., "rows": [..]}``; also written to ``path``."""
         text = json.dumps(
-            {"tensor_shape": list(self.tensor_shape), "rows": self.to_records()}, indent=1
+            {
+                "tensor_shape": list(self.tensor_shape),
+                "effort": self.effort(),
+                "rows": self.to_records(),
+            },
+            indent=1,
         )
         if path is not None:
             _check_path(path, "path").write_text(text + "\n")
@@ -135,6 +148,7 @@ class CompareTable:
         head = f"relative error at equal parameter budgets: {what} ({size})"
         notes: dict[str, int] = {}
         lines = textwrap.wrap(head, WIDTH)
+        lines += textwrap.wrap("effort: " + self.effort(), WIDTH)
         lines += self._error_lines(notes)
         lines += self._structure_lines(notes)
         if notes:
@@ -152,6 +166,30 @@ class CompareTable:
 
     def __repr__(self) -> str:
         return str(self)
+
+    def effort(self) -> str:
+        """What every fit was given, as text (also the JSON's ``effort``)."""
+        n, fams = self.sweeps, set(self.families)
+        parts = []
+        if "sekron" in fams:
+            parts.append(
+                f"SeKron: greedy search, then {n} ALS sweeps of joint fits"
+                if n
+                else "SeKron: greedy search only (one pass of SVDs)"
+            )
+        if "gkpd" in fams:
+            parts.append("GKPD: exact (SVD)")
+        if "tt" in fams:
+            parts.append(f"TT: TT-SVD, then {n} ALS sweeps" if n else "TT: TT-SVD")
+        if "cp" in fams:
+            parts.append(f"CP: {n} iterations of CP-ALS" if n else "CP: CP-ALS (its default)")
+        hooi = [f for f in ("tucker", "tucker2") if f in fams]
+        if hooi:
+            names = "/".join(_LABELS[f] for f in hooi)
+            parts.append(f"{names}: {n} iterations of HOOI" if n else f"{names}: HOOI")
+        if "tr" in fams:
+            parts.append("TR: TR-SVD (no iterations)")
+        return "; ".join(parts)
 
     def _cell(self, r: Row, best: float | None, notes: dict[str, int]) -> str:
         if r.rel_error is None:

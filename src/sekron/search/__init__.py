@@ -21,41 +21,19 @@ full tensor is never rebuilt. The expensive parts are shared:
   rest of the tree is skipped (counted as pruned).
 - **Deeper levels** are one batched SVD per level, capped at the ranks that fit the budget.
 
+- **Joint fits.** A second stage refines a shortlist of warm starts by alternating least
+  squares and ranks it by the refined error (``_joint``); its errors are measured, and the
+  certificate above is about greedy fits only.
+
 Layout: ``_configs`` (configuration enumeration), ``_bounds`` (lower bounds, Pareto front),
 ``_kernels`` (the array work), ``_parallel`` (worker threads, BLAS limits), ``_results``
-(:class:`Candidate`, :class:`SearchResult`), ``_phases`` (one run, phase by phase) and
-``_api`` (:func:`search`).
+(:class:`Candidate`, :class:`SearchResult`), ``_phases`` (one greedy run, phase by phase),
+``_joint`` (the joint-fit stage) and ``_api`` (:func:`search`).
 """
 
-import typing as _typing
-
-from ._api import _run as _run
 from ._api import search
 from ._bounds import pareto_front
 from ._configs import enumerate_configs
 from ._results import Candidate, SearchResult
 
 __all__ = ["Candidate", "SearchResult", "enumerate_configs", "pareto_front", "search"]
-
-if _typing.TYPE_CHECKING:  # served by __getattr__ below, not part of the namespace
-    from .._validation import check_forms as _check_forms  # noqa: F401
-    from .._validation import check_max_seconds, check_threads  # noqa: F401
-
-# names sekron.compare imported from this module before it became a package (now validators)
-_MOVED = {
-    "_check_forms": "check_forms",
-    "check_max_seconds": "check_max_seconds",
-    "check_threads": "check_threads",
-}
-
-
-def __getattr__(name: str) -> _typing.Any:
-    if name in _MOVED:
-        from .. import _validation
-
-        return getattr(_validation, _MOVED[name])
-    raise AttributeError(f"module 'sekron.search' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*__all__, "_run"])

@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import get_backend, like, to_numpy
+from .._backend import get_backend, to_numpy
 from .._plan import chain_params, factor_sizes, full_ranks, nested_params
 from .._typing import Ranks, Shapes
 from ..decomposition import decompose
@@ -131,19 +131,21 @@ def shortlist(
     top: int = 8,
     random_state: int = 0,
 ) -> list[Start]:
-    """Warm starts from the greedy candidates (``shapes``, ``form``, ``ranks``, ``rel_error``)."""
+    """Warm starts from the greedy candidates (``shapes``, ``form``, ``ranks``, ``rel_error``):
+    the ``top`` best at their ranks, and rank splits of the ``top`` best configurations of
+    each number of factors S >= 3 (so a larger ``max_factors`` adds starts without pushing
+    out the 3-factor ones)."""
     ranked = sorted(greedy, key=lambda c: (c.rel_error, c.n_params))
     starts = [
         Start(decompose(tensor, c.shapes, rank=c.ranks, form=c.form), "greedy", c.rel_error)
         for c in ranked[:top]
     ]
-    seen: set[tuple[Shapes, str]] = set()
+    seen: dict[int, set[tuple[Shapes, str]]] = {}
     for c in ranked:
-        if len(seen) >= top:
-            break
-        if len(c.shapes) < 3 or (c.shapes, c.form) in seen:
+        configs = seen.setdefault(len(c.shapes), set())
+        if len(c.shapes) < 3 or len(configs) >= top or (c.shapes, c.form) in configs:
             continue
-        seen.add((c.shapes, c.form))
+        configs.add((c.shapes, c.form))
         for ranks in rank_splits(c.shapes, c.form, budget):
             if ranks != tuple(c.ranks):
                 st = _start_at(tensor, c.shapes, c.form, ranks, random_state)
@@ -191,7 +193,7 @@ def grouped_cp_starts(cp: SeKronTensor, budget: int) -> list[Start]:
         r = min(cp.ranks[0], budget // sum(prod(sizes[m] for m in g) for g in groups))
         if r < 1:
             continue
-        keep = like(order[:r], vecs[0]) if cp.backend != "numpy" else order[:r]
+        keep = np.asarray(order[:r], dtype=np.int64)  # indexes numpy, torch and jax alike
         factors = []
         for j, g in enumerate(groups):
             block = vecs[g[0]][keep]
