@@ -432,7 +432,8 @@ def test_sigint_during_the_search(tmp_path, capsys, weight, monkeypatch) -> None
 
     monkeypatch.setattr(run, "search", search)
     js = tmp_path / "rows.json"
-    code, out, err = _run(["compare", str(path), *_FAST, "--json", str(js)], capsys)
+    argv = ["compare", str(path), *_FAST, "--json", str(js), "--max-seconds", "600"]
+    code, out, err = _run(argv, capsys)  # with --max-seconds: one search per ratio
     assert code == 130, err
     assert len(calls) == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored

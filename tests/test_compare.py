@@ -133,13 +133,20 @@ def test_validation(kwargs, exc, match) -> None:
 # -- the certificate of each ratio is search's own (issue #13, item 2) -------------------------
 def test_each_ratios_bound_is_searchs_bound_for_that_ratio_alone() -> None:
     W = np.random.default_rng(0).standard_normal((16, 8, 3, 3))
-    tab = compare(W, compression=(2, 4), families=("sekron",), progress=False, threads=1, refine=0)
+    # with max_seconds: one search per ratio, each with its own certificate
+    kw = {"families": ("sekron",), "progress": False, "threads": 1, "refine": 0}
+    tab = compare(W, compression=(2, 4), max_seconds=600, **kw)
     for c, res in zip(tab.compressions, tab.searches, strict=True):
         alone = sekron.search(W, compression=c, progress=False, threads=1, refine=0)
         assert res is not None
         assert res.bound == alone.bound  # one shared search gave 0.7782 at 4x, search 0.7763
         assert res.best.rel_error == alone.best.rel_error
         assert tab["sekron", c].rel_error == alone.best.rel_error
+    # without: one greedy stage shared by the ratios, complete, so each ratio is certified
+    shared = compare(W, compression=(2, 4), **kw)
+    for c, res in zip(shared.compressions, shared.searches, strict=True):
+        assert res is not None and res.certified and res.n_open == 0
+        assert shared["sekron", c].rel_error == tab["sekron", c].rel_error
 
 
 # -- the whole run: progress and max_seconds (issue #13, item 1) -------------------------------
@@ -284,9 +291,11 @@ def test_progress_in_a_log_file_has_no_carriage_returns(capsys) -> None:
     err = capsys.readouterr().err  # not a terminal
     assert "\r" not in err
     lines = err.splitlines()
-    # the family fits first (the searches start from them), then one search per ratio
-    assert len(lines) == 4 and lines[1].startswith("sekron compare 1/4: CP at 4x")
-    assert lines[-1].startswith("sekron compare 3/4: SeKron search at 4x")
+    # the family fits first (the searches start from them), then the greedy search of every
+    # ratio at once and the joint fits of each ratio
+    assert len(lines) == 5 and lines[1].startswith("sekron compare 1/4: CP at 4x")
+    assert lines[2].startswith("sekron compare 2/4: SeKron greedy search, every ratio")
+    assert lines[-1].startswith("sekron compare 3/4: SeKron joint fits at 4x")
 
 
 # -- the joint-fit stage (issue #9) --------------------------------------------------------------

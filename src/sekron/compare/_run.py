@@ -6,11 +6,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass, replace
+from math import prod
 from typing import Any, NamedTuple
 
 from .._typing import Form
+from ..random import check_random_state
 from ..refinement import refine
 from ..search import Candidate, SearchResult, search
+from ..search._api import _run as _greedy_run
+from ..search._api import with_joint_fits
 from ..search._joint import _tucker2_chain
 from ..structures import BudgetTooSmall, get_structure
 from ..tensor import SeKronTensor
@@ -156,14 +160,43 @@ def search_rows(
     done: dict[tuple[str, float], Row],
     searches: list[SearchResult | None],
 ) -> None:
-    """One search per ratio (so each ratio's certificate is the search's own for that ratio),
-    with the family fits of that ratio as warm starts of its joint stage; the SeKron and GKPD
-    rows go into ``done`` and the searches into ``searches`` as they finish."""
-    for c, b in zip(opts.compressions, opts.budgets, strict=True):
+    """The SeKron search of every ratio, with the family fits of that ratio as warm starts of
+    its joint stage; the SeKron and GKPD rows go into ``done`` and the searches into
+    ``searches`` as they finish.
+
+    Without ``max_seconds`` the greedy stage runs once for every ratio (it shares every SVD;
+    each ratio's search is complete, so its certificate holds); with it, one search per ratio,
+    so each stopped search's certificate is the one :func:`sekron.search` gives for that ratio
+    alone.
+    """
+    pairs = list(zip(opts.compressions, opts.budgets, strict=True))
+    sweeps = opts.sweeps if "sekron" in opts.families else 0
+    if opts.max_seconds is None:
+        bar.begin("SeKron greedy search, every ratio")
+        greedy = _shared_greedy(t, opts, bar)
+        for (c, b), res in zip(pairs, greedy, strict=True):
+            bar.begin(f"SeKron joint fits at {c:g}x")
+            start = time.perf_counter()
+            shared = res.seconds / len(pairs) if res is not None else 0.0
+            if res is not None:
+                res = with_joint_fits(
+                    t,
+                    t,
+                    res,
+                    sweeps=sweeps,
+                    warm_starts=warm.get(c, []),
+                    rng=check_random_state(opts.random_state),
+                    deadline=None,
+                    threads=opts.threads,
+                )
+            _record(done, searches, c, b, res, time.perf_counter() - start + shared)
+            bar.step()
+        return
+    for c, b in pairs:
         bar.begin(f"SeKron search at {c:g}x")
         start = time.perf_counter()
         try:
-            res: SearchResult | None = search(
+            one: SearchResult | None = search(
                 t,
                 max_params=b,
                 max_factors=opts.max_factors,
@@ -172,28 +205,71 @@ def search_rows(
                 max_seconds=clock.share("search"),
                 progress=bar.search_callback,
                 threads=opts.threads,
-                refine=opts.sweeps if "sekron" in opts.families else 0,
+                refine=sweeps,
                 warm_starts=warm.get(c, []),
             )
         except ValueError:  # the budget is below every configuration's smallest structure
-            res = None
-        seconds = time.perf_counter() - start
-        if res is not None and res.interrupted:  # Ctrl-C in the search: stop the whole run
-            raise KeyboardInterrupt
-        searches.append(res)
-        if res is None:
-            done["sekron", c] = _no_row("sekron", c, b, "no SeKron structure fits", seconds)
-            done["gkpd", c] = _no_row("gkpd", c, b, "no SeKron structure fits", seconds)
-        else:
-            greedy = res.greedy_best.rel_error
-            done["sekron", c] = _candidate_row("sekron", c, b, res.best, seconds, greedy)
-            two = [x for x in res.all if x.n_factors == 2]  # greedy S = 2 is optimal
-            best = min(two, key=lambda x: (x.rel_error, x.n_params), default=None)
-            if best is None:
-                done["gkpd", c] = _no_row("gkpd", c, b, "no 2-factor split fits", seconds)
-            else:
-                done["gkpd", c] = _candidate_row("gkpd", c, b, best, seconds, best.rel_error)
+            one = None
+        _record(done, searches, c, b, one, time.perf_counter() - start)
         bar.step()
+
+
+def _shared_greedy(t: Any, opts: Options, bar: Progress) -> list[SearchResult | None]:
+    """The greedy stage at every budget at once (None for a budget no structure fits)."""
+    fits = [b for b in opts.budgets if b >= _smallest_structure(t)]
+    results = iter(
+        _greedy_run(
+            t,
+            fits,
+            max_factors=opts.max_factors,
+            forms=opts.forms,
+            max_configs=opts.max_configs,
+            svd="auto",
+            random_state=check_random_state(opts.random_state),
+            exhaustive=False,
+            progress=bar.search_callback,
+            threads=opts.threads,
+        )
+        if fits
+        else []
+    )
+    out = [next(results) if b in fits else None for b in opts.budgets]
+    if any(r is not None and r.interrupted for r in out):
+        raise KeyboardInterrupt
+    return out
+
+
+def _smallest_structure(t: Any) -> int:
+    """Parameters of the smallest SeKron structure of ``t``: two factors at rank 1."""
+    n = prod(int(s) for s in t.shape)
+    sizes = [d for d in range(2, n) if n % d == 0]
+    return min((d + n // d for d in sizes), default=n + 1)
+
+
+def _record(
+    done: dict[tuple[str, float], Row],
+    searches: list[SearchResult | None],
+    c: float,
+    b: int,
+    res: SearchResult | None,
+    seconds: float,
+) -> None:
+    """The SeKron and GKPD rows of one ratio's search."""
+    if res is not None and res.interrupted:  # Ctrl-C in the search: stop the whole run
+        raise KeyboardInterrupt
+    searches.append(res)
+    if res is None:
+        done["sekron", c] = _no_row("sekron", c, b, "no SeKron structure fits", seconds)
+        done["gkpd", c] = _no_row("gkpd", c, b, "no SeKron structure fits", seconds)
+        return
+    greedy = res.greedy_best.rel_error
+    done["sekron", c] = _candidate_row("sekron", c, b, res.best, seconds, greedy)
+    two = [x for x in res.all if x.n_factors == 2]  # greedy S = 2 is optimal
+    best = min(two, key=lambda x: (x.rel_error, x.n_params), default=None)
+    if best is None:
+        done["gkpd", c] = _no_row("gkpd", c, b, "no 2-factor split fits", seconds)
+    else:
+        done["gkpd", c] = _candidate_row("gkpd", c, b, best, seconds, best.rel_error)
 
 
 def fit_row(

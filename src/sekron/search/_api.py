@@ -197,6 +197,7 @@ def search(
     starts = None if warm_starts is None else _check_warm_starts(warm_starts, t, backend, budget)
     seconds = check_max_seconds(max_seconds)
     rng = check_random_state(random_state)
+    n_threads = check_threads(threads)
     start = time.perf_counter()
     greedy = _run(
         t,
@@ -209,20 +210,47 @@ def search(
         exhaustive=check_bool(exhaustive, "exhaustive"),
         progress=check_progress(progress),
         max_seconds=seconds,
-        threads=check_threads(threads),
+        threads=n_threads,
     )[0]
+    deadline = None if seconds is None else start + seconds
+    return with_joint_fits(
+        t,
+        tensor,
+        greedy,
+        sweeps=sweeps,
+        warm_starts=starts,
+        rng=rng,
+        deadline=deadline,
+        threads=n_threads,
+    )
+
+
+def with_joint_fits(
+    t: Any,
+    tensor: Any,
+    greedy: SearchResult,
+    *,
+    sweeps: int,
+    warm_starts: Sequence[SeKronTensor] | None,
+    rng: Any,
+    deadline: float | None,
+    threads: int,
+) -> SearchResult:
+    """``greedy`` (a checked tensor ``t``'s greedy result) with the joint-fit stage's
+    candidates; ``tensor`` is what the candidates keep (the caller's array)."""
     if not sweeps or greedy.interrupted:
         return greedy
-    deadline = None if seconds is None else start + seconds
+    start = time.perf_counter()
     try:
         joint = joint_stage(
             t,
             greedy.all,
-            budget,
+            greedy.budget,
             sweeps=sweeps,
-            warm_starts=starts,
+            warm_starts=warm_starts,
             random_state=int(rng.integers(2**31)),
             deadline=deadline,
+            threads=threads,
         )
     except KeyboardInterrupt:
         return replace(greedy, interrupted=True)
@@ -245,7 +273,7 @@ def search(
         greedy,
         refined=refined,
         sweeps=sweeps,
-        seconds=time.perf_counter() - start,
+        seconds=greedy.seconds + (time.perf_counter() - start),
         timed_out=greedy.timed_out or (deadline is not None and time.perf_counter() > deadline),
     )
 

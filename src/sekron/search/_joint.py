@@ -34,12 +34,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import get_backend, to_numpy
+from .._backend import backend_name_of, get_backend, pow2_scale, sq_norm, to_numpy
 from .._plan import chain_params, factor_sizes, full_ranks, nested_params
 from .._typing import Ranks, Shapes
 from ..decomposition import decompose
-from ..refinement import refine
+from ..refinement import _with_ranks, refine
 from ..tensor import SeKronTensor
+from ._parallel import Workers, workers
 
 __all__ = [
     "Refined",
@@ -52,6 +53,8 @@ __all__ = [
 ]
 
 FIRST_SWEEPS = 5
+#: Starts whose ALS would solve a normal-equation system larger than this are not refined.
+MAX_GRAM = 1024
 
 
 class Start(NamedTuple):
@@ -115,12 +118,14 @@ def rank_splits(shapes: Shapes, form: str, budget: int) -> list[Ranks]:
 
 
 def _start_at(tensor: Any, shapes: Shapes, form: str, ranks: Ranks, seed: int) -> SeKronTensor:
-    """The greedy SVD fit at ``ranks`` (capped at full rank), grown to ``ranks`` with zeros."""
+    """The greedy SVD fit at ``ranks`` (capped at full rank), grown to ``ranks`` with terms
+    that start at zero (the same tensor; the first sweep of the stage puts them to use)."""
     capped = tuple(min(r, f) for r, f in zip(ranks, full_ranks(shapes, form), strict=True))
     st = decompose(tensor, shapes, rank=capped, form=form)
     if st.ranks == tuple(ranks):
         return st
-    return refine(tensor, st, rank=ranks, sweeps=1, random_state=seed)
+    grown = _with_ranks(list(st.factors), st, tuple(ranks), np.random.default_rng(seed))
+    return SeKronTensor(grown, st.form, rel_error=st.rel_error)
 
 
 def shortlist(
@@ -129,11 +134,12 @@ def shortlist(
     budget: int,
     *,
     top: int = 8,
+    split_top: int = 4,
     random_state: int = 0,
 ) -> list[Start]:
     """Warm starts from the greedy candidates (``shapes``, ``form``, ``ranks``, ``rel_error``):
-    the ``top`` best at their ranks, and rank splits of the ``top`` best configurations of
-    each number of factors S >= 3 (so a larger ``max_factors`` adds starts without pushing
+    the ``top`` best at their ranks, and rank splits of the ``split_top`` best configurations
+    of each number of factors S >= 3 (so a larger ``max_factors`` adds starts without pushing
     out the 3-factor ones)."""
     ranked = sorted(greedy, key=lambda c: (c.rel_error, c.n_params))
     starts = [
@@ -143,7 +149,7 @@ def shortlist(
     seen: dict[int, set[tuple[Shapes, str]]] = {}
     for c in ranked:
         configs = seen.setdefault(len(c.shapes), set())
-        if len(c.shapes) < 3 or len(configs) >= top or (c.shapes, c.form) in configs:
+        if len(c.shapes) < 3 or len(configs) >= split_top or (c.shapes, c.form) in configs:
             continue
         configs.add((c.shapes, c.form))
         for ranks in rank_splits(c.shapes, c.form, budget):
@@ -241,27 +247,59 @@ def refine_starts(
     sweeps: int,
     keep: int = 6,
     deadline: float | None = None,
+    pool: Workers | None = None,
 ) -> list[Refined]:
     """Successive halving: every start gets ``FIRST_SWEEPS`` sweeps, the best ``keep`` the rest.
 
-    Returns the refined starts, lowest refined error first. Past ``deadline`` (a
-    ``time.perf_counter()`` value) no further start is refined: the ones not reached are left
-    out, so a stopped stage returns what it finished.
+    Returns the refined starts, lowest refined error first (ties in start order). Past
+    ``deadline`` (a ``time.perf_counter()`` value) no further start is refined: the ones not
+    reached are left out, so a stopped stage returns what it finished. The starts are refined
+    on ``pool``'s worker threads when given; each start's result does not depend on them.
     """
+    pool = pool or Workers()
     first = min(FIRST_SWEEPS, sweeps)
-    done = []
-    for s in starts:
+    fixed, todo = [], []
+    for i, s in enumerate(starts):
+        if len(s.st.shapes) == 2 or _largest_gram(s.st) > MAX_GRAM:
+            # S = 2 is optimal already (Eckart-Young); a huge normal-equation system is not
+            # worth its cost: such a start stays a candidate as it is
+            fixed.append((i, Refined(_measured(tensor, s.st), s.source, s.greedy_error)))
+        else:
+            todo.append((i, s))
+
+    def step(item: tuple[int, Any], n: int) -> tuple[int, Refined] | None:
+        i, s = item
         if deadline is not None and time.perf_counter() > deadline:
-            break
-        done.append(Refined(refine(tensor, s.st, sweeps=first), s.source, s.greedy_error))
-    done.sort(key=lambda r: (r.st.rel_error, r.st.n_params))
+            return None
+        return i, Refined(refine(tensor, s.st, sweeps=n), s.source, s.greedy_error)
+
+    def order(items: list[tuple[int, Refined]]) -> list[tuple[int, Refined]]:
+        return sorted(items, key=lambda x: (x[1].st.rel_error, x[1].st.n_params, x[0]))
+
+    done = order([r for r in pool.map(lambda x: step(x, first), todo) if r is not None])
     if sweeps > first:
-        for i, r in enumerate(done[:keep]):
-            if deadline is not None and time.perf_counter() > deadline:
-                break
-            done[i] = Refined(refine(tensor, r.st, sweeps=sweeps - first), r.source, r.greedy_error)
-        done.sort(key=lambda r: (r.st.rel_error, r.st.n_params))
-    return done
+        more = [r for r in pool.map(lambda x: step(x, sweeps - first), done[:keep])]
+        done = [m or d for m, d in zip(more, done, strict=False)] + done[keep:]
+    return [r for _, r in order(done + fixed)]
+
+
+def _measured(tensor: Any, st: SeKronTensor) -> SeKronTensor:
+    """``st`` with its relative error measured against ``tensor`` (scale-safe), if unknown."""
+    if st.rel_error is not None:
+        return st
+    s = pow2_scale(tensor)
+    den = float(sq_norm(tensor * s))
+    num = float(sq_norm(tensor * s - st.to_tensor() * s))
+    return st.with_rel_error(0.0 if den == 0.0 else float(np.sqrt(num / den)))
+
+
+def _largest_gram(st: SeKronTensor) -> int:
+    """The side of the largest normal-equation system an ALS sweep of ``st`` solves."""
+    S, R = st.n_factors, st.ranks
+    if st.form == "nested":
+        return max(prod(R[: min(k + 1, S - 1)]) for k in range(S))
+    bounds = (1, *R, 1)
+    return max(bounds[k] * bounds[k + 1] for k in range(S))
 
 
 def joint_stage(
@@ -273,6 +311,7 @@ def joint_stage(
     warm_starts: Sequence[SeKronTensor] | None,
     random_state: int,
     deadline: float | None,
+    threads: int = 1,
 ) -> list[Refined]:
     """The whole second stage: the shortlist of the greedy candidates, the families' fits (or
     the caller's ``warm_starts``), the grouped CP fit, refined by :func:`refine_starts`."""
@@ -286,7 +325,8 @@ def joint_stage(
         cp = next((st for st in warm_starts if _is_cp(st)), None)
     if cp is not None:
         starts += grouped_cp_starts(cp, budget)
-    return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline)
+    with workers(threads, backend_name_of(tensor) or "numpy") as pool:
+        return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline, pool=pool)
 
 
 def _is_cp(st: SeKronTensor) -> bool:
