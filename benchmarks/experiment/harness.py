@@ -10,8 +10,9 @@ same layers for every family): each compressed layer keeps at most ``weight.nume
 factor parameters (its bias is unchanged and not counted). ``compress(compression=r)`` gives
 every layer that budget; a family whose stored embedding is larger than its own count
 (TR and Tucker-2 in nested form) can exceed it, so such a layer is compressed again alone at
-larger ``compression`` values (x1.15 steps) until it fits. The values used are reported
-(``calibrated``).
+larger ``compression`` values until it fits (doubling, then three geometric bisections: the
+value used is within a factor 2**(1/8) of the smallest that fits, among those tried). The
+values used are reported (``calibrated``).
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ FAMILIES: dict[str, str] = {
 
 #: Largest ``compression`` a layer is retried with, as a multiple of the target ratio.
 MAX_CALIBRATION = 64.0
+#: Geometric bisections of a calibrated layer's ``compression`` after the doubling search.
+BISECTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,40 @@ def _set_layer(model: nn.Module, name: str, layer: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, layer)
 
 
-def _fits(model: nn.Module, name: str, budget: float) -> bool:
-    layer = model.get_submodule(name)
+def _fits(layer: nn.Module, budget: float) -> bool:
     return not isinstance(layer, nn.Conv2d) and _weights(layer) <= budget
+
+
+def _calibrate(
+    model: nn.Module, structure: str, name: str, budget: float, ratio: float, rest: list[str]
+) -> tuple[nn.Module, float]:
+    """Layer ``name`` compressed alone (``rest`` skipped) at the smallest ``compression``
+    found that fits ``budget``: doubling from ``ratio``, then ``BISECTIONS`` geometric
+    bisections (within a factor 2**(1/8) of the smallest that fits)."""
+
+    def attempt(c: float) -> nn.Module | None:
+        trial, _ = compress(model, structure=structure, compression=c, skip=rest, progress=False)
+        layer = trial.get_submodule(name)
+        return layer if _fits(layer, budget) else None
+
+    lo, hi = ratio, 2 * ratio
+    best = attempt(hi)
+    while best is None:
+        lo, hi = hi, 2 * hi
+        if hi > MAX_CALIBRATION * ratio:
+            raise RuntimeError(
+                f"{structure}: layer {name} does not fit {budget:.0f} parameters at any "
+                f"compression up to {MAX_CALIBRATION * ratio:g}."
+            )
+        best = attempt(hi)
+    for _ in range(BISECTIONS):
+        mid = (lo * hi) ** 0.5
+        layer = attempt(mid)
+        if layer is None:
+            lo = mid
+        else:
+            hi, best = mid, layer
+    return best, hi
 
 
 def compress_to_budget(
@@ -169,23 +203,10 @@ def compress_to_budget(
     budgets = {n: m.weight.numel() / ratio for n, m in dense.items()}
     small, _ = compress(model, structure=structure, compression=ratio, skip=others, progress=False)
     used = {n: ratio for n in dense}
-    for name in [n for n in dense if not _fits(small, n, budgets[n])]:
+    for name in [n for n in dense if not _fits(small.get_submodule(n), budgets[n])]:
         rest = others + [n for n in dense if n != name]
-        c = ratio
-        while not _fits(small, name, budgets[name]):
-            c *= 1.15
-            if c > MAX_CALIBRATION * ratio:
-                raise RuntimeError(
-                    f"{structure}: layer {name} does not fit {budgets[name]:.0f} parameters "
-                    f"at any compression up to {MAX_CALIBRATION * ratio:g}."
-                )
-            trial, _ = compress(
-                model, structure=structure, compression=c, skip=rest, progress=False
-            )
-            layer = trial.get_submodule(name)
-            if not isinstance(layer, nn.Conv2d):
-                _set_layer(small, name, layer)
-        used[name] = c
+        layer, used[name] = _calibrate(model, structure, name, budgets[name], ratio, rest)
+        _set_layer(small, name, layer)
     layers = {
         n: {
             "weights": m.weight.numel(),
