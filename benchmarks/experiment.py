@@ -1,9 +1,9 @@
 """The paper's experiment at small scale: does choosing the structure pay off?
 
-One command runs everything (about 40 minutes on 2 cores)::
+One command runs everything (about 20 minutes on 2 cores, estimated from --quick)::
 
     python benchmarks/experiment.py            # full: 6 families x 3 ratios x 3 seeds, 2 tasks
-    python benchmarks/experiment.py --quick    # 1 seed, ratio 4, 1 epoch (about 3 minutes)
+    python benchmarks/experiment.py --quick    # 1 seed, ratio 4, 1 epoch (under 2 minutes)
     python benchmarks/experiment.py --smoke    # TT only, tiny fine-tuning set (the CI test)
     python benchmarks/experiment.py --tasks classification --families SeKron TT --ratios 2 4
 

@@ -179,3 +179,32 @@ def test_fine_tuned_state_dict_reloads_into_a_model_rebuilt_by_compress() -> Non
     assert not torch.equal(rebuilt(x), small(x))  # fine-tuning changed the factors
     rebuilt.load_state_dict(small.state_dict())
     assert torch.equal(rebuilt(x), small(x))
+
+
+def test_ctrl_c_keeps_the_finished_rows() -> None:
+    calls = []
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 4:  # original, TT before, TT seed 0, then GKPD before: Ctrl-C
+            raise KeyboardInterrupt
+        return {"accuracy": 0.5}
+
+    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    task = harness.Task(
+        name="toy",
+        load_model=_toy,
+        evaluate=evaluate,
+        loss=torch.nn.functional.mse_loss,
+        train_x=x,
+        train_y=torch.zeros(8, 16, 8, 8),
+        skip=("0",),
+        example=x[:2],
+        batch_size=4,
+        lr=1e-3,
+        epochs=1,
+    )
+    cfg = harness.Config(families=("TT", "GKPD"), ratios=(2.0,), seeds=(0,), latency_reps=1)
+    results = harness.run([task], cfg, progress=False)
+    assert results["interrupted"] is True
+    assert [r["family"] for r in results["tasks"]["toy"]["rows"]] == ["TT"]

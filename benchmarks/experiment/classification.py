@@ -41,7 +41,7 @@ def load_train_split() -> tuple[torch.Tensor, torch.Tensor]:
     return preprocess(x_tr), torch.as_tensor(np.asarray(y_tr), dtype=torch.int64)
 
 
-def make_task(*, n_train: int | None = None, epochs: int = 5) -> Task:
+def make_task(*, n_train: int | None = None, epochs: int = 8) -> Task:
     """The classification task; ``n_train`` keeps only the first training images (smoke)."""
     from sekron.data.digits_cnn import accuracy, load_pretrained, load_test_set
 

@@ -339,14 +339,24 @@ def _row(
         "loss_before": mean_loss(small, task),
     }
     bar.advance(f"{tag}: compressed in {compress_s:.1f} s")
-    runs = []
+    runs: list[dict[str, Any]] = []
     epochs = task.epochs if cfg.epochs is None else cfg.epochs
     for seed in cfg.seeds:
         bar.show(f"{tag}: fine-tune seed {seed}")
         tuned = copy.deepcopy(small)
+        start = time.perf_counter()
         history = fine_tune(tuned, task, seed=seed, epochs=epochs, max_batches=cfg.max_batches)
-        runs.append({"seed": seed, **task.evaluate(tuned), "loss": mean_loss(tuned, task)})
-        runs[-1]["epoch_losses"] = history
+        seconds = time.perf_counter() - start
+        scores = task.evaluate(tuned)
+        runs.append(
+            {
+                "seed": seed,
+                **scores,
+                "loss": mean_loss(tuned, task),
+                "epoch_losses": history,
+                "fine_tune_s": seconds,
+            }
+        )
         bar.advance(f"{tag}: seed {seed} done")
     metrics = list(row["before"])
     row["after"] = {m: _mean_std([r[m] for r in runs]) for m in metrics}

@@ -80,8 +80,8 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
-    """Primary metric against compression, one line per family (mean ± std after fine-tuning,
-    solid; before fine-tuning, dotted), one panel per task."""
+    """Primary metric against the achieved compression, one line per family (mean ± std after
+    fine-tuning, solid; before fine-tuning, dotted), one panel per task."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,10 +93,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax, (name, res) in zip(axes, tasks.items(), strict=False):
         metric = res["metrics"][0]
         families = list(dict.fromkeys(r["family"] for r in res["rows"]))
-        for k, fam in enumerate(families):
+        for fam in families:
             rows = [r for r in res["rows"] if r["family"] == fam]
-            shift = 1 + 0.02 * (k - (len(families) - 1) / 2)
-            xs = [r["ratio"] * shift for r in rows]
+            xs = [r["achieved_ratio"] for r in rows]
             line = ax.errorbar(
                 xs,
                 [r["after"][metric]["mean"] for r in rows],
@@ -111,7 +110,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for ref, vals in res["references"].items():
             ax.axhline(vals[metric], color="gray", ls="-.", lw=1, label=ref)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("compression of the compressed layers (x)")
+        ax.set_xlabel("achieved compression of the compressed layers (x)")
         ax.set_ylabel(f"{metric} (solid: fine-tuned, dotted: before)")
         ax.set_title(name)
         ax.legend(fontsize=8)

@@ -30,7 +30,7 @@ def _l1(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (out - target).abs().mean()
 
 
-def make_task(*, n_train: int = 2048, epochs: int = 3) -> Task:
+def make_task(*, n_train: int = 2048, epochs: int = 4) -> Task:
     """The super-resolution task with ``n_train`` fine-tuning patch pairs."""
     test = [sr.load_image(n) for n in sr.TEST_IMAGES]
     x_train, y_train = sr.make_patches(sr.TRAIN_IMAGES, n_patches=n_train, hr_size=48, seed=1)
