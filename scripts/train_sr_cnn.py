@@ -1,7 +1,8 @@
 """Train the x2 super-resolution CNN of the compression experiment (``benchmarks/experiment``).
 
 Bit-reproducible on CPU: seeded, deterministic algorithms, one thread; a second run writes a
-bit-identical file (sha256 6389483a1d1f94b1...; measured twice). Takes about 3.5 minutes. Run from the repository root::
+bit-identical file (sha256 6389483a1d1f94b1...; measured twice). Takes about 3.5 minutes.
+Run from the repository root::
 
     python scripts/train_sr_cnn.py
 

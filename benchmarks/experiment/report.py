@@ -86,6 +86,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     tasks = results["tasks"]
     fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(6 * max(len(tasks), 1), 4.2))
@@ -110,6 +111,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for ref, vals in res["references"].items():
             ax.axhline(vals[metric], color="gray", ls="-.", lw=1, label=ref)
         ax.set_xscale("log", base=2)
+        top = max((r["achieved_ratio"] for r in res["rows"]), default=2.0)
+        ax.set_xticks([2.0**k for k in range(1, 7) if 2.0**k <= 1.5 * top])
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("achieved compression of the compressed layers (x)")
         ax.set_ylabel(f"{metric} (solid: fine-tuned, dotted: before)")
         ax.set_title(name)
