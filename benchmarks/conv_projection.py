@@ -77,7 +77,7 @@ def sekron_structures(ch: int, k: int) -> list[tuple[str, list[tuple[int, ...]],
 def embedded_structures(
     ch: int, k: int, budget: int, tl_ranks: dict[str, Any] | None = None
 ) -> list[tuple[str, Any, Any, str]]:
-    """CP, Tucker-2 and TT as SeKron (SPEC §4 embeddings), at about ``budget`` parameters.
+    """CP, Tucker-2 and TT as SeKron (structures docs embeddings), at about ``budget`` parameters.
 
     ``tl_ranks`` (``{"cp": R, "tt": (t1, m, t2)}``, from the TensorLy-Torch layers) makes CP
     and TT use exactly the ranks, hence the parameter count, of the layer they are compared

@@ -1,4 +1,4 @@
-"""Property suite for decompose (SPEC §3 and §6): identities, bounds, recovery, rank selection."""
+"""Property suite for decompose (theory docs): identities, bounds, recovery, rank selection."""
 
 from __future__ import annotations
 

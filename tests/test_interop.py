@@ -1,4 +1,4 @@
-"""from_tensorly / to_tensorly: every embedding of SPEC §4 against TensorLy's own reconstruction."""
+"""from_tensorly / to_tensorly: every embedding against TensorLy's own reconstruction."""
 
 from __future__ import annotations
 

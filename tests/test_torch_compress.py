@@ -125,7 +125,7 @@ def test_count_macs_of_a_sekron_layer_matches_flop_counter_on_its_stages(
 
 @pytest.mark.parametrize("form, shapes, rank", SEKRON_CASES)
 def test_macs_per_position_is_spec_formula(form, shapes, rank):
-    """SPEC §5.5, written out here independently: nested and chain stage costs per position."""
+    """conv docs, written out here independently: nested and chain stage costs per position."""
     shapes = tuple(map(tuple, shapes))
     S = len(shapes)
     ranks = (rank,) * (S - 1) if isinstance(rank, int) else tuple(rank)

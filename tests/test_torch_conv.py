@@ -145,7 +145,7 @@ def test_gradcheck_factorized(form: str, stride: object, padding: object) -> Non
 
 
 # -- padding deferred to the first stage with a window ------------------------------------------
-# CP (nested, ranks (R, 1, 1)) and TT (chain over (F, Kh, Kw, C)), one mode per factor (SPEC §4)
+# CP (nested, ranks (R, 1, 1)) and TT (chain over (F, Kh, Kw, C)), one mode per factor
 CP_LIKE = (((3, 1, 1, 1), (1, 4, 1, 1), (1, 1, 3, 1), (1, 1, 1, 2)), (3, 1, 1), "nested")
 TT_LIKE = (((3, 1, 1, 1), (1, 1, 3, 1), (1, 1, 1, 2), (1, 4, 1, 1)), (2, 2, 2), "chain")
 # the classic pipeline: pointwise C -> R first, then the Kh and Kw windows, then R -> F
@@ -364,7 +364,7 @@ def test_macs_match_an_independent_count(
 
 
 def test_macs_equal_spec_formula_for_pointwise_kernels() -> None:
-    """1x1 kernel, stride 1: every stage sees the same L, so SPEC §5.5 holds exactly."""
+    """1x1 kernel, stride 1: every stage sees the same L, so conv docs holds exactly."""
     shapes = ((2, 3, 1, 1), (4, 2, 1, 1), (3, 5, 1, 1))
     ranks = (2, 3)
     n, height, width = 2, 5, 4

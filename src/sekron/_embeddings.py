@@ -1,4 +1,4 @@
-"""The SeKron factor layouts of TensorLy's CP, Tucker, TT and TR formats (SPEC §4).
+"""The SeKron factor layouts of TensorLy's CP, Tucker, TT and TR formats (structures docs).
 
 With one mode per factor (``shapes[k]`` holds mode k, every other size is 1) a Kronecker product
 of the factors is an outer product. These functions lay a format's arrays out as SeKron factors:
@@ -84,7 +84,7 @@ def _tucker_factors(B: Any, core: Any, factors: Sequence[Any]) -> list[Any]:
 
 
 def _tt_factors(B: Any, cores: Sequence[Any], form: str) -> list[Any]:
-    """TT cores G_k (r_{k-1}, n_k, r_k) -> chain (identical) or nested (SPEC §4 table)."""
+    """TT cores G_k (r_{k-1}, n_k, r_k) -> chain (identical) or nested (structures docs table)."""
     n_modes = len(cores)
     shapes = _one_mode_shapes(tuple(int(c.shape[1]) for c in cores))
     r = tuple(int(c.shape[2]) for c in cores[:-1])  # r_1..r_{N-1}

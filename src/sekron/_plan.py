@@ -3,7 +3,7 @@
 Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``.
 Arrays are only touched by the callers, in their execute step.
 
-Notation (SPEC §1-2): ``shapes`` holds S tuples of length N; ``d[k] = prod(shapes[k])`` is the
+Notation (theory docs): ``shapes`` holds S tuples of length N; ``d[k] = prod(shapes[k])`` is the
 size of factor k once flattened, i.e. the k-th dimension of the rearranged tensor R(W).
 """
 
@@ -87,7 +87,7 @@ def full_ranks(shapes: Shapes, form: str) -> Ranks:
 
 @lru_cache(maxsize=4096)
 def factor_array_shapes(shapes: Shapes, ranks: Ranks, form: str) -> tuple[tuple[int, ...], ...]:
-    """The array shape of every factor (SPEC §2 layouts)."""
+    """The array shape of every factor (theory docs layouts)."""
     n_factors = len(shapes)
     if form == "nested":
         return tuple(

@@ -1,4 +1,4 @@
-"""Rank selection from singular values alone (SPEC §3), shared by decompose and search.
+"""Rank selection from singular values alone (theory docs), shared by decompose and search.
 
 All arrays here are small numpy float64 tables; the tensor itself is never touched.
 

@@ -1,4 +1,4 @@
-"""The SVD trees of SPEC §3, shared by :func:`sekron.decompose` and :func:`sekron.search`.
+"""The SVD trees of theory docs, shared by :func:`sekron.decompose` and :func:`sekron.search`.
 
 All work happens on the rearranged tensor T = R(W), an S-way tensor of shape
 ``d = (|a^(1)|, .., |a^(S)|)`` in which every Kronecker product is an outer product.

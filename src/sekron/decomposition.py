@@ -1,6 +1,6 @@
 """decompose(): recursive nearest-Kronecker SVD (nested), TT-SVD (chain), rank selection, ALS.
 
-The maths is SPEC §3. All work happens on the rearranged tensor T = R(W), an S-way tensor of
+The maths is theory docs All work happens on the rearranged tensor T = R(W), an S-way tensor of
 shape ``d = (|a^(1)|, .., |a^(S)|)`` in which every Kronecker product is an outer product.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 from . import _ranks
 from ._backend import eps, get_backend, like, pow2_scale, sq_norm, to_numpy
 from ._plan import als_equations, contraction, factor_sizes, full_ranks
+from ._rearrange import rearrange_unchecked
 from ._svd import METHODS
 from ._svd import truncated_svd as truncated_svd  # tests/test_validation.py patches it here
 from ._tree import (
@@ -37,7 +38,6 @@ from ._validation import (
     check_tol,
     is_int,
 )
-from .kron import rearrange_unchecked
 from .random import check_random_state
 from .tensor import SeKronTensor
 

@@ -1,4 +1,4 @@
-"""TensorLy interop: CP, Tucker, TT and TR tensors are exact SeKron tensors (SPEC §4).
+"""TensorLy interop: CP, Tucker, TT and TR tensors are exact SeKron tensors (structures docs).
 
 With one mode per factor (``shapes[k]`` holds mode k, every other size is 1) a Kronecker product
 of the factors is an outer product, so each of TensorLy's factorized formats is a SeKronTensor with
@@ -94,7 +94,7 @@ def _check_obj(obj: Any, form: object) -> str:
 
 
 def from_tensorly(obj: Any, *, form: Form | None = None) -> SeKronTensor:
-    """The exact SeKron embedding of a TensorLy CP, Tucker, TT or TR tensor (SPEC §4).
+    """The exact SeKron embedding of a TensorLy CP, Tucker, TT or TR tensor (structures docs).
 
     Parameters
     ----------

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._backend import get_backend
-from ._plan import factor_sizes, is_identity, rearrange_plan, unrearrange_plan
-from ._typing import Shapes
+from ._plan import factor_sizes
+from ._rearrange import rearrange_unchecked, unrearrange_unchecked
 from ._validation import check_array, check_shapes
 
 __all__ = ["kron", "rearrange", "unrearrange"]
@@ -21,7 +21,7 @@ def _kron2(B: Any, a: Any, b: Any) -> Any:
 
 
 def kron(*arrays: Any) -> Any:
-    """Kronecker product of N-way arrays of equal ndim (SPEC §1).
+    """Kronecker product of N-way arrays of equal ndim (theory docs).
 
     Parameters
     ----------
@@ -72,13 +72,6 @@ def kron(*arrays: Any) -> Any:
     return out
 
 
-def _apply(B: Any, x: Any, plan: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]) -> Any:
-    split, perm, out_shape = plan
-    if is_identity(perm):
-        return B.reshape(x, out_shape)
-    return B.reshape(B.transpose(B.reshape(x, split), perm), out_shape)
-
-
 def rearrange(tensor: Any, shapes: Sequence[Sequence[int]]) -> Any:
     """The rearrangement R(W): an S-way tensor of shape ``(|a^(1)|, .., |a^(S)|)``.
 
@@ -116,7 +109,7 @@ def rearrange(tensor: Any, shapes: Sequence[Sequence[int]]) -> Any:
     """
     name = check_array(tensor, "tensor")
     checked = check_shapes(shapes, tuple(tensor.shape))
-    return _apply(get_backend(name), tensor, rearrange_plan(checked))
+    return rearrange_unchecked(get_backend(name), tensor, checked)
 
 
 def unrearrange(T: Any, shapes: Sequence[Sequence[int]]) -> Any:
@@ -155,12 +148,4 @@ def unrearrange(T: Any, shapes: Sequence[Sequence[int]]) -> Any:
     expected = factor_sizes(checked)
     if tuple(T.shape) != expected:
         raise ValueError(f"T has shape {tuple(T.shape)} but shapes give R(W) shape {expected}.")
-    return _apply(get_backend(name), T, unrearrange_plan(checked))
-
-
-def rearrange_unchecked(B: Any, tensor: Any, shapes: Shapes) -> Any:
-    return _apply(B, tensor, rearrange_plan(shapes))
-
-
-def unrearrange_unchecked(B: Any, T: Any, shapes: Shapes) -> Any:
-    return _apply(B, T, unrearrange_plan(shapes))
+    return unrearrange_unchecked(get_backend(name), T, checked)

@@ -16,9 +16,9 @@ import numpy as np
 
 from ._backend import get_backend, like, pow2_scale, sq_norm, to_numpy
 from ._plan import factor_sizes
+from ._rearrange import rearrange_unchecked
 from ._validation import _type_name, check_int, check_number, check_rank, check_tensor
 from .decomposition import _als
-from .kron import rearrange_unchecked
 from .random import check_random_state
 from .tensor import SeKronTensor
 

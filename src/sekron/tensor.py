@@ -1,4 +1,4 @@
-"""SeKronTensor: the immutable result container, in nested or chain form (SPEC §2)."""
+"""SeKronTensor: the immutable result container, in nested or chain form (theory docs)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ from ._plan import (
     reconstruction_equation,
     tensor_shape,
 )
+from ._rearrange import unrearrange_unchecked
 from ._typing import Form
 from ._validation import _type_name, check_form
-from .kron import unrearrange_unchecked
 
 __all__ = ["SeKronTensor"]
 
@@ -99,7 +99,7 @@ class SeKronTensor:
     Parameters
     ----------
     factors : sequence of S >= 2 arrays
-        All numpy, all torch or all jax, of one dtype. Layouts (SPEC §2), with ``N`` modes:
+        All numpy, all torch or all jax, of one dtype. Layouts (theory docs), with ``N`` modes:
 
         - ``form="nested"``: factor k < S has shape ``(R_1..R_k, *shapes[k])``; the last has
           ``(R_1..R_{S-1}, *shapes[S-1])``.
@@ -222,7 +222,7 @@ class SeKronTensor:
     # -- read-only attributes ------------------------------------------------------------------
     @property
     def factors(self) -> tuple[Any, ...]:
-        """The factor arrays, in the layout of :attr:`form` (SPEC §2)."""
+        """The factor arrays, in the layout of :attr:`form` (theory docs)."""
         return self._factors
 
     @property

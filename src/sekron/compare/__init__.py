@@ -2,7 +2,7 @@
 
 Families: the searched SeKron structure, TT, TR, CP, Tucker, Tucker-2 (4-way tensors) and GKPD
 (the best 2-factor SeKron). Each family uses its best ranks under the same parameter budget,
-``numel / compression``, counted by its *own* parameter count (SPEC §4).
+``numel / compression``, counted by its *own* parameter count (structures docs).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """search(): the SeKron factor shapes, form and ranks with the lowest error within a budget.
 
-Every configuration is scored by its *exact* error computed from singular values (SPEC §3); the
+Every configuration is scored by its *exact* error computed from singular values (theory docs); the
 full tensor is never rebuilt. The expensive parts are shared:
 
 - **Level 1.** The singular values of R(W) for ``(a1 | rest)`` do not depend on how ``rest``

@@ -24,10 +24,10 @@ import numpy as np
 from .. import _ranks
 from .._backend import eps, like, numpy_dtype, sq_norm, to_numpy
 from .._plan import rearrange_plan
+from .._rearrange import rearrange_unchecked
 from .._svd import GRAM_RELIABLE, truncated_svd
 from .._tree import NestedTree
 from .._typing import Ranks, Shapes, SVDMethod
-from ..kron import rearrange_unchecked
 from ._parallel import Workers
 
 __all__ = ["Kernels", "Level1", "Spectrum", "chain_error2", "nested_values"]

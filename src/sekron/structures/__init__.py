@@ -2,7 +2,7 @@
 
 Each structure is a small frozen dataclass. :meth:`~Structure.fit_result` fits it by its own
 algorithm and returns a :class:`FitResult`: the structure's own ranks and parameter count (which
-is what comparisons use) and the exact SeKron embedding of the fit (SPEC §4), whose relative
+is what comparisons use) and the exact SeKron embedding of the fit (structures docs), whose relative
 error is measured. :meth:`~Structure.fit` returns the embedding alone, and
 :meth:`~Structure.n_params` the structure's own count at given ranks.
 

@@ -22,7 +22,7 @@ class TR(_TensorLyStructure):
     ``q_{k+1} <= min(q_k n_k, n_{k+1}⋯n_N q_0)``; :meth:`n_params` uses the same caps.
 
     Parameters: ``Σ_k q_{k-1} n_k q_k``. The SeKron embedding has ranks
-    ``(q_0 q_1, q_2, .., q_{N-1})`` (SPEC §4) and more stored numbers.
+    ``(q_0 q_1, q_2, .., q_{N-1})`` (structures docs) and more stored numbers.
 
     With ``max_params``: the largest *uniform* rank q whose count fits — a heuristic; non-uniform
     ranks can do better. ``rank`` or ``max_params`` is required. TR-SVD is deterministic;

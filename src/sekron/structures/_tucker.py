@@ -154,7 +154,7 @@ class Tucker2(_HOOI):
 
     Fitted by HOOI on modes (0, 1) (as TensorLy's ``partial_tucker``), embedded as a nested
     SeKron of S = 3 factors, shapes ``(F,1,1,1), (1,C,1,1), (1,1,H,W)`` and ranks ``(R_F, R_C)``:
-    ``A1 = U_F``, ``A2[r1, r2] = U_C[:, r2]``, ``A3[r1, r2] = G[r1, r2]`` (SPEC §4). Any tensor
+    ``A1 = U_F``, ``A2[r1, r2] = U_C[:, r2]``, ``A3[r1, r2] = G[r1, r2]``. Any tensor
     of N >= 3 modes works: modes 2..N-1 are kept whole.
 
     ``rank`` is an int or ``(R_F, R_C)``, capped at (F, C) and at ``R_F <= R_C H W``,

@@ -1,4 +1,4 @@
-"""sekron.torch: convolution with SeKron kernels without building them (SPEC §5).
+"""sekron.torch: convolution with SeKron kernels without building them (conv docs).
 
 Needs PyTorch (``pip install "sekron[torch]"``).
 """

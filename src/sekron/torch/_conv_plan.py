@@ -1,4 +1,4 @@
-"""Stage plans for convolution with a SeKron kernel (SPEC §5), and their MAC counts.
+"""Stage plans for convolution with a SeKron kernel (conv docs), and their MAC counts.
 
 Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``;
 arrays are only touched by :mod:`sekron.torch._functional` when it executes a plan.
@@ -16,7 +16,7 @@ to 1) contracts ``(r_k, c_k)`` and the spatial window ``(h_k, w_k)`` (dilated by
 Axes not taken by a stage (``n``, the remaining ``c_<k`` and the finished ``f_>k``) are folded
 into the batch. A stage whose window is 1x1 is a plain (batched) matrix product.
 
-Stride (SPEC §5.3): in each spatial dim the stride is applied by the stage with the smallest k
+Stride (conv docs): in each spatial dim the stride is applied by the stage with the smallest k
 whose extent in that dim is > 1 (it runs last among those that move data spatially); if there is
 none (a 1x1 kernel) the input is subsampled first.
 
@@ -159,7 +159,7 @@ def _factor_axes(k: int, n_factors: int, form: str) -> tuple[str, ...]:
 
 
 def spec_order(n_factors: int) -> tuple[int, ...]:
-    """SPEC §5's execution order: the last factor first (0-based indices S-1, .., 0)."""
+    """conv docs's execution order: the last factor first (0-based indices S-1, .., 0)."""
     return tuple(reversed(range(n_factors)))
 
 
@@ -192,14 +192,14 @@ def conv_plan(
         The order in which the factors (0-based) are applied. Any order is exact: the spatial
         offsets of the factors add up, and a rank index is carried (as groups) from the first
         stage that touches it to the last, which contracts it. ``None`` picks the order of
-        lowest :func:`plan_cost` among all orders (S <= 5) or SPEC's order.
+        lowest :func:`plan_cost` among all orders (S <= 5) or the order of the stage algorithm.
 
     Notes
     -----
     Stage for factor k, with the current state's axes: ``c_k`` and every rank axis of factor k
     that no later stage needs are contracted (K); rank axes still needed later and already in
     the state are groups (G); ``f_k`` and rank axes first met here are emitted (Out); the
-    rest is batch. In SPEC's order (S first) this is exactly SPEC §5's plan.
+    rest is batch. In the order of the stage algorithm (S first) this is exactly conv docs's plan.
     """
     if order is None:
         order = best_order(shapes, ranks, form, in_shape, stride, padding, dilation, layout)
@@ -258,7 +258,7 @@ def _placement(
 ) -> _Placement:
     # padding: just before the first stage wider than 1 in that dim (see the module notes);
     # the input itself is padded where that is the first stage or there is none.
-    # stride (SPEC §5.3, for any order): the last-run stage whose extent in that dim is > 1;
+    # stride (conv docs, for any order): the last-run stage whose extent in that dim is > 1;
     # the stages after it are 1x1 there and commute with subsampling. None: subsample first.
     wide = [[k for k in order if ext[k] > 1] for ext in (h, w)]
     pad_at = tuple(ks[0] if ks and ks[0] != order[0] else None for ks in wide)
@@ -457,11 +457,11 @@ def factorized_macs(
     """Multiply-accumulates of the factorized convolution (the sum over its stages).
 
     ``order`` is the execution order of the factors (0-based); ``None`` means the order the
-    planner picks (the one :func:`sekron.torch.conv2d` runs), ``spec_order(S)`` SPEC §5's.
+    planner picks (the one :func:`sekron.torch.conv2d` runs), ``spec_order(S)`` conv docs's.
 
     Stage k costs ``B_k * L_k * g_k * o_k * kk_k * h_k * w_k``: batch fold, output positions
     of that stage, groups, outputs and inputs per group, window. With stride 1 and every stage
-    at the same L this is SPEC §5.5:
+    at the same L this is conv docs:
     ``N L (P_{S-1} f_S C h_S w_S + Σ_{k<S} P_k F_{≥k} C_{≤k} h_k w_k)`` (nested).
     Earlier stages see more positions than the final output (they run before the later
     stages' windows shrink the map), which this count includes.

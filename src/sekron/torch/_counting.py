@@ -1,6 +1,6 @@
 """Counting parameters and multiply-accumulates (MACs) of models with SeKron layers.
 
-MACs of a SeKron convolution are those of the factorized stage plan (SPEC §5): the factors run
+MACs of a SeKron convolution are those of the factorized stage plan (conv docs): the factors run
 from last to first, each as one grouped ``conv2d``. The plan is a pure function of tuples of
 ints (cached); arrays are only touched when a model is run to record its layers' input shapes.
 """
@@ -80,7 +80,7 @@ def check_initialized(module: nn.Module, name: str) -> None:
 # ----------------------------------------------------------------------------------------------
 @lru_cache(maxsize=1024)
 def _stage_kernel_macs(shapes: Shapes, ranks: Ranks, form: str) -> tuple[int, ...]:
-    """MACs per batch element and per output position of each stage k (SPEC §5).
+    """MACs per batch element and per output position of each stage k (conv docs).
 
     Nested: stage S costs ``P_{S-1} f_S C h_S w_S`` and stage k < S costs
     ``P_k F_{>=k} C_{<=k} h_k w_k`` (``P_k = R_1..R_k``). Chain: stage k contracts
@@ -118,7 +118,7 @@ def sekron_conv_macs(
     dilation: int | Sequence[int] = 1,
     batch: int = 1,
 ) -> int:
-    """MACs of the factorized SeKron conv2d stage plan (SPEC §5).
+    """MACs of the factorized SeKron conv2d stage plan (conv docs).
 
     Parameters
     ----------
@@ -127,7 +127,7 @@ def sekron_conv_macs(
     in_hw : (int, int), optional
         Input height and width (before padding). ``None`` gives MACs *per output position*:
         every stage is charged as if it ran at the output resolution (border effects and the
-        extra positions of stages before a stride are ignored), which is SPEC §5's formula
+        extra positions of stages before a stride are ignored), which is conv docs's formula
         with ``N = L = 1``.
     stride, dilation : int or (int, int)
     padding : (top, bottom, left, right)
@@ -337,7 +337,7 @@ def count_macs(
     element scattered through the kernel), ``nn.Linear`` (``out_elements * in_features``),
     ``nn.Bilinear`` and :class:`~sekron.torch.SeKronConv2d`. Biases, activations, pooling and
     normalization are not counted. A SeKronConv2d is charged the MACs of its factorized stage
-    plan (SPEC §5, :func:`sekron_conv_macs`) whatever ``method`` it executes with.
+    plan (conv docs, :func:`sekron_conv_macs`) whatever ``method`` it executes with.
 
     The model runs once in eval mode without gradients; training flags are restored.
 

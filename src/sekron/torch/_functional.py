@@ -1,4 +1,4 @@
-"""Convolution with a SeKron kernel, without building it (SPEC §5): ``conv2d`` and ``conv1d``.
+"""Convolution with a SeKron kernel, without building it (conv docs): ``conv2d`` and ``conv1d``.
 
 Three methods compute the same thing, ``F.conv2d(x, st.to_tensor(), ...)``:
 
@@ -116,7 +116,7 @@ def conv2d(
         Input of shape (N, C * groups, H, W), or (C * groups, H, W) unbatched.
     st : SeKronTensor
         Kernel of shape (F, C, Kh, Kw) with torch factors, nested or chain form, S >= 2 factors.
-        Factor k has shape ``(f_k, c_k, h_k, w_k)`` (SPEC §2).
+        Factor k has shape ``(f_k, c_k, h_k, w_k)`` (theory docs).
     bias : torch.Tensor, optional
         Shape (F,).
     stride, padding, dilation, groups
@@ -157,7 +157,7 @@ def conv2d(
     The stride is applied by the stage with the smallest k whose window is wider than 1 in that
     dim; a 1x1 kernel subsamples the input first. Its cost is
     ``N L (P_{S-1} f_S C h_S w_S + Σ_{k<S} P_k F_{≥k} C_{≤k} h_k w_k)`` multiply-adds against
-    ``N L F C Kh Kw`` for the dense conv (SPEC §5).
+    ``N L F C Kh Kw`` for the dense conv (conv docs).
 
     ``method="auto"`` (the default) and its measuring:
 

@@ -71,7 +71,7 @@ class SeKronConv2d(nn.Module):
     Attributes
     ----------
     factor0, factor1, ... : torch.nn.Parameter
-        The SeKron factors, in the layout of :attr:`form` (SPEC §2); :attr:`factors` lists
+        The SeKron factors, in the layout of :attr:`form` (theory docs); :attr:`factors` lists
         them. ``state_dict`` keys are ``factor0 .. factor{S-1}`` and ``bias``.
     bias : torch.nn.Parameter or None
     sekron : SeKronTensor
@@ -80,7 +80,7 @@ class SeKronConv2d(nn.Module):
     Notes
     -----
     ``forward(x) == F.conv2d(x, self.sekron.to_tensor(), bias, stride, padding, dilation)``
-    up to rounding; the factorized plan (SPEC §5) never builds the kernel. Grouped
+    up to rounding; the factorized plan (conv docs) never builds the kernel. Grouped
     convolutions are not supported (``groups`` is always 1).
 
     References
