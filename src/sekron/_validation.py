@@ -72,6 +72,28 @@ def check_array(x: object, name: str) -> str:
     return backend
 
 
+def check_array_group(arrays: Sequence[Any], item: Any, group: str) -> str:
+    """The one backend of a group of arrays that must share their kind and dtype.
+
+    ``item(i)`` names array i in messages (``"factors[2]"``), ``group`` the group.
+    """
+    names = []
+    for i, a in enumerate(arrays):
+        name = backend_name_of(a)
+        if name is None:
+            raise TypeError(
+                f"{item(i)} must be a numpy.ndarray, torch.Tensor or jax.Array; "
+                f"got {_type_name(a)}."
+            )
+        names.append(name)
+    if len(set(names)) > 1:
+        raise TypeError(f"{group} must all be of one kind; got {names}.")
+    dtypes = [str(a.dtype) for a in arrays]
+    if len(set(dtypes)) > 1:
+        raise TypeError(f"{group} must share one dtype; got {dtypes}.")
+    return names[0]
+
+
 def check_number(
     x: object,
     name: str,

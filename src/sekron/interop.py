@@ -21,7 +21,7 @@ from tensorly.tr_tensor import TRTensor
 from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
-from ._backend import _thread_backend, backend_name_of, get_backend, to_numpy
+from ._backend import _thread_backend, get_backend, to_numpy
 from ._embeddings import (
     _cp_factors,
     _ctx,
@@ -31,7 +31,7 @@ from ._embeddings import (
     _tucker_factors,
 )
 from ._typing import Form, Shapes
-from ._validation import _type_name
+from ._validation import _type_name, check_array_group
 from .tensor import SeKronTensor
 
 __all__ = ["from_tensorly", "to_tensorly"]
@@ -53,21 +53,8 @@ def _arrays_of(obj: Any) -> list[Any]:
 
 
 def _check_arrays(arrays: list[Any], kind: str) -> tuple[Any, str]:
-    names = []
-    for i, a in enumerate(arrays):
-        name = backend_name_of(a)
-        if name is None:
-            raise TypeError(
-                f"the {kind}'s arrays must be numpy, torch or jax arrays; array {i} is a "
-                f"{_type_name(a)}."
-            )
-        names.append(name)
-    if len(set(names)) > 1:
-        raise TypeError(f"the {kind}'s arrays must all be of one kind; got {names}.")
-    dtypes = [str(a.dtype) for a in arrays]
-    if len(set(dtypes)) > 1:
-        raise TypeError(f"the {kind}'s arrays must share one dtype; got {dtypes}.")
-    return get_backend(names[0]), names[0]
+    backend = check_array_group(arrays, lambda i: f"the {kind}'s array {i}", f"the {kind}'s arrays")
+    return get_backend(backend), backend
 
 
 def _check_obj(obj: Any, form: object) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from math import prod
 from typing import Any
 
-from ._backend import backend_name_of, get_backend
+from ._backend import get_backend
 from ._plan import (
     Ranks,
     Shapes,
@@ -19,7 +19,7 @@ from ._plan import (
 )
 from ._rearrange import unrearrange_unchecked
 from ._typing import Form
-from ._validation import _type_name, check_form
+from ._validation import _type_name, check_array_group, check_form
 
 __all__ = ["SeKronTensor"]
 
@@ -149,21 +149,8 @@ class SeKronTensor:
             raise TypeError(f"factors must be a sequence of arrays; got {_type_name(factors)}.")
         if len(factors) < 2:
             raise ValueError(f"factors must hold at least 2 arrays (S >= 2); got {len(factors)}.")
-        names = []
-        for k, f in enumerate(factors):
-            name = backend_name_of(f)
-            if name is None:
-                raise TypeError(
-                    f"factors[{k}] must be a numpy.ndarray, torch.Tensor or jax.Array; "
-                    f"got {_type_name(f)}."
-                )
-            names.append(name)
-        if len(set(names)) > 1:
-            raise TypeError(f"factors must all be of one kind; got {names}.")
-        dtypes = [str(f.dtype) for f in factors]
-        if len(set(dtypes)) > 1:
-            raise TypeError(f"factors must share one dtype; got {dtypes}.")
-        if names[0] == "pytorch":
+        backend = check_array_group(factors, lambda k: f"factors[{k}]", "factors")
+        if backend == "pytorch":
             _check_one_device(factors)
         shapes, ranks = _infer(factors, form)
         for k, s in enumerate(shapes):
@@ -181,7 +168,7 @@ class SeKronTensor:
                 rel_error = error
         if rel_error is not None:
             rel_error = float(rel_error)
-        self._set(tuple(factors), form, shapes, ranks, rel_error, names[0])
+        self._set(tuple(factors), form, shapes, ranks, rel_error, backend)
 
     def _set(
         self,

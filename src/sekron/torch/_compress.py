@@ -206,7 +206,7 @@ def compress(
     input_shape : tuple of int, optional
         Input shape (batch included) for counting MACs; a zero input is run once, before and
         after. ``example_input`` gives a tensor instead. With neither, the report's MACs are
-        **per output position** of each conv (the dense ``F*C*kh*kw`` versus conv docs's
+        **per output position** of each conv (the dense ``F*C*kh*kw`` versus the conv docs'
         factorized formula with ``N = L = 1``) and there are no whole-model MAC totals.
     inplace : bool
         Replace the layers of ``model`` itself. By default a deep copy is compressed and

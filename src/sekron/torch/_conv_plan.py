@@ -159,7 +159,7 @@ def _factor_axes(k: int, n_factors: int, form: str) -> tuple[str, ...]:
 
 
 def spec_order(n_factors: int) -> tuple[int, ...]:
-    """conv docs's execution order: the last factor first (0-based indices S-1, .., 0)."""
+    """The stage algorithm's order (conv docs): the last factor first (indices S-1, .., 0)."""
     return tuple(reversed(range(n_factors)))
 
 
@@ -199,7 +199,7 @@ def conv_plan(
     Stage for factor k, with the current state's axes: ``c_k`` and every rank axis of factor k
     that no later stage needs are contracted (K); rank axes still needed later and already in
     the state are groups (G); ``f_k`` and rank axes first met here are emitted (Out); the
-    rest is batch. In the order of the stage algorithm (S first) this is exactly conv docs's plan.
+    rest is batch. In the stage algorithm's order (S first) this is exactly the docs' plan.
     """
     if order is None:
         order = best_order(shapes, ranks, form, in_shape, stride, padding, dilation, layout)
@@ -457,7 +457,8 @@ def factorized_macs(
     """Multiply-accumulates of the factorized convolution (the sum over its stages).
 
     ``order`` is the execution order of the factors (0-based); ``None`` means the order the
-    planner picks (the one :func:`sekron.torch.conv2d` runs), ``spec_order(S)`` conv docs's.
+    planner picks (the one :func:`sekron.torch.conv2d` runs), ``spec_order(S)`` the docs'
+    stage algorithm's.
 
     Stage k costs ``B_k * L_k * g_k * o_k * kk_k * h_k * w_k``: batch fold, output positions
     of that stage, groups, outputs and inputs per group, window. With stride 1 and every stage

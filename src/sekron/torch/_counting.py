@@ -127,7 +127,7 @@ def sekron_conv_macs(
     in_hw : (int, int), optional
         Input height and width (before padding). ``None`` gives MACs *per output position*:
         every stage is charged as if it ran at the output resolution (border effects and the
-        extra positions of stages before a stride are ignored), which is conv docs's formula
+        extra positions of stages before a stride are ignored), which is the conv docs' formula
         with ``N = L = 1``.
     stride, dilation : int or (int, int)
     padding : (top, bottom, left, right)
