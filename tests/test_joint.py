@@ -112,9 +112,10 @@ def test_joint_best_is_at_most_every_start_and_every_family(seed, compression) -
 
 
 def test_joint_stage_on_every_backend(backend) -> None:
-    W = np.random.default_rng(5).standard_normal((8, 6, 3, 3))
+    W = np.random.default_rng(5).standard_normal((6, 4, 3))
     t = backend.asarray(W, "float64" if backend.supports_float64 else "float32")
-    res = sekron.search(t, compression=3, progress=False, refine=4)
+    # small and nested only: jax compiles every new shape the ALS sweeps meet
+    res = sekron.search(t, compression=3, progress=False, refine=2, forms=("nested",))
     assert res.refined and res.best.rel_error <= res.greedy_best.rel_error + 1e-6
     fit = res.best.to_sekron()
     assert fit.backend == backend.name and str(fit.dtype) == str(t.dtype)
