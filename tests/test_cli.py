@@ -317,6 +317,7 @@ def test_json_provenance(tmp_path, capsys, weight) -> None:
     [layer] = doc["layers"]
     assert layer["key"] == "w" and layer["shape"] == [8, 4, 3, 3] and layer["dtype"] == "float32"
     assert set(layer["seconds"]) == {"sekron+gkpd", "cp", "total"}
+    assert layer["effort"].startswith("SeKron: greedy search, then 30 ALS sweeps")
     assert all(s >= 0 for s in layer["seconds"].values())
     assert [s["compression"] for s in layer["searches"]] == [2.0, 4.0]
     assert all(s["n_configs"] <= 50 for s in layer["searches"])

@@ -106,7 +106,7 @@ def decompose(
     shapes: Sequence[Sequence[int]],
     rank: int | Sequence[int] | None = None,
     *,
-    form: str = "nested",
+    form: Form = "nested",
     tol: float | None = None,
     max_params: int | None = None,
     svd: SVDMethod = "auto",

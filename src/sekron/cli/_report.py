@@ -99,6 +99,7 @@ def _layer_document(layer: LayerResult) -> tuple[dict[str, Any], list[dict[str, 
         "families": layer.families,
         "seconds": _seconds_by_family(table, layer),
         "searches": list(searches.values()),
+        "effort": table.effort(),
     }
     return meta, rows
 

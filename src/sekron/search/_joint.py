@@ -36,7 +36,7 @@ import numpy as np
 
 from .._backend import backend_name_of, get_backend, pow2_scale, sq_norm, to_numpy
 from .._plan import chain_params, factor_sizes, full_ranks, nested_params
-from .._typing import Ranks, Shapes
+from .._typing import Form, Ranks, Shapes
 from ..decomposition import decompose
 from ..refinement import _with_ranks, refine
 from ..tensor import SeKronTensor
@@ -117,7 +117,7 @@ def rank_splits(shapes: Shapes, form: str, budget: int) -> list[Ranks]:
     return list(out)
 
 
-def _start_at(tensor: Any, shapes: Shapes, form: str, ranks: Ranks, seed: int) -> SeKronTensor:
+def _start_at(tensor: Any, shapes: Shapes, form: Form, ranks: Ranks, seed: int) -> SeKronTensor:
     """The greedy SVD fit at ``ranks`` (capped at full rank), grown to ``ranks`` with terms
     that start at zero (the same tensor; the first sweep of the stage puts them to use)."""
     capped = tuple(min(r, f) for r, f in zip(ranks, full_ranks(shapes, form), strict=True))
