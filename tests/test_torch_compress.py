@@ -707,3 +707,22 @@ def test_the_digits_weights_ship_once_as_plain_arrays():
     assert example_keys() == [
         n + ".weight" for n in ("features.0", "features.2", "features.5", "features.8")
     ]
+
+
+def test_tucker2_layers_keep_the_budget_as_the_equal_count_chain():
+    # Tucker-2's nested embedding stores U_C once per r_1 (more than the budget); compress
+    # stores the chain (U_F)(core)(U_C) instead, with exactly Tucker-2's own parameter count
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(32, 64, 3, padding=1))
+    small, report = compress(
+        model, structure="tucker2", compression=4, min_params=0, progress=False
+    )
+    row = report[0]
+    assert row.replaced and small[0].sekron.form == "chain"
+    weight = model[0].weight
+    assert row.params_after - 64 <= weight.numel() / 4  # the bias is not factorized
+    rf, rc = small[0].sekron.ranks
+    assert row.params_after - 64 == sekron.structures.Tucker2().n_params(weight.shape, (rf, rc))
+    x = torch.randn(2, 32, 8, 8)
+    ref = torch.nn.functional.conv2d(x, small[0].sekron.to_tensor(), model[0].bias, padding=1)
+    assert torch.allclose(small(x), ref, atol=1e-5)
