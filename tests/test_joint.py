@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import sekron
 from sekron import structures
+from sekron._embeddings import tucker2_chain
 from sekron.search import _joint
 from sekron.testing import tolerance
 
@@ -81,7 +82,7 @@ def test_tucker2_chain_is_the_fit_at_its_own_parameter_count() -> None:
     W = np.random.default_rng(1).standard_normal((10, 7, 3, 3))
     t2 = structures.Tucker2()
     nested = t2.fit(W, rank=(4, 3), random_state=0)
-    chain = _joint._tucker2_chain(nested)
+    chain = tucker2_chain(nested)
     assert chain.form == "chain" and chain.ranks == (4, 3)
     np.testing.assert_allclose(chain.to_tensor(), nested.to_tensor(), rtol=0, atol=1e-12)
     assert chain.n_params == t2.n_params(W.shape, (4, 3)) == 10 * 4 + 4 * 3 * 9 + 3 * 7

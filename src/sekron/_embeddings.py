@@ -3,7 +3,8 @@
 With one mode per factor (``shapes[k]`` holds mode k, every other size is 1) a Kronecker product
 of the factors is an outer product. These functions lay a format's arrays out as SeKron factors:
 reshapes, transposes and multiplications by ones only, so the embedding is exact. Arrays keep
-their kind, dtype and device. Used by :func:`sekron.from_tensorly` and :mod:`sekron.structures`.
+their kind, dtype and device. Used by :func:`sekron.from_tensorly` and :mod:`sekron.structures`; :func:`tucker2_chain` gives
+Tucker-2 its equal-count chain form (the search and `compress` store it that way).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from math import prod
 from typing import Any
 
 from ._typing import Shapes
+from .tensor import SeKronTensor
 
 
 # ----------------------------------------------------------------------------------------------
@@ -136,3 +138,18 @@ def _tr_factors(B: Any, cores: Sequence[Any]) -> list[Any]:
         V = _expand(B, V, (*q, n[k]))
         out.append(_as_mode(B, V, ranks, shapes[k]))
     return out
+
+
+def tucker2_chain(st: SeKronTensor) -> SeKronTensor:
+    """Tucker-2's nested embedding (U_F)(U_C)(core) as the equal-count chain (U_F)(core)(U_C).
+
+    The nested form repeats U_C for every r_1; the chain over the factor order (F), (H, W), (C)
+    holds U_F, the core and U_C once each: exactly Tucker-2's own parameter count.
+    """
+    A1, A2, A3 = st.factors
+    rf, rc = st.ranks
+    first = A1.reshape((1, rf, *A1.shape[1:]))
+    core = A3.reshape((rf, rc, *A3.shape[2:]))
+    last = A2[0].reshape((rc, 1, *A2.shape[2:]))
+    # one mode per factor: the Kronecker order of the factors does not change the tensor
+    return SeKronTensor([first, core, last], "chain", rel_error=st.rel_error)

@@ -9,13 +9,13 @@ from dataclasses import fields, is_dataclass, replace
 from math import prod
 from typing import Any, NamedTuple
 
+from .._embeddings import tucker2_chain
 from .._typing import Form
 from ..random import check_random_state
 from ..refinement import refine
 from ..search import Candidate, SearchResult, search
 from ..search._api import _run as _greedy_run
 from ..search._api import with_joint_fits
-from ..search._joint import _tucker2_chain
 from ..structures import BudgetTooSmall, get_structure
 from ..tensor import SeKronTensor
 from ._table import _LABELS, CompareTable, Row
@@ -315,7 +315,7 @@ def fit_row(
         cut_short=fit.cut_short,
         seconds=fit.seconds,
     )
-    start = {"tt": st, "cp": st, "tucker2": _tucker2_chain(st) if name == "tucker2" else st}
+    start = {"tt": st, "cp": st, "tucker2": tucker2_chain(st) if name == "tucker2" else st}
     return row, start.get(name) if name in ("tt", "cp", "tucker2") else None
 
 

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import backend_name_of, get_backend, pow2_scale, sq_norm, to_numpy
+from .._embeddings import tucker2_chain
 from .._plan import chain_params, factor_sizes, full_ranks, nested_params
 from .._typing import Form, Ranks, Shapes
 from ..decomposition import decompose
@@ -175,7 +176,7 @@ def family_starts(tensor: Any, budget: int, *, random_state: int = 0) -> dict[st
         except ValueError:
             continue
         if name == "tucker2":
-            st = _tucker2_chain(st)
+            st = tucker2_chain(st)
         if st.n_params <= budget:
             out[name] = st
     return out
@@ -223,21 +224,6 @@ def _partitions(items: list[int]) -> list[list[list[int]]]:
         for i in range(len(p)):
             out.append([*p[:i], [first, *p[i]], *p[i + 1 :]])
     return out
-
-
-def _tucker2_chain(st: SeKronTensor) -> SeKronTensor:
-    """Tucker-2's nested embedding (U_F)(U_C)(core) as the equal-count chain (U_F)(core)(U_C).
-
-    The nested form repeats U_C for every r_1; the chain over the factor order (F), (H, W), (C)
-    holds U_F, the core and U_C once each: exactly Tucker-2's own parameter count.
-    """
-    A1, A2, A3 = st.factors
-    rf, rc = st.ranks
-    first = A1.reshape((1, rf, *A1.shape[1:]))
-    core = A3.reshape((rf, rc, *A3.shape[2:]))
-    last = A2[0].reshape((rc, 1, *A2.shape[2:]))
-    # one mode per factor: the Kronecker order of the factors does not change the tensor
-    return SeKronTensor([first, core, last], "chain", rel_error=st.rel_error)
 
 
 def refine_starts(

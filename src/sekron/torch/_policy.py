@@ -189,7 +189,7 @@ def factorize_weight(
     if structure_name(options.structure) == "tucker2":
         # the equal-count chain (U_F)(core)(U_C): the nested embedding stores U_C once per
         # r_1, more numbers than Tucker-2 itself and than the budget allows
-        from ..search._joint import _tucker2_chain
+        from .._embeddings import tucker2_chain
 
-        fitted = _tucker2_chain(fitted)
+        fitted = tucker2_chain(fitted)
     return fitted
