@@ -3,8 +3,9 @@
 With one mode per factor (``shapes[k]`` holds mode k, every other size is 1) a Kronecker product
 of the factors is an outer product. These functions lay a format's arrays out as SeKron factors:
 reshapes, transposes and multiplications by ones only, so the embedding is exact. Arrays keep
-their kind, dtype and device. Used by :func:`sekron.from_tensorly` and :mod:`sekron.structures`; :func:`tucker2_chain` gives
-Tucker-2 its equal-count chain form (the search and `compress` store it that way).
+their kind, dtype and device. Used by :func:`sekron.from_tensorly` and
+:mod:`sekron.structures`; :func:`tucker2_chain` gives Tucker-2 its equal-count chain form (the
+search and ``compress`` store it that way).
 """
 
 from __future__ import annotations
