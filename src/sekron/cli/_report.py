@@ -48,14 +48,13 @@ class LayerResult:
         rows = [r for _, t, _ in self.parts for r in t.rows]
         searches: Sequence[Any] = next((t.searches for _, t, _ in self.parts if t.searches), [])
         comps = self.parts[0][1].compressions
-        return CompareTable(rows, tensor_shape=self.shape, compressions=comps, searches=searches)
+        return CompareTable(
+            rows, tensor_shape=self.shape, compressions=comps, searches=searches, name=self.name
+        )
 
     def plot(self, path: Path) -> None:
         """The table's plot, titled with the layer's name, written to ``path``."""
-        fig = self.table().plot()
-        for ax in getattr(fig, "axes", [])[:1]:
-            ax.set_title(f"{ax.get_title()}: {self.name}" if ax.get_title() else self.name)
-        fig.savefig(str(path))
+        self.table().plot(path)
 
 
 def _finite(x: Any) -> float | None:
