@@ -114,3 +114,16 @@ def test_refine_validates_its_arguments(kwargs, exc, match) -> None:
     args = {k: v for k, v in kwargs.items() if k in ("sweeps", "tol", "rank")}
     with pytest.raises(exc, match=match):
         sekron.refine(W, kwargs.get("st", start), **args)
+
+
+def test_refined_factors_are_balanced_and_the_tensor_is_unchanged() -> None:
+    # a start whose factors differ in scale by 2**40 (what fine-tuning with one learning rate
+    # handles badly) comes back with every factor's RMS within a factor of 2 of the others
+    W = np.random.default_rng(2).standard_normal((8, 6, 4))
+    shapes = [(2, 2, 2), (4, 3, 2)]
+    st = sekron.decompose(W, shapes, rank=2)
+    skewed = sekron.SeKronTensor([st.factors[0] * 2.0**20, st.factors[1] * 2.0**-20], st.form)
+    out = sekron.refine(W, skewed, sweeps=1)
+    rms = [np.sqrt(np.mean(np.square(f))) for f in out.factors]
+    assert max(rms) / min(rms) <= 4.0
+    assert abs(out.rel_error - measured(W, out)) <= TOL64

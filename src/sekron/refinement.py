@@ -66,6 +66,9 @@ def refine(
     -------
     SeKronTensor
         Of ``st``'s form and shapes, with ``rel_error`` the measured relative Frobenius error.
+        Its factors are balanced: their root-mean-square entries agree within a factor of 2
+        (exact power-of-two rescaling, which does not change the tensor), so they train well
+        as parameters.
         It is never above the warm start's error (after cutting ranks, if ``rank`` cuts any): a
         sweep that would increase it is not kept.
 
@@ -139,9 +142,31 @@ def refine(
     flat[-1] = _times_pow2(flat[-1], -shift)
     flat, err2 = _als(B, T, flat, st.form, n_sweeps, rtol)
     flat[-1] = _times_pow2(flat[-1], -int(np.frexp(scale)[1]) + 1)
+    flat = _balanced(flat)
     out = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, st.shapes, strict=True)]
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
     return SeKronTensor(out, st.form, rel_error=rel)
+
+
+def _balanced(flat: list[Any]) -> list[Any]:
+    """The factors with their root-mean-square entries within a factor of 2 of each other.
+
+    Every term of Ŵ holds one slice of every factor, so scaling factor k by c_k with
+    ``prod c_k == 1`` leaves Ŵ unchanged; powers of two keep it exact. Balanced factors train
+    well as parameters (an optimizer's step is then of one size relative to every factor).
+    """
+    exps = []
+    for f in flat:
+        a = np.asarray(to_numpy(f), dtype=np.float64)
+        s = pow2_scale(a)  # log2 of the RMS without squaring entries near 1e±300
+        rms = float(np.sqrt(np.mean(np.square(a * s))))
+        if rms == 0.0:
+            return flat
+        exps.append(int(np.round(np.log2(rms) - np.log2(s))))
+    target = int(np.round(np.mean(exps)))
+    shifts = [target - e for e in exps[:-1]]
+    shifts.append(-sum(shifts))
+    return [_times_pow2(f, k) for f, k in zip(flat, shifts, strict=True)]
 
 
 def _times_pow2(x: Any, e: int) -> Any:
