@@ -36,7 +36,7 @@ import numpy as np
 
 from .._backend import backend_name_of, get_backend, pow2_scale, sq_norm, to_numpy
 from .._embeddings import tucker2_chain
-from .._plan import chain_params, factor_sizes, full_ranks, nested_params
+from .._plan import full_ranks, n_params
 from .._typing import Form, Ranks, Shapes
 from ..decomposition import decompose
 from ..refinement import _with_ranks, refine
@@ -62,7 +62,7 @@ class Start(NamedTuple):
     """A warm start of the joint-fit stage."""
 
     st: SeKronTensor
-    source: str  # "greedy", "split", "cp", "tt", "tucker2"
+    source: str  # "greedy", "split", "cp", "tt", "tucker2", "cp-grouped", "warm-start"
     greedy_error: float | None = None
 
 
@@ -75,8 +75,7 @@ class Refined(NamedTuple):
 
 
 def _params(shapes: Shapes, form: str, ranks: Sequence[int]) -> int:
-    d = factor_sizes(shapes)
-    return nested_params(d, ranks) if form == "nested" else chain_params(d, ranks)
+    return n_params(shapes, tuple(ranks), form)
 
 
 def _largest(shapes: Shapes, form: str, ranks: list[int], level: int, budget: int) -> int:
