@@ -337,3 +337,11 @@ def test_table_and_json_state_the_effort(tmp_path) -> None:
     # TT is TT-SVD then the same sweeps: never worse than TT-SVD alone
     plain = sekron.structures.TT().fit(W, max_params=tab["tt", 2].budget)
     assert tab["tt", 2].rel_error <= plain.rel_error + 1e-12
+
+
+def test_sekron_alone_is_the_search_with_its_own_family_starts() -> None:
+    W = np.random.default_rng(8).standard_normal((8, 6, 3, 3))
+    tab = compare(W, compression=(3,), families=("sekron",), progress=False, refine=4, threads=1)
+    alone = sekron.search(W, compression=3, progress=False, refine=4, threads=1)
+    assert tab["sekron", 3].rel_error == alone.best.rel_error
+    assert {c.source for c in tab.searches[0].refined} >= {"cp", "tt", "tucker2"}

@@ -76,6 +76,8 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
         check_int(kw["max_factors"], "max_factors", at_least=2),
         max(2, sum(_n_prime_factors(n) for n in shape)),
     )
+    if "sekron" not in fams:  # GKPD alone needs only the 2-factor configurations
+        max_factors = 2
     return _Options(
         comps,
         tuple(budget_from_compression(c, numel) for c in comps),
@@ -154,7 +156,9 @@ def compare(
     The families are fitted first. The SeKron search then runs once per ratio, with the TT, CP
     and Tucker-2 fits of that ratio (those compared) among the warm starts of its joint-fit
     stage, at their own parameter counts (Tucker-2 as the chain (F)(H, W)(C)); ALS never
-    increases an error, so the SeKron row is at most the GKPD, TT, CP and Tucker-2 rows.
+    increases an error, so the SeKron row is at most the GKPD, TT, CP and Tucker-2 rows. When
+    none of TT, CP and Tucker-2 is compared, the search fits its own (as :func:`sekron.search`
+    does alone).
     Tucker's and TR's embeddings hold more numbers than their own counts, so they are
     reported as they come. Each ratio's certificate (``bound``) is the one
     :func:`sekron.search` gives for that ratio alone; it is about greedy fits only. GKPD is

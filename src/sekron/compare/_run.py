@@ -184,7 +184,7 @@ def search_rows(
                     t,
                     res,
                     sweeps=sweeps,
-                    warm_starts=warm.get(c, []),
+                    warm_starts=_starts(opts, warm, c),
                     rng=check_random_state(opts.random_state),
                     deadline=None,
                     threads=opts.threads,
@@ -206,12 +206,20 @@ def search_rows(
                 progress=bar.search_callback,
                 threads=opts.threads,
                 refine=sweeps,
-                warm_starts=warm.get(c, []),
+                warm_starts=_starts(opts, warm, c),
             )
         except ValueError:  # the budget is below every configuration's smallest structure
             one = None
         _record(done, searches, c, b, one, time.perf_counter() - start)
         bar.step()
+
+
+def _starts(
+    opts: Options, warm: dict[float, list[SeKronTensor]], c: float
+) -> list[SeKronTensor] | None:
+    """The warm starts of ratio ``c``: the compared families' fits, or None (the search then
+    fits its own CP, TT and Tucker-2) when none of those families is compared."""
+    return warm[c] if {"tt", "cp", "tucker2"} & set(opts.families) else None
 
 
 def _shared_greedy(t: Any, opts: Options, bar: Progress) -> list[SearchResult | None]:
