@@ -345,3 +345,13 @@ def test_sekron_alone_is_the_search_with_its_own_family_starts() -> None:
     alone = sekron.search(W, compression=3, progress=False, refine=4, threads=1)
     assert tab["sekron", 3].rel_error == alone.best.rel_error
     assert {c.source for c in tab.searches[0].refined} >= {"cp", "tt", "tucker2"}
+
+
+def test_a_budget_only_a_deeper_structure_fits_gets_its_row() -> None:
+    # 8x8: every 2-factor split needs >= 16 parameters at rank 1, (4)(4)(4) only 12: the shared
+    # greedy stage must not drop a budget of 13 as too small
+    W = np.random.default_rng(9).standard_normal((8, 8))
+    tab = compare(W, compression=(2, 64 / 13), families=("sekron", "gkpd"), progress=False)
+    row, alone = tab["sekron", 64 / 13], sekron.search(W, max_params=13, progress=False)
+    assert row.rel_error == alone.best.rel_error and row.n_params <= 13
+    assert tab["gkpd", 64 / 13].rel_error is None  # no 2-factor split fits

@@ -6,7 +6,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass, replace
-from math import prod
 from typing import Any, NamedTuple
 
 from .._embeddings import tucker2_chain
@@ -14,8 +13,7 @@ from .._typing import Form
 from ..random import check_random_state
 from ..refinement import refine
 from ..search import Candidate, SearchResult, search
-from ..search._api import _run as _greedy_run
-from ..search._api import with_joint_fits
+from ..search._api import run_greedy, with_joint_fits
 from ..structures import BudgetTooSmall, get_structure
 from ..tensor import SeKronTensor
 from ._table import _LABELS, CompareTable, Row
@@ -224,11 +222,10 @@ def _starts(
 
 def _shared_greedy(t: Any, opts: Options, bar: Progress) -> list[SearchResult | None]:
     """The greedy stage at every budget at once (None for a budget no structure fits)."""
-    fits = [b for b in opts.budgets if b >= _smallest_structure(t)]
-    results = iter(
-        _greedy_run(
+    try:
+        out = run_greedy(
             t,
-            fits,
+            opts.budgets,
             max_factors=opts.max_factors,
             forms=opts.forms,
             max_configs=opts.max_configs,
@@ -238,20 +235,11 @@ def _shared_greedy(t: Any, opts: Options, bar: Progress) -> list[SearchResult | 
             progress=bar.search_callback,
             threads=opts.threads,
         )
-        if fits
-        else []
-    )
-    out = [next(results) if b in fits else None for b in opts.budgets]
+    except ValueError:  # no configuration fits even the largest budget
+        return [None] * len(opts.budgets)
     if any(r is not None and r.interrupted for r in out):
         raise KeyboardInterrupt
     return out
-
-
-def _smallest_structure(t: Any) -> int:
-    """Parameters of the smallest SeKron structure of ``t``: two factors at rank 1."""
-    n = prod(int(s) for s in t.shape)
-    sizes = [d for d in range(2, n) if n % d == 0]
-    return min((d + n // d for d in sizes), default=n + 1)
 
 
 def _record(

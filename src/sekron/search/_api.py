@@ -43,7 +43,7 @@ from ._phases import (
 )
 from ._results import Candidate, SearchResult
 
-__all__ = ["search"]
+__all__ = ["run_greedy", "search", "with_joint_fits"]
 
 #: Budgets above this act as it (every structure of any tensor fits far below it); the rank
 #: arithmetic stays within int64.
@@ -199,7 +199,7 @@ def search(
     rng = check_random_state(random_state)
     n_threads = check_threads(threads)
     start = time.perf_counter()
-    greedy = _run(
+    found = run_greedy(
         t,
         [budget],
         max_factors=check_int(max_factors, "max_factors", at_least=2),
@@ -212,6 +212,11 @@ def search(
         max_seconds=seconds,
         threads=n_threads,
     )[0]
+    if found is None:
+        raise ValueError(
+            f"no configuration fits the budget of {budget:,} parameters for shape {tuple(t.shape)}."
+        )
+    greedy = found
     deadline = None if seconds is None else start + seconds
     return with_joint_fits(
         t,
@@ -307,7 +312,7 @@ def _check_warm_starts(
     return out
 
 
-def _run(
+def run_greedy(
     t: Any,
     budgets: Sequence[int],
     *,
@@ -320,9 +325,10 @@ def _run(
     progress: bool | Callable[[int, int], Any] | None,
     max_seconds: float | None = None,
     threads: int = 1,
-) -> list[SearchResult]:
+) -> list[SearchResult | None]:
     """Search a checked tensor at several budgets at once, sharing every SVD; one SearchResult
-    per budget. The options are :func:`search`'s, checked (``random_state`` may be any
+    per budget (None where no configuration fits it; ValueError when none fits the largest).
+    The options are :func:`search`'s, checked (``random_state`` may be any
     :func:`sekron.random.check_random_state` input; a Generator is used as it is)."""
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + max_seconds

@@ -361,20 +361,19 @@ def finish(
     interrupted: bool,
     timed_out: bool,
     seconds: float,
-) -> list[SearchResult]:
-    """One SearchResult per budget; the jobs left pending certify what was not evaluated."""
+) -> list[SearchResult | None]:
+    """One SearchResult per budget (None where no configuration fits it); the jobs left pending
+    certify what was not evaluated."""
     for job in pending:
         for tally, caps, low in zip(tallies, job.caps, job.lower2, strict=True):
             if caps:
                 tally.skipped2 = min(tally.skipped2, low)
                 tally.n_open += low < tally.best2 * _SLACK
-    results = []
+    results: list[SearchResult | None] = []
     for tally in tallies:
         if not tally.found:
-            raise ValueError(
-                f"no configuration fits the budget of {tally.budget:,} parameters for shape "
-                f"{shape}."
-            )
+            results.append(None)
+            continue
         results.append(
             SearchResult(
                 tuple(_bounds.pareto_front(tally.found)),
