@@ -311,8 +311,9 @@ def fit_row(
         cut_short=fit.cut_short,
         seconds=fit.seconds,
     )
-    start = {"tt": st, "cp": st, "tucker2": tucker2_chain(st) if name == "tucker2" else st}
-    return row, start.get(name) if name in ("tt", "cp", "tucker2") else None
+    if name == "tucker2":
+        return row, tucker2_chain(st)
+    return row, st if name in ("tt", "cp") else None
 
 
 def run(t: Any, opts: Options) -> CompareTable:
