@@ -42,7 +42,7 @@ def layers(quick: bool) -> list[tuple[str, np.ndarray, tuple[float, ...]]]:
     out.append(("example (digits/features.8)", example_weight(), (2.0, 4.0, 8.0, 16.0)))
     if not quick:
         with np.load(WIDE, allow_pickle=False) as z:
-            out.append(("wide/conv512", z["conv512"], (4.0, 8.0)))
+            out.append(("wide/conv512", z["features.11.weight"].astype(np.float32), (4.0, 8.0)))
     return out
 
 

@@ -219,7 +219,7 @@ def conv_timings(dev: torch.device, reps: int, layers: list[Any]) -> list[dict[s
 
 def _wide_weight() -> np.ndarray:
     with np.load(WIDE_WEIGHT, allow_pickle=False) as d:
-        return np.asarray(d["conv512"], dtype=np.float64)
+        return np.asarray(d["features.11.weight"], dtype=np.float64)
 
 
 def search_cuda(dev: torch.device, seconds: float, log: Log) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def naive_floor(W: np.ndarray, budget: int, max_factors: int, sample: int, seed:
 def trained_512() -> np.ndarray:
     """The trained 512x512x3x3 weight of ``scripts/train_wide_digits_cnn.py``, as float64."""
     with np.load(WIDE_WEIGHT, allow_pickle=False) as data:
-        return np.asarray(data["conv512"], dtype=np.float64)
+        return np.asarray(data["features.11.weight"], dtype=np.float64)
 
 
 def bench_search(
