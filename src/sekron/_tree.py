@@ -14,7 +14,7 @@ All work happens on the rearranged tensor T = R(W), an S-way tensor of shape
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
 from typing import Any, NamedTuple
 
@@ -27,6 +27,7 @@ from ._svd import truncated_svd
 from ._typing import Ranks, Shapes, SVDMethod
 
 __all__ = [
+    "Fits",
     "NestedTree",
     "chain_caps",
     "choose_chain_budget",
@@ -118,22 +119,48 @@ def slice_nested(tree: NestedTree, ranks: Ranks, shapes: Shapes, B: Any) -> list
 
 
 def choose_nested(
-    tree: NestedTree, d: Sequence[int], tol2: float | None, budget: int | None
+    tree: NestedTree,
+    d: Sequence[int],
+    tol2: float | None,
+    budget: int | None,
+    fits: Fits | None = None,
 ) -> Ranks | None:
-    """Cheapest ranks within ``tol2`` or lowest error within ``budget``, from exact errors."""
+    """Cheapest ranks within ``tol2`` or lowest error within ``budget``, from exact errors;
+    with ``fits`` (ranks or rank grids -> bool), only the ranks it accepts (``budget`` given)."""
     M = tree.caps
     if _ranks.table_fits(M):
         E = _ranks.nested_error_table(tree.sig2, tree.rest2)
-        return _ranks.select_from_tables(
-            E, _ranks.params_table(d, M, "nested"), tol2=tol2, budget=budget
-        )
+        P = _exclude(_ranks.params_table(d, M, "nested"), M, fits, budget)
+        return _ranks.select_from_tables(E, P, tol2=tol2, budget=budget)
     return _ranks.greedy_select(
         lambda R: _ranks.nested_error2(tree.sig2, tree.rest2, R),
-        lambda R: nested_params(d, R),
+        _count_within(lambda R: nested_params(d, R), fits, budget),
         M,
         tol2=tol2,
         budget=budget,
     )
+
+
+#: Which ranks (a tuple of ints, or broadcastable rank grids) a second budget accepts.
+Fits = Callable[[Sequence[Any]], Any]
+
+
+def _exclude(P: np.ndarray, M: Sequence[int], fits: Fits | None, budget: int | None) -> np.ndarray:
+    """The parameter table with the ranks ``fits`` refuses priced above ``budget``."""
+    if fits is None:
+        return P
+    assert budget is not None
+    return np.where(fits(_ranks.grids(M)), P, budget + 1)
+
+
+def _count_within(
+    count: Callable[[tuple[int, ...]], int], fits: Fits | None, budget: int | None
+) -> Callable[[tuple[int, ...]], int]:
+    """``count`` with the ranks ``fits`` refuses priced above ``budget``."""
+    if fits is None:
+        return count
+    assert budget is not None
+    return lambda R: count(R) if bool(fits(R)) else budget + 1
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,8 +217,11 @@ def unfolding_tails(B: Any, T: Any, d: Sequence[int], caps: Sequence[int]) -> li
     return tails
 
 
-def choose_chain_budget(tails: list[np.ndarray], d: Sequence[int], budget: int) -> Ranks | None:
-    """Ranks minimising the certified bound Σ_k ε_k(R_k)² within the budget."""
+def choose_chain_budget(
+    tails: list[np.ndarray], d: Sequence[int], budget: int, fits: Fits | None = None
+) -> Ranks | None:
+    """Ranks minimising the certified bound Σ_k ε_k(R_k)² within the budget (and accepted by
+    ``fits``, when given)."""
     M = [t.shape[0] for t in tails]
 
     def valid(R: Sequence[Any]) -> Any:
@@ -206,14 +236,13 @@ def choose_chain_budget(tails: list[np.ndarray], d: Sequence[int], budget: int) 
         grids = _ranks.grids(M)
         E = sum(t.reshape(g.shape) for t, g in zip(tails, grids, strict=True))
         E = np.where(valid(grids), E, np.inf)
-        return _ranks.select_from_tables(
-            E, _ranks.params_table(d, M, "chain"), tol2=None, budget=budget
-        )
+        P = _exclude(np.asarray(_ranks.params_table(d, M, "chain")), M, fits, budget)
+        return _ranks.select_from_tables(E, P, tol2=None, budget=budget)
     return _ranks.greedy_select(
         lambda R: (
             sum(float(t[r - 1]) for t, r in zip(tails, R, strict=True)) if valid(R) else np.inf
         ),
-        lambda R: chain_params(d, R),
+        _count_within(lambda R: chain_params(d, R), fits, budget),
         M,
         tol2=None,
         budget=budget,

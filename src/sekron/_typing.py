@@ -17,8 +17,10 @@ Form = Literal["nested", "chain"]
 SVDMethod = Literal["auto", "exact", "gram", "randomized"]
 ConvMethod = Literal["auto", "factorized", "reconstructed"]
 Backend = Literal["numpy", "pytorch", "jax"]
+Allocation = Literal["uniform", "global"]  # compress: one budget per layer, or for the model
 
 __all__ = [
+    "Allocation",
     "Backend",
     "ConvMethod",
     "Form",

@@ -30,6 +30,7 @@ from ..random import check_random_state
 from ..tensor import SeKronTensor
 from ._joint import joint_stage
 from ._kernels import Kernels, Level1
+from ._macs import mac_budget
 from ._parallel import workers
 from ._phases import (
     Progress,
@@ -66,8 +67,11 @@ def search(
     threads: int | None = None,
     refine: int = 20,
     warm_starts: Sequence[SeKronTensor] | None = None,
+    max_macs: int | None = None,
+    mac_compression: float | None = None,
 ) -> SearchResult:
-    """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget.
+    """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget
+    (and, for a conv weight, a budget of multiply-accumulates).
 
     Two stages: a greedy stage scores every configuration by one pass of SVDs (exact errors,
     certified bounds), then a joint-fit stage refines a shortlist by alternating least squares
@@ -133,6 +137,17 @@ def search(
         (:func:`sekron.compare` passes its family fits, so the searched error is at most
         theirs). Each must have the tensor's shape, kind and dtype and at most ``max_params``
         parameters.
+    max_macs : int >= 1, optional
+        For a conv weight ``(F, C, kh, kw)``: a budget on the MACs **per output position** of
+        the factorized plan that :func:`sekron.torch.conv2d` runs, counted as
+        :func:`sekron.torch.sekron_conv_macs` counts them with ``in_hw=None`` (for a stride-1
+        conv with "same" padding, :func:`sekron.torch.count_macs` is this times the output
+        positions). The dense conv costs ``F*C*kh*kw`` per position. Every candidate, greedy
+        and refined, is within both budgets: the result is the best error within both.
+    mac_compression : float >= 1, optional
+        The MAC budget as a ratio: ``max_macs = floor(F*C*kh*kw / mac_compression)``; 1 means
+        "no more MACs than the dense conv". At most one of ``max_macs`` and
+        ``mac_compression``.
 
     Returns
     -------
@@ -150,7 +165,9 @@ def search(
         Neither or both of ``max_params``/``compression``, ``compression <= 1`` (or too large
         for a float), a budget below the smallest structure, ``max_factors < 2``, NaN or Inf
         in the tensor, a tensor with no configuration at all, or a warm start of another
-        shape or above the budget.
+        shape or above the budget. Both ``max_macs`` and ``mac_compression``, ``max_macs``
+        not >= 1, ``mac_compression < 1``, a MAC budget for a tensor that is not 4-way, or no
+        structure within both budgets.
     KeyboardInterrupt
         Only when interrupted before any candidate was evaluated. Otherwise Ctrl-C returns what
         was found so far, with ``result.interrupted = True``.
@@ -194,6 +211,7 @@ def search(
     else:
         budget = budget_from_compression(check_compression(compression), prod(t.shape))
     sweeps = check_int(refine, "refine", at_least=0)
+    macs = mac_budget(max_macs, mac_compression, tuple(int(v) for v in t.shape))
     starts = None if warm_starts is None else _check_warm_starts(warm_starts, t, backend, budget)
     seconds = check_max_seconds(max_seconds)
     rng = check_random_state(random_state)
@@ -211,6 +229,7 @@ def search(
         progress=check_progress(progress),
         max_seconds=seconds,
         threads=n_threads,
+        max_macs=macs,
     )[0]
     if found is None:
         raise ValueError(
@@ -242,7 +261,8 @@ def with_joint_fits(
     threads: int,
 ) -> SearchResult:
     """``greedy`` (a checked tensor ``t``'s greedy result) with the joint-fit stage's
-    candidates; ``tensor`` is what the candidates keep (the caller's array)."""
+    candidates; ``tensor`` is what the candidates keep (the caller's array). Starts above
+    ``greedy.max_macs`` are left out."""
     if not sweeps or greedy.interrupted:
         return greedy
     start = time.perf_counter()
@@ -256,6 +276,7 @@ def with_joint_fits(
             random_state=int(rng.integers(2**31)),
             deadline=deadline,
             threads=threads,
+            max_macs=greedy.max_macs,
         )
     except KeyboardInterrupt:
         return replace(greedy, interrupted=True)
@@ -325,16 +346,21 @@ def run_greedy(
     progress: bool | Callable[[int, int], Any] | None,
     max_seconds: float | None = None,
     threads: int = 1,
+    max_macs: int | None = None,
+    max_deep_configs: int | None = None,
 ) -> list[SearchResult | None]:
     """Search a checked tensor at several budgets at once, sharing every SVD; one SearchResult
     per budget (None where no configuration fits it; ValueError when none fits the largest).
     The options are :func:`search`'s, checked (``random_state`` may be any
-    :func:`sekron.random.check_random_state` input; a Generator is used as it is)."""
+    :func:`sekron.random.check_random_state` input; a Generator is used as it is; ``max_macs``
+    the checked MAC budget per output position of a 4-way tensor, or None;
+    ``max_deep_configs`` caps the configurations with 3 or more factors only, most balanced
+    first, keeping every 2-factor one)."""
     start = time.perf_counter()
     deadline = None if max_seconds is None else start + max_seconds
     shape = tuple(int(s) for s in t.shape)
     budgets = tuple(budgets)
-    jobs = plan_jobs(shape, budgets, max_factors, forms, max_configs)
+    jobs = plan_jobs(shape, budgets, max_factors, forms, max_configs, max_macs, max_deep_configs)
     need = spectra_needed(jobs, budgets)
     heads = {job.shapes[0] for job in jobs if len(job.d) > 2}
     backend = backend_name_of(t)
@@ -342,7 +368,7 @@ def run_greedy(
     # errors are scale-free, squares are not: score s·W with s an exact power of two
     scale = pow2_scale(t)
     scaled = t * scale if scale != 1.0 else t
-    tallies = [Tally(b, sum(1 for j in jobs if j.caps[i])) for i, b in enumerate(budgets)]
+    tallies = [Tally(b, max_macs, sum(1 for j in jobs if j.caps[i])) for i, b in enumerate(budgets)]
     # the jobs not evaluated yet, in the order they will be: 2-factor ones first
     pending = deque(sorted(jobs, key=lambda j: len(j.d) > 2))
     pbar = Progress(len(jobs) + len(need), progress)

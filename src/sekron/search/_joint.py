@@ -41,6 +41,7 @@ from .._typing import Form, Ranks, Shapes
 from ..decomposition import decompose
 from ..refinement import _with_ranks, refine
 from ..tensor import SeKronTensor
+from ._macs import conv_macs
 from ._parallel import Workers, workers
 
 __all__ = [
@@ -297,9 +298,11 @@ def joint_stage(
     random_state: int,
     deadline: float | None,
     threads: int = 1,
+    max_macs: int | None = None,
 ) -> list[Refined]:
     """The whole second stage: the shortlist of the greedy candidates, the families' fits (or
-    the caller's ``warm_starts``), the grouped CP fit, refined by :func:`refine_starts`."""
+    the caller's ``warm_starts``), the grouped CP fit, refined by :func:`refine_starts`; with
+    ``max_macs`` (per output position, a 4-way tensor), only the starts within it."""
     starts = shortlist(tensor, greedy, budget, random_state=random_state)
     if warm_starts is None:
         family = family_starts(tensor, budget, random_state=random_state)
@@ -310,6 +313,8 @@ def joint_stage(
         cp = next((st for st in warm_starts if _is_cp(st)), None)
     if cp is not None:
         starts += grouped_cp_starts(cp, budget)
+    if max_macs is not None:
+        starts = [s for s in starts if conv_macs(s.st.shapes, s.st.ranks, s.st.form) <= max_macs]
     with workers(threads, backend_name_of(tensor) or "numpy") as pool:
         return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline, pool=pool)
 

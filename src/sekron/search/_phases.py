@@ -27,13 +27,14 @@ from typing import Any, cast
 
 import numpy as np
 
-from .. import _ranks
+from .. import _ranks, _tree
 from .._plan import chain_params, factor_sizes, nested_params
 from .._tree import chain_caps, choose_chain_budget, choose_nested, nested_caps
 from .._typing import Form, Ranks, Shapes
 from . import _bounds
 from ._configs import balance_score, enumerate_configs, max_factors_of, min_params, prefix
 from ._kernels import Level1, chain_error2, nested_values
+from ._macs import conv_macs, mac_fits
 from ._results import Candidate, SearchResult
 
 __all__ = [
@@ -68,12 +69,17 @@ class Tally:
     """What one budget's search found so far."""
 
     budget: int
+    max_macs: int | None = None  # MACs per output position (4-way conv weights), or None
     n_configs: int = 0
     found: list[Candidate] = field(default_factory=list)
     best2: float = np.inf
     n_pruned: int = 0
     skipped2: float = np.inf  # lowest lower bound among the jobs not evaluated
     n_open: int = 0  # jobs left unevaluated whose bound is below the best found
+
+    def fits(self, job: Job) -> _tree.Fits | None:
+        """The MAC budget as a mask over ``job``'s ranks (None without one)."""
+        return None if self.max_macs is None else mac_fits(job.shapes, job.form, self.max_macs)
 
     def skip(self, lower2: float) -> None:
         self.n_pruned += 1
@@ -128,12 +134,23 @@ def plan_jobs(
     max_factors: int,
     forms: tuple[str, ...],
     max_configs: int | None,
+    max_macs: int | None = None,
+    max_deep_configs: int | None = None,
 ) -> list[Job]:
     """Configurations with 2..max_factors factors within the largest budget, most balanced
-    first (at most ``max_configs``), one job per form (one for S = 2: the forms coincide)."""
+    first (at most ``max_configs``), one job per form (one for S = 2: the forms coincide).
+    With ``max_macs``, only the configurations whose ranks 1 fit it (in some form); with
+    ``max_deep_configs``, every 2-factor configuration and at most that many deeper ones."""
     top = max(budgets)
     sizes = range(2, min(max_factors, max_factors_of(shape)) + 1)
     configs = [c for S in sizes for c in enumerate_configs(shape, S) if min_params(c) <= top]
+    if max_macs is not None:
+        configs = [c for c in configs if _ones_fit_macs(c, forms, max_macs)]
+        if not configs:
+            raise ValueError(
+                f"no SeKron structure of a tensor of shape {shape} fits both the budget of "
+                f"{top:,} parameters and max_macs={max_macs:,} MACs per output position."
+            )
     if not configs:
         every = (c for S in sizes for c in enumerate_configs(shape, S))
         smallest = min((min_params(c) for c in every), default=None)
@@ -150,6 +167,9 @@ def plan_jobs(
     configs.sort(key=lambda c: (balance_score(c), len(c), c))
     if max_configs is not None:
         configs = configs[:max_configs]
+    if max_deep_configs is not None:
+        deep = [c for c in configs if len(c) > 2][:max_deep_configs]
+        configs = [c for c in configs if len(c) == 2] + deep
     jobs = []
     for c in configs:
         d = factor_sizes(c)
@@ -159,6 +179,13 @@ def plan_jobs(
             caps = tuple(capf(d, c, b) if fits <= b else () for b in budgets)
             jobs.append(Job(c, cast(Form, form), d, caps, (0.0,) * len(budgets)))
     return jobs
+
+
+def _ones_fit_macs(c: Shapes, forms: tuple[str, ...], max_macs: int) -> bool:
+    """Whether configuration ``c`` at ranks 1 costs at most ``max_macs`` in one of ``forms``."""
+    ones = (1,) * (len(c) - 1)
+    kinds = ("nested",) if len(c) == 2 else forms
+    return any(conv_macs(c, ones, f) <= max_macs for f in kinds)
 
 
 def spectra_needed(jobs: Iterable[Job], budgets: tuple[int, ...]) -> dict[tuple[int, ...], int]:
@@ -211,6 +238,9 @@ def score_two_factor(
             M = min(caps[0], sp.cap)
             E = sp.tail(M)
             P = _ranks.params_table(job.d, (M,), "nested")
+            fits = tally.fits(job)
+            if fits is not None:
+                P = np.where(fits(_ranks.grids((M,))), P, tally.budget + 1)
             ranks = _ranks.select_from_tables(E, P, tol2=None, budget=tally.budget)
             if ranks is not None:
                 _record(tally, job, ranks, float(E[ranks[0] - 1]), level1, t)
@@ -312,7 +342,7 @@ def _evaluate_job(
     if job.form == "chain":
         for tally, caps in live:
             tails = [level1.spectra[prefix(job.shapes, k + 1)].tail(c) for k, c in enumerate(caps)]
-            ranks = choose_chain_budget(tails, job.d, tally.budget)
+            ranks = choose_chain_budget(tails, job.d, tally.budget, tally.fits(job))
             if ranks is not None:
                 err2 = chain_error2(level1, job.shapes, job.d, ranks, col_grams)
                 _record(tally, job, ranks, err2, level1, t)
@@ -335,7 +365,7 @@ def _evaluate_job(
             live[i][0].skip(low)
         return grams
     for tally, _ in live:
-        ranks = choose_nested(tree, job.d, None, tally.budget)
+        ranks = choose_nested(tree, job.d, None, tally.budget, tally.fits(job))
         if ranks is not None:
             err2 = _ranks.nested_error2(tree.sig2, tree.rest2, ranks)
             _record(tally, job, ranks, err2, level1, t)
@@ -388,6 +418,7 @@ def finish(
                 bound=relative(tally.skipped2, level1.norm2),
                 n_open=tally.n_open,
                 kernel_seconds=level1.kern.seconds,
+                max_macs=tally.max_macs,
             )
         )
     return results

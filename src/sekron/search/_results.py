@@ -10,6 +10,7 @@ from typing import Any, overload
 from .._typing import Form, Ranks, Shapes
 from ..decomposition import decompose
 from ..tensor import SeKronTensor
+from ._macs import conv_macs
 
 __all__ = ["Candidate", "SearchResult"]
 
@@ -56,6 +57,15 @@ class Candidate:
     @property
     def n_factors(self) -> int:
         return len(self.shapes)
+
+    @property
+    def macs(self) -> int | None:
+        """MACs per output position of the factorized conv plan (``sekron.torch.conv2d``;
+        :func:`sekron.torch.sekron_conv_macs` with ``in_hw=None``) for a 4-way conv weight
+        ``(F, C, kh, kw)``; None for other tensors. The dense conv costs ``F*C*kh*kw``."""
+        if len(self.shapes[0]) != 4:
+            return None
+        return int(conv_macs(self.shapes, self.ranks, self.form))
 
     def to_sekron(self, tensor: Any = None) -> SeKronTensor:
         """The SeKronTensor this candidate describes.
@@ -125,6 +135,9 @@ class SearchResult(Sequence[Candidate]):
         All evaluated candidates, in evaluation order.
     budget : int
         The parameter budget ``max_params`` (numel / compression when given a compression).
+    max_macs : int or None
+        The MAC budget per output position (``max_macs``, or ``numel / mac_compression``);
+        every candidate's :attr:`Candidate.macs` is within it. None without one.
     tensor_shape : tuple of int
     n_configs : int
         Configurations (shapes x form) considered after the budget and ``max_configs`` filters.
@@ -170,6 +183,7 @@ class SearchResult(Sequence[Candidate]):
     kernel_seconds: float = 0.0
     refined: tuple[Candidate, ...] = ()
     sweeps: int = 0
+    max_macs: int | None = None
 
     @overload
     def __getitem__(self, i: int) -> Candidate: ...
@@ -197,7 +211,9 @@ class SearchResult(Sequence[Candidate]):
 
     def __repr__(self) -> str:
         head = (
-            f"SearchResult for shape {self.tensor_shape}, budget {self.budget:,} params: "
+            f"SearchResult for shape {self.tensor_shape}, budget {self.budget:,} params"
+            + ("" if self.max_macs is None else f" and {self.max_macs:,} MACs/position")
+            + ": "
             f"{len(self)} on the front of {len(self.all)} evaluated"
             + (f" ({self.n_pruned} pruned)" if self.n_pruned else "")
             + (", INTERRUPTED" if self.interrupted else "")

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from .._typing import ConvMethod, Form
+from .._typing import Allocation, ConvMethod, Form
 from .._validation import _type_name, check_bool, check_choice, check_int
 from ._checks import METHODS, check_weight_dtype
 from ._counting import (
@@ -30,9 +30,14 @@ from ._counting import (
     layer_macs,
     sekron_conv_macs,
 )
+from ._executor_shim import check_executor, map_ordered
+from ._global import allocate_globally, check_allocation
 from ._layers import SeKronConv2d
 from ._policy import (
     DEFAULT_COMPRESSION,
+    DEFAULT_MAC_COMPRESSION,
+    DEFAULT_MAX_SECONDS,
+    Factorized,
     FactorizeOptions,
     check_factorize_options,
     factorize_weight,
@@ -89,6 +94,17 @@ class _Job(NamedTuple):
     method: str
     x: torch.Tensor | None
     x_name: str  # the argument x came from
+    allocation: str
+    weights: Mapping[str, float] | None
+    executor: Any
+
+
+class _Task(NamedTuple):
+    """One layer's work, as data (picklable): the name, the detached weight, its shapes."""
+
+    name: str
+    weight: torch.Tensor
+    shapes: Sequence[Sequence[int]] | None
 
 
 def _check_skip(skip: object) -> tuple[str, ...]:
@@ -137,7 +153,12 @@ def _check_job(model: nn.Module, kwargs: dict[str, Any]) -> _Job:
         tol=kwargs["tol"],
         compression=kwargs["compression"],
         form=kwargs["form"],
+        mac_compression=kwargs["mac_compression"],
+        max_seconds=kwargs["max_seconds"],
     )
+    allocation = check_choice(kwargs["allocation"], "allocation", ("uniform", "global"))
+    weights = check_allocation(model, options, allocation, kwargs["weights"])
+    executor = check_executor(kwargs["executor"])
     try:
         min_params = check_int(kwargs["min_params"], "min_params", at_least=0)
     except TypeError as exc:
@@ -155,7 +176,9 @@ def _check_job(model: nn.Module, kwargs: dict[str, Any]) -> _Job:
     check_bool(kwargs["inplace"], "inplace")
     check_bool(kwargs["progress"], "progress")
     name = "input_shape" if input_shape is not None else "example_input"
-    return _Job(options, shapes, patterns, min_params, method, x, name)
+    return _Job(
+        options, shapes, patterns, min_params, method, x, name, allocation, weights, executor
+    )
 
 
 def compress(
@@ -167,6 +190,10 @@ def compress(
     rank: int | Sequence[int] | None = None,
     tol: float | None = None,
     form: Form = "nested",
+    mac_compression: float | None = DEFAULT_MAC_COMPRESSION,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    allocation: Allocation = "uniform",
+    weights: Mapping[str, float] | None = None,
     min_params: int = 1024,
     skip: str | Iterable[str] | None = None,
     input_shape: Sequence[int] | None = None,
@@ -174,6 +201,7 @@ def compress(
     inplace: bool = False,
     method: ConvMethod = "auto",
     progress: bool = True,
+    executor: Any = None,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace a model's ``nn.Conv2d`` layers by :class:`SeKronConv2d` layers.
 
@@ -187,8 +215,9 @@ def compress(
         ValueError before any layer is touched. With shapes, ``rank`` caps the ranks.
     structure : str, structure object or None
         ``"search"`` (default): each layer's structure, factor shapes and ranks are chosen by
-        :func:`sekron.search` within the budget, over the 200 most balanced factor
-        configurations of the layer (for an exhaustive search, call :func:`sekron.search`). A name
+        :func:`sekron.search` (up to 3 factors, every configuration: no cap) within the
+        parameter budget and the MAC budget ``mac_compression``, in at most ``max_seconds``
+        per layer. A name
         such as ``"cp"``, ``"tucker2"``, ``"tt"``, ``"gkpd"`` or an object of
         :mod:`sekron.structures`: that structure is fitted to every layer (with ``rank`` or
         ``compression``).
@@ -199,6 +228,30 @@ def compress(
         default ``structure="search"``; other structures cannot be combined with it.
     rank, tol, form
         Passed to :meth:`SeKronConv2d.from_conv`.
+    mac_compression : float >= 1 or None
+        ``structure="search"`` only. Each layer's factorized plan may cost at most
+        ``F*C*kh*kw / mac_compression`` MACs **per output position** (the unit of
+        :func:`sekron.search`'s ``max_macs``: :func:`sekron_conv_macs` with ``in_hw=None``;
+        for a stride-1 "same" conv, :func:`count_macs` is this times the output positions).
+        The default, 1, never chooses a structure that costs more MACs than the dense layer;
+        2 asks for half of them. ``None``: parameters only, whatever the MACs.
+    max_seconds : float > 0 or None
+        ``structure="search"`` only: the search's time limit per layer (default 30 s; None:
+        none). The level-1 spectra and every 2-factor (GKPD) configuration are always scored
+        in full, so the best 2-factor split is never lost; deeper configurations are
+        evaluated most promising first. A layer whose search was stopped has
+        ``cut_short=True`` in the report, with its certificate in ``search_note``.
+    allocation : {"uniform", "global"}
+        ``"uniform"`` (default): every layer gets ``compression``. ``"global"``
+        (``structure="search"`` only): one budget for the model, the sum of the per-layer
+        budgets, is shared out to minimise ``sum_l w_l * rel_error_l**2`` over the layers'
+        exact error-vs-parameters fronts (a knapsack; :mod:`sekron.torch._allocation` states
+        its guarantee): it never exceeds the budget and is never worse, on those fronts,
+        than the uniform ratio. Every layer stays within its own MAC budget, so the model
+        does too, for any input size.
+    weights : dict of layer name to float >= 0, optional
+        ``allocation="global"`` only: per-layer weights ``w_l`` of the squared errors
+        (default 1; layers not named get 1).
     min_params : int
         Layers whose weight has fewer elements are skipped (default 1024).
     skip : str or iterable of str, optional
@@ -215,6 +268,10 @@ def compress(
         Execution method of the new layers (see :func:`sekron.torch.conv2d`).
     progress : bool
         Show progress on stderr (tqdm when it is installed, else one updated line).
+    executor : concurrent.futures.Executor, optional
+        Factorize the layers on this executor (a Dask ``Client.get_executor()`` is one): one
+        task per layer, its weight sent as data. None (default): in this process, one layer
+        after the other. With an executor the layers are swapped in once all are done.
 
     Returns
     -------
@@ -225,7 +282,10 @@ def compress(
     Raises
     ------
     TypeError, ValueError
-        Invalid arguments or contradicting options, raised before any layer is factorized.
+        Invalid arguments or contradicting options, raised before any layer is factorized:
+        among them ``mac_compression``, ``max_seconds``, ``allocation="global"`` or
+        ``weights`` without ``structure="search"``, ``mac_compression < 1``, ``weights``
+        without ``allocation="global"`` or naming no conv layer of the model.
         Any error while converting (with ``inplace=True``) puts the original layers back
         before it propagates: the model is never left half-converted.
 
@@ -275,20 +335,67 @@ def _convert_all(
 ) -> list[LayerReport]:
     """Phase 3: convert (or skip) every conv. An error puts back every layer replaced so far
     before it propagates (an interrupt leaves the layers already swapped, each whole)."""
-    rows: list[LayerReport] = []
+    rows: dict[str, LayerReport] = {}
+    tasks: list[_Task] = []
+    by_name: dict[str, nn.Conv2d] = {}
+    for name, conv in convs:
+        prepared = _prepare(name, conv, job)
+        if isinstance(prepared, LayerReport):
+            rows[name] = prepared
+        else:
+            tasks.append(prepared)
+            by_name[name] = conv
     swapped: list[tuple[nn.Conv2d, SeKronConv2d]] = []
     try:
-        for name, conv in _progress(convs, progress):
-            row, layer = _convert_one(name, conv, job)
+        for task, done in _factorize_all(tasks, job, progress):
+            conv = by_name[task.name]
+            rows[task.name], layer = _finish(task, conv, done, job)
             if layer is not None:
                 _replace(target, conv, layer)
                 swapped.append((conv, layer))
-            rows.append(row)
     except Exception:
         for old, new in reversed(swapped):
             _replace(target, new, old)
         raise
-    return rows
+    return [rows[name] for name, _ in convs]
+
+
+def _factorize_all(
+    tasks: list[_Task], job: _Job, progress: bool
+) -> Iterator[tuple[_Task, Factorized | str]]:
+    """Each task with its factorization (or why it cannot be factorized), in order: one layer
+    after the other in this process (streamed), or all at once on ``job.executor``."""
+    labels = [t.name for t in tasks]
+    if job.allocation == "global":
+
+        def run(fn: Callable[..., Any], items: Sequence[Any], shared: Mapping[str, Any]) -> Any:
+            if job.executor is None:
+                named = list(zip(labels, items, strict=True))
+                return [fn(item, **shared) for _, item in _progress(named, progress)]
+            return map_ordered(fn, items, executor=job.executor, shared=shared, labels=labels)
+
+        done = allocate_globally(tasks, job.options, job.weights, run)
+        yield from zip(tasks, done, strict=True)
+    elif job.executor is None:
+        for _name, task in _progress(list(zip(labels, tasks, strict=True)), progress):
+            yield task, factorize_task(task, options=job.options)
+    else:
+        results = map_ordered(
+            factorize_task,
+            tasks,
+            executor=job.executor,
+            shared={"options": job.options},
+            labels=labels,
+        )
+        yield from zip(tasks, results, strict=True)
+
+
+def factorize_task(task: _Task, *, options: FactorizeOptions) -> Factorized | str:
+    """One layer's factorization, or the reason it cannot be factorized (its ValueError)."""
+    try:
+        return factorize_weight(task.weight, options, task.shapes)
+    except ValueError as exc:
+        return f"cannot factorize: {exc}"
 
 
 def _report(
@@ -355,47 +462,55 @@ def _unfaithful(conv: nn.Conv2d) -> str | None:
     return None
 
 
-def _convert_one(name: str, conv: nn.Conv2d, job: _Job) -> tuple[LayerReport, SeKronConv2d | None]:
-    """One layer's row and its replacement (None when skipped); the model is not touched."""
+def _prepare(name: str, conv: nn.Conv2d, job: _Job) -> LayerReport | _Task:
+    """The skipped row of a layer that is not converted, or its task."""
     reason = _unfaithful(conv)
-    shape = tuple(int(v) for v in conv.weight.shape)
-    before = count_params(conv)
-    dense_pos = prod(shape)
-
-    def skipped(why: str) -> tuple[LayerReport, None]:
-        return LayerReport(name, shape, before, before, dense_pos, dense_pos, skipped=why), None
-
-    if reason is not None:
-        return skipped(reason)
-    if any(fnmatch.fnmatchcase(name, p) for p in job.patterns):
-        return skipped("matches skip")
-    if conv.weight.numel() < job.min_params:
-        return skipped(f"{conv.weight.numel()} weights < min_params={job.min_params}")
+    if reason is None and any(fnmatch.fnmatchcase(name, p) for p in job.patterns):
+        reason = "matches skip"
+    if reason is None and conv.weight.numel() < job.min_params:
+        reason = f"{conv.weight.numel()} weights < min_params={job.min_params}"
     layer_shapes = None
-    if job.shapes is not None:
+    if reason is None and job.shapes is not None:
+        shape = tuple(int(v) for v in conv.weight.shape)
         get = job.shapes.get if isinstance(job.shapes, Mapping) else None
         layer_shapes = get(name) if get is not None else job.shapes(shape)  # type: ignore[operator]
         if layer_shapes is None:
-            return skipped("no shapes given for this layer")
-    try:
-        st = factorize_weight(conv.weight, job.options, layer_shapes)
-    except ValueError as exc:
-        return skipped(f"cannot factorize: {exc}")
-    layer = SeKronConv2d._from_factorized(conv, st, job.method)
-    after = count_params(layer)
+            reason = "no shapes given for this layer"
+    if reason is not None:
+        return _skipped(name, conv, reason)
+    return _Task(name, conv.weight.detach(), layer_shapes)
+
+
+def _skipped(name: str, conv: nn.Conv2d, why: str) -> LayerReport:
+    shape = tuple(int(v) for v in conv.weight.shape)
+    before, dense_pos = count_params(conv), prod(shape)
+    return LayerReport(name, shape, before, before, dense_pos, dense_pos, skipped=why)
+
+
+def _finish(
+    task: _Task, conv: nn.Conv2d, done: Factorized | str, job: _Job
+) -> tuple[LayerReport, SeKronConv2d | None]:
+    """One layer's row and its replacement (None when skipped); the model is not touched."""
+    if isinstance(done, str):
+        return _skipped(task.name, conv, done), None
+    layer = SeKronConv2d._from_factorized(conv, done.st, job.method)
+    before, after = count_params(conv), count_params(layer)
     if after >= before:
-        return skipped(f"no saving ({after:,} params >= {before:,})")
+        return _skipped(task.name, conv, f"no saving ({after:,} params >= {before:,})"), None
+    shape = tuple(int(v) for v in conv.weight.shape)
     row = LayerReport(
-        name,
+        task.name,
         shape,
         before,
         after,
-        dense_pos,
+        prod(shape),
         sekron_conv_macs(layer.shapes, layer.ranks, layer.form),
-        structure="shapes" if layer_shapes is not None else structure_name(job.options.structure),
+        structure="shapes" if task.shapes is not None else structure_name(job.options.structure),
         form=layer.form,
         shapes=layer.shapes,
         ranks=layer.ranks,
         rel_error=layer.rel_error,
+        cut_short=done.cut_short,
+        search_note=done.note,
     )
     return row, layer

@@ -180,9 +180,12 @@ class SeKronConv2d(nn.Module):
         structure : str or structure object, optional
             ``"cp"``, ``"tucker"``, ``"tucker2"``, ``"tt"``, ``"tr"``, ``"gkpd"`` or an object
             from :mod:`sekron.structures`, fitted with ``rank`` or ``compression``; or
-            ``"search"``: the best candidate of :func:`sekron.search` within ``compression``,
-            over the ``SEARCH_MAX_CONFIGS`` (200) most balanced factor configurations; for an
-            exhaustive search call :func:`sekron.search` and pass its best candidate's shapes.
+            ``"search"``: the best candidate of :func:`sekron.search` within ``compression``
+            and no more MACs per output position than the dense conv, over every factor
+            configuration with up to 3 factors, searched for at most ``DEFAULT_MAX_SECONDS``
+            (30 s; every 2-factor configuration is always scored). For other MAC budgets or
+            time limits call :func:`sekron.search` (``mac_compression``, ``max_seconds``) and
+            pass its best candidate's shapes, or use :func:`sekron.torch.compress`.
         rank : int or sequence of ints, optional
             Ranks (for ``shapes``) or the structure's rank.
         tol : float, optional
@@ -246,7 +249,7 @@ class SeKronConv2d(nn.Module):
         )
         check_choice(method, "method", METHODS)
         check_weight_dtype(conv.weight, "conv.weight")
-        return cls._from_factorized(conv, factorize_weight(conv.weight, options, shapes), method)
+        return cls._from_factorized(conv, factorize_weight(conv.weight, options, shapes).st, method)
 
     @classmethod
     def _from_factorized(cls, conv: nn.Conv2d, st: SeKronTensor, method: str) -> SeKronConv2d:

@@ -18,7 +18,10 @@ class LayerReport:
     ``skipped`` is None for a replaced layer and the reason otherwise (then the "after"
     numbers equal the "before" ones and ``structure``, ``form``, ``shapes``, ``ranks`` and
     ``rel_error`` are None). MACs are None when they were not counted; they are per output
-    position when the report's ``macs_per_position`` is true.
+    position when the report's ``macs_per_position`` is true. ``cut_short`` is True when the
+    layer's search stopped at ``max_seconds`` (or was interrupted) before every configuration
+    was evaluated or pruned; ``search_note`` then says what its certificate says (shown in the
+    table's note column).
     """
 
     name: str
@@ -33,6 +36,8 @@ class LayerReport:
     ranks: tuple[int, ...] | None = None
     rel_error: float | None = None
     skipped: str | None = None
+    cut_short: bool = False
+    search_note: str | None = None
 
     @property
     def replaced(self) -> bool:
@@ -143,7 +148,7 @@ class CompressionReport(Sequence[LayerReport]):
                     _arrow(r.params_before, r.params_after),
                     _arrow(r.macs_before, r.macs_after),
                     "" if r.rel_error is None else f"{r.rel_error:.3g}",
-                    "" if r.skipped is None else f"skipped: {r.skipped}",
+                    _note(r),
                 ]
             )
         widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
@@ -161,6 +166,14 @@ class CompressionReport(Sequence[LayerReport]):
             total += f" for input {self.input_shape}"
         out.append(total)
         return "\n".join(out)
+
+
+def _note(r: LayerReport) -> str:
+    if r.skipped is not None:
+        return f"skipped: {r.skipped}"
+    if r.cut_short:
+        return f"search {r.search_note}" if r.search_note else "search cut short"
+    return ""
 
 
 def _arrow(before: int | None, after: int | None) -> str:
