@@ -133,14 +133,16 @@ def test_a_layer_cut_short_is_reported_with_its_certificate():
     _, report = compress(_model(), compression=2, max_seconds=1e-9, min_params=0, progress=False)
     for r in report:
         assert r.replaced and r.cut_short
-        assert r.search_note.startswith("cut short at max_seconds=1e-09; ")
+        assert "cut short at max_seconds=1e-09; " in r.search_note
         assert "configurations left may reach greedy rel. error" in r.search_note or (
             "certified" in r.search_note
         )
-    assert "search cut short at max_seconds" in str(report)
+    assert "search cut short" in str(report) and "at max_seconds=1e-09" in str(report)
     assert report.to_dicts()[0]["cut_short"] is True
     _, full = compress(_model(), compression=2, max_seconds=None, min_params=0, progress=False)
-    assert not any(r.cut_short for r in full) and "cut short" not in str(full)
+    assert "max_seconds" not in str(full)
+    for r in full:  # only the 3-factor configurations beyond the searched ones, if any
+        assert not r.cut_short or r.search_note.startswith("cut short: 200 most balanced of")
 
 
 @pytest.mark.parametrize(
@@ -231,3 +233,11 @@ def test_compress_global_allocation_within_the_model_budget():
         progress=False,
     )
     assert sum(r.params_after - 16 for r in weighted) <= budget
+
+
+def test_a_layer_with_more_3_factor_configurations_than_searched_is_cut_short():
+    model = nn.Sequential(nn.Conv2d(64, 64, 3))
+    _, report = compress(model, compression=4, max_seconds=None, progress=False)
+    assert report[0].cut_short
+    assert "most balanced of" in report[0].search_note
+    assert "3-factor configurations" in str(report)

@@ -96,16 +96,29 @@ class Factorized(NamedTuple):
 
 
 def search_note(result: Any, max_seconds: float | None) -> tuple[bool, str | None]:
-    """(cut short?, text) of a :class:`sekron.search.SearchResult`."""
-    if not (result.timed_out or result.interrupted):
-        return False, None
-    why = "interrupted" if result.interrupted else f"cut short at max_seconds={max_seconds:g}"
-    if result.certified:
-        return True, f"{why}; greedy best certified over every configuration"
-    return True, (
-        f"{why}; {result.n_open:,} configurations left may reach greedy rel. error "
-        f"{result.bound:.3g}"
+    """(cut short?, text) of a :class:`sekron.search.SearchResult` of :func:`search_greedy`:
+    stopped by time (with its certificate) or with 3-factor configurations left out."""
+    from ..search._configs import enumerate_configs, min_params
+
+    notes = []
+    n_deep = sum(
+        1 for c in enumerate_configs(result.tensor_shape, 3) if min_params(c) <= result.budget
     )
+    if n_deep > DEEP_CONFIGS:
+        notes.append(
+            f"cut short: {DEEP_CONFIGS} most balanced of {n_deep:,} 3-factor configurations "
+            "(every 2-factor one)"
+        )
+    if result.timed_out or result.interrupted:
+        why = "interrupted" if result.interrupted else f"cut short at max_seconds={max_seconds:g}"
+        if result.certified:
+            notes.append(f"{why}; greedy best certified over every configuration searched")
+        else:
+            notes.append(
+                f"{why}; {result.n_open:,} configurations left may reach greedy rel. error "
+                f"{result.bound:.3g}"
+            )
+    return (True, "; ".join(notes)) if notes else (False, None)
 
 
 def structure_name(structure: Any) -> str:
