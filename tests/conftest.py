@@ -83,3 +83,17 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def float_dtype(backend: Backend) -> str:
     """float64 where the backend supports it (jax without x64 does not), else float32."""
     return "float64" if backend.supports_float64 else "float32"
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Any:
+    """A Dask client on a LocalCluster of two single-threaded worker processes, shared by every
+    test that runs sekron on a cluster (starting one takes about a second)."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client

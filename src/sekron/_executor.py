@@ -1,0 +1,180 @@
+"""Running independent pieces of work on an executor: local by default, or a cluster engine.
+
+sekron has no scheduler of its own. Its independent pieces (the layers of ``compress``, the
+families of ``compare``, groups of configurations in ``search``) run either in a plain loop in
+this process (``executor=None``, the default) or on any ``concurrent.futures.Executor``:
+a ``ThreadPoolExecutor``, a ``ProcessPoolExecutor``, or a Dask cluster through
+``dask.distributed.Client(...).get_executor()``.
+
+Large objects shared by every task (a weight tensor) go in ``shared``. On Dask they are scattered
+to the workers once (``Client.scatter``, broadcast so that a lost worker loses no data), and every
+task refers to them by key; any other executor receives them as they are.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, as_completed
+from typing import Any, TypeVar
+
+__all__ = ["check_executor", "map_ordered"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_NO_SHARED: Mapping[str, Any] = {}
+
+
+def check_executor(executor: object, name: str = "executor") -> Executor | None:
+    """``executor`` if it is None or a ``concurrent.futures.Executor``; TypeError otherwise.
+
+    Dask's ``Client`` is not an Executor itself; its ``get_executor()`` is, and the message
+    says so.
+    """
+    if executor is None or isinstance(executor, Executor):
+        return executor
+    kind = type(executor)
+    hint = ""
+    if kind.__name__ == "Client" and kind.__module__.startswith("distributed"):
+        hint = " For a Dask cluster pass client.get_executor()."
+    raise TypeError(
+        f"{name} must be None (run locally) or a concurrent.futures.Executor; got "
+        f"{kind.__module__}.{kind.__qualname__}.{hint}"
+    )
+
+
+def _dask_client(executor: Executor) -> Any:
+    """The Dask client behind ``executor``, or None when it is not Dask's ClientExecutor."""
+    if "distributed" not in sys.modules:  # an executor from Dask means Dask is imported
+        return None
+    from distributed.cfexecutor import ClientExecutor
+
+    return executor._client if isinstance(executor, ClientExecutor) else None
+
+
+def _label(labels: Sequence[str] | None, i: int, n: int) -> str:
+    return f"{labels[i]!r}" if labels is not None else f"item {i} of {n}"
+
+
+def _add_label(exc: BaseException, label: str) -> None:
+    """Add a note to ``exc`` naming the task it came from (its type and message unchanged)."""
+    note = f"sekron: raised by the task for {label}"
+    if sys.version_info >= (3, 11):
+        exc.add_note(note)
+    else:  # pragma: no cover
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]
+
+
+def _engine_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is the engine's (a lost worker, a broken pool), not the task's own."""
+    return isinstance(exc, BrokenExecutor | CancelledError) or type(exc).__module__.startswith(
+        "distributed."
+    )
+
+
+def _local(
+    fn: Callable[..., R],
+    items: Sequence[T],
+    shared: Mapping[str, Any],
+    progress: Callable[[int, int], Any] | None,
+    labels: Sequence[str] | None,
+) -> list[R]:
+    results = []
+    n = len(items)
+    for i, item in enumerate(items):
+        try:
+            results.append(fn(item, **shared))
+        except Exception as exc:
+            _add_label(exc, _label(labels, i, n))
+            raise
+        if progress is not None:
+            progress(i + 1, n)
+    return results
+
+
+def _scatter(client: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
+    """``shared`` with every value replaced by the Dask future of one broadcast copy."""
+    if not shared:
+        return {}
+    futures = client.scatter(list(shared.values()), broadcast=True, hash=False)
+    return dict(zip(shared.keys(), futures, strict=True))
+
+
+def map_ordered(
+    fn: Callable[..., R],
+    items: Sequence[T],
+    *,
+    executor: Executor | None,
+    shared: Mapping[str, Any] = _NO_SHARED,
+    progress: Callable[[int, int], Any] | None = None,
+    labels: Sequence[str] | None = None,
+) -> list[R]:
+    """``[fn(item, **shared) for item in items]``, on ``executor``, in input order.
+
+    Parameters
+    ----------
+    fn : callable
+        A top-level (picklable) function ``fn(item, **shared)``.
+    items : sequence
+        One task per item.
+    executor : concurrent.futures.Executor or None
+        None runs a plain loop in this process. Otherwise every item is submitted at once and the
+        results are put back in input order, whatever order they complete in.
+    shared : mapping of str to object, optional
+        Keyword arguments common to every task. On a Dask ``ClientExecutor`` they are scattered
+        to the workers once (broadcast) and the tasks refer to them; any other executor receives
+        them as they are.
+    progress : callable, optional
+        ``progress(done, total)`` after each result arrives.
+    labels : sequence of str, optional
+        One name per item (a layer name), used in error messages; by default ``item i of n``.
+
+    Returns
+    -------
+    list
+        ``fn``'s results in the order of ``items``.
+
+    Raises
+    ------
+    Exception
+        The first failing task's exception, re-raised as it is with a note naming the item's
+        label; the pending tasks are cancelled.
+    RuntimeError
+        When the engine itself loses a task (a worker died too often, a process pool broke, the
+        task was cancelled by the engine), naming the item's label; it chains the engine's error.
+    KeyboardInterrupt
+        Cancels the pending tasks and propagates.
+    """
+    if executor is None:
+        return _local(fn, items, shared, progress, labels)
+    n = len(items)
+    client = _dask_client(executor)
+    kwargs = _scatter(client, shared) if client is not None else dict(shared)
+    futures: list[Future[R]] = []
+    try:
+        futures = [executor.submit(fn, item, **kwargs) for item in items]
+        index = {id(f): i for i, f in enumerate(futures)}
+        for done, future in enumerate(as_completed(futures), start=1):
+            i = index[id(future)]
+            try:
+                future.result()
+            except Exception as exc:
+                label = _label(labels, i, n)
+                if _engine_failure(exc):
+                    raise RuntimeError(
+                        f"the executor failed to run the task for {label}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                _add_label(exc, label)
+                raise
+            if progress is not None:
+                progress(done, n)
+        return [f.result() for f in futures]
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+    finally:
+        if client is not None and kwargs:
+            client.cancel(list(kwargs.values()))
