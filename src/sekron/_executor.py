@@ -14,11 +14,19 @@ task refers to them by key; any other executor receives them as they are.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, as_completed
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import (
+    BrokenExecutor,
+    CancelledError,
+    Executor,
+    Future,
+    TimeoutError,
+    as_completed,
+)
+from contextlib import closing
 from typing import Any, TypeVar
 
-__all__ = ["check_executor", "map_ordered"]
+__all__ = ["check_executor", "iter_completed", "map_ordered"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -101,6 +109,55 @@ def _scatter(client: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
     return dict(zip(shared.keys(), futures, strict=True))
 
 
+def iter_completed(
+    fn: Callable[..., R],
+    items: Sequence[T],
+    *,
+    executor: Executor,
+    shared: Mapping[str, Any] = _NO_SHARED,
+    labels: Sequence[str] | None = None,
+    timeout: float | None = None,
+) -> Generator[tuple[int, R], None, None]:
+    """``(i, fn(items[i], **shared))`` pairs on ``executor``, in the order the tasks complete.
+
+    Every item is submitted at once; ``shared`` as in :func:`map_ordered`. After ``timeout``
+    seconds the iteration simply ends. Whenever it ends early (the timeout, a failing task, an
+    exception such as KeyboardInterrupt in the consumer, or the consumer closing it), the tasks
+    not done yet are cancelled. Errors are those of :func:`map_ordered`.
+    """
+    n = len(items)
+    client = _dask_client(executor)
+    kwargs = _scatter(client, shared) if client is not None else dict(shared)
+    futures: list[Future[R]] = []
+    try:
+        futures = [executor.submit(fn, item, **kwargs) for item in items]
+        index = {id(f): i for i, f in enumerate(futures)}
+        try:
+            for future in as_completed(futures, timeout=timeout):
+                i = index[id(future)]
+                yield i, _result(future, _label(labels, i, n))
+        except TimeoutError:
+            return
+    finally:
+        for f in futures:
+            f.cancel()
+        if client is not None and kwargs:
+            client.cancel(list(kwargs.values()))
+
+
+def _result(future: Future[R], label: str) -> R:
+    """``future.result()``, its error labelled (an engine's failure as a RuntimeError)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        if _engine_failure(exc):
+            raise RuntimeError(
+                f"the executor failed to run the task for {label}: {type(exc).__name__}: {exc}"
+            ) from exc
+        _add_label(exc, label)
+        raise
+
+
 def map_ordered(
     fn: Callable[..., R],
     items: Sequence[T],
@@ -149,32 +206,11 @@ def map_ordered(
     if executor is None:
         return _local(fn, items, shared, progress, labels)
     n = len(items)
-    client = _dask_client(executor)
-    kwargs = _scatter(client, shared) if client is not None else dict(shared)
-    futures: list[Future[R]] = []
-    try:
-        futures = [executor.submit(fn, item, **kwargs) for item in items]
-        index = {id(f): i for i, f in enumerate(futures)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            i = index[id(future)]
-            try:
-                future.result()
-            except Exception as exc:
-                label = _label(labels, i, n)
-                if _engine_failure(exc):
-                    raise RuntimeError(
-                        f"the executor failed to run the task for {label}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                _add_label(exc, label)
-                raise
+    results: dict[int, R] = {}
+    tasks = iter_completed(fn, items, executor=executor, shared=shared, labels=labels)
+    with closing(tasks):  # cancels what is pending when anything here raises
+        for i, result in tasks:
+            results[i] = result
             if progress is not None:
-                progress(done, n)
-        return [f.result() for f in futures]
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        raise
-    finally:
-        if client is not None and kwargs:
-            client.cancel(list(kwargs.values()))
+                progress(len(results), n)
+    return [results[i] for i in range(n)]

@@ -30,7 +30,7 @@ from .._tree import NestedTree
 from .._typing import Ranks, Shapes, SVDMethod
 from ._parallel import Workers
 
-__all__ = ["Kernels", "Level1", "Spectrum", "chain_error2", "nested_values"]
+__all__ = ["Kernels", "Level1", "Spectrum", "chain_error2", "level2_grams", "nested_values"]
 
 #: Bytes of level-1 singular vectors kept from the spectra until their configurations are
 #: evaluated; beyond this they are recomputed.
@@ -162,12 +162,17 @@ class Level1:
     """
 
     def __init__(
-        self, t: Any, kern: Kernels, need: dict[tuple[int, ...], int], heads: set[Any]
+        self,
+        t: Any,
+        kern: Kernels,
+        need: dict[tuple[int, ...], int],
+        heads: set[Any],
+        norm2: float | None = None,
     ) -> None:
         self.t, self.kern, self.need, self.heads = t, kern, need, heads
         self.shape = tuple(int(s) for s in t.shape)
         self.numel = prod(self.shape)
-        self.norm2 = float(sq_norm(t))
+        self.norm2 = float(sq_norm(t)) if norm2 is None else norm2
         self.spectra: dict[tuple[int, ...], Spectrum] = {}
         self._vecs: dict[tuple[int, ...], tuple[bool, Any, np.ndarray]] = {}
         self._vec_bytes = 0
@@ -225,6 +230,16 @@ class Level1:
             if self._vec_bytes + nbytes <= VEC_CACHE_BYTES:
                 self._vecs[a] = kept
                 self._vec_bytes += nbytes
+
+    def kept_vectors(self, a: tuple[int, ...]) -> tuple[bool, Any, np.ndarray] | None:
+        """The Gram eigenvectors kept with the spectrum of ``a`` (None if there are none)."""
+        return self._vecs.get(a)
+
+    def restore(
+        self, spectra: dict[tuple[int, ...], Spectrum], vecs: dict[tuple[int, ...], Any]
+    ) -> None:
+        """Take the spectra (and kept vectors) computed by another Level1 of the same tensor."""
+        self.spectra, self._vecs = spectra, dict(vecs)
 
     def remainders(self, a: tuple[int, ...], rank: int) -> Any:
         """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a.
@@ -320,6 +335,15 @@ def nested_values(
             Ms.append(M)
             X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], prod(d[k + 2 :])))
     return NestedTree([], None, sig2s, rest2s, tuple(Ms), level1.norm2), col_grams
+
+
+def level2_grams(level1: Level1, shapes: Shapes, d: Sequence[int], M1: int, rows: int) -> Any:
+    """The column Grams of the first ``rows`` level-2 branches of an S = 3 nested tree of
+    ``M1`` level-1 branches, computed exactly as :func:`nested_values` computes them when it
+    gives up after that many (chunk by chunk)."""
+    Y = level1.remainders(shapes[0], M1)
+    tail1 = level1.spectra[shapes[0]].tail(M1)
+    return _level2_values(level1.kern, Y, shapes, d, tail1, lambda _, sv2: sv2.shape[0] >= rows)[1]
 
 
 def _level2_values(
