@@ -140,3 +140,57 @@ def test_replay_decides_what_tasks_that_prune_nothing_evaluated(weight, monkeypa
         remote_run = run_greedy(weight, budgets, executor=pool, **kw)
     assert [_signature(r) for r in remote_run] == [_signature(r) for r in local]
     assert 0 < len(here) < sum(len(r.all) + r.n_pruned for r in local)
+
+
+def _table(table: Any) -> tuple[Any, ...]:
+    return (
+        [{k: v for k, v in r.items() if k != "seconds"} for r in table.to_records()],
+        [None if s is None else _signature(s) for s in table.searches],
+        table.interrupted,
+    )
+
+
+def test_compare_on_a_dask_cluster_equals_the_local_compare(weight, dask_client) -> None:
+    from sekron.compare import compare
+
+    kw: dict[str, Any] = dict(compression=(4, 8), progress=False, refine=3, threads=1)
+    local = compare(weight, **kw)
+    steps: list[int] = []
+    on_dask = compare(
+        weight,
+        executor=dask_client.get_executor(),
+        **{**kw, "progress": lambda done, total: steps.append(done)},
+    )
+    assert _table(on_dask) == _table(local)
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 12  # 5 families + searches
+
+
+def _cli_rows(tmp_path, name: str, extra: list[str]) -> list[dict[str, Any]]:
+    import json
+
+    from sekron.cli import main
+
+    path, js = tmp_path / "w.npy", tmp_path / f"{name}.json"
+    if not path.exists():
+        np.save(path, np.random.default_rng(0).standard_normal((8, 4, 3, 3)))
+    argv = ["compare", str(path), "--compression", "2", "4", "--refine", "2"]
+    assert main([*argv, "--json", str(js), "--no-progress", *extra]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_cli_compare_on_a_scheduler_and_on_local_workers(tmp_path, dask_client, capsys) -> None:
+    local = _cli_rows(tmp_path, "local", [])
+    assert _cli_rows(tmp_path, "scheduler", ["--scheduler", dask_client.scheduler.address]) == local
+    assert _cli_rows(tmp_path, "workers", ["--workers", "1"]) == local
+
+
+def test_cli_cluster_options_are_checked(tmp_path, capsys) -> None:
+    from sekron.cli import main
+
+    assert main(["compare", "--workers", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--workers" in err[0]
+    assert main(["compare", "--workers", "2", "--scheduler", "tcp://x:1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not allowed with argument" in err[0]
