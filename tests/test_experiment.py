@@ -208,3 +208,49 @@ def test_ctrl_c_keeps_the_finished_rows() -> None:
     results = harness.run([task], cfg, progress=False)
     assert results["interrupted"] is True
     assert [r["family"] for r in results["tasks"]["toy"]["rows"]] == ["TT"]
+
+
+_TOY_X = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+
+
+@torch.no_grad()
+def _toy_score(model: nn.Module) -> dict[str, float]:
+    model.eval()
+    return {"score": float(model(_TOY_X).square().mean())}
+
+
+def _untimed(results: dict) -> dict:
+    """The results without their timings (the only part that may differ between runs)."""
+    timed = {"compress_s", "fine_tune_s", "latency", "elapsed_s"}
+    if isinstance(results, dict):
+        return {k: _untimed(v) for k, v in results.items() if k not in timed}
+    if isinstance(results, list):
+        return [_untimed(v) for v in results]
+    return results
+
+
+def test_jobs_on_a_dask_cluster_give_the_local_results(dask_client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = harness.Task(
+        name="toy",
+        load_model=_toy,
+        evaluate=_toy_score,
+        loss=torch.nn.functional.mse_loss,
+        train_x=_TOY_X,
+        train_y=torch.zeros(8, 16, 8, 8),
+        skip=("0",),
+        example=_TOY_X[:2],
+        batch_size=4,
+        lr=1e-3,
+        epochs=1,
+    )
+    cfg = harness.Config(families=("TT", "GKPD"), ratios=(2.0, 4.0), seeds=(0, 1), latency_reps=1)
+    local = _untimed(harness.run([task], cfg, progress=False))
+    assert len(local["tasks"]["toy"]["rows"]) == 4
+    assert (
+        _untimed(harness.run([task], cfg, progress=False, executor=dask_client.get_executor()))
+        == local
+    )
+    with ThreadPoolExecutor(2) as pool:
+        assert _untimed(harness.run([task], cfg, progress=False, executor=pool)) == local

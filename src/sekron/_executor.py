@@ -8,7 +8,9 @@ a ``ThreadPoolExecutor``, a ``ProcessPoolExecutor``, or a Dask cluster through
 
 Large objects shared by every task (a weight tensor) go in ``shared``. On Dask they are scattered
 to the workers once (``Client.scatter``, broadcast so that a lost worker loses no data), and every
-task refers to them by key; any other executor receives them as they are.
+task refers to them by key; any other executor receives them as they are. On Dask, items, shared
+values and results travel as plain pickles (:class:`Pickled`): Dask's own serializer of
+``torch.nn.Module`` objects breaks them.
 """
 
 from __future__ import annotations
@@ -101,11 +103,49 @@ def _local(
     return results
 
 
+class Pickled:
+    """An object shipped to or from a Dask worker as one pickle (cloudpickle, protocol 5).
+
+    Dask serializes ``torch.nn.Module`` objects with a generic serializer that rebuilds their
+    ``OrderedDict`` attributes as plain dicts: such a model then fails in
+    ``register_forward_hook`` ("cannot create weak reference to 'dict' object"). A plain
+    pickle rebuilds any object as pickle does locally. The object is unpickled once per
+    process that holds this wrapper (a scattered copy serves every task of its worker).
+    """
+
+    def __init__(self, value: Any) -> None:
+        import cloudpickle
+
+        self.payload = cloudpickle.dumps(value, protocol=5)
+        self._value: Any = None
+        self._loaded = False
+
+    def __getstate__(self) -> bytes:
+        return self.payload
+
+    def __setstate__(self, payload: bytes) -> None:
+        self.payload, self._value, self._loaded = payload, None, False
+
+    @property
+    def value(self) -> Any:
+        if not self._loaded:
+            import pickle
+
+            self._value, self._loaded = pickle.loads(self.payload), True
+        return self._value
+
+
+def _dask_task(fn: Callable[..., Any], item: Pickled, /, **shared: Pickled) -> Pickled:
+    """``fn(item, **shared)`` on a Dask worker, its arguments and result as :class:`Pickled`."""
+    return Pickled(fn(item.value, **{k: v.value for k, v in shared.items()}))
+
+
 def _scatter(client: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
     """``shared`` with every value replaced by the Dask future of one broadcast copy."""
     if not shared:
         return {}
-    futures = client.scatter(list(shared.values()), broadcast=True, hash=False)
+    values = [Pickled(v) for v in shared.values()]
+    futures = client.scatter(values, broadcast=True, hash=False)
     return dict(zip(shared.keys(), futures, strict=True))
 
 
@@ -128,14 +168,18 @@ def iter_completed(
     n = len(items)
     client = _dask_client(executor)
     kwargs = _scatter(client, shared) if client is not None else dict(shared)
-    futures: list[Future[R]] = []
+    futures: list[Future[Any]] = []
     try:
-        futures = [executor.submit(fn, item, **kwargs) for item in items]
+        if client is None:
+            futures = [executor.submit(fn, item, **kwargs) for item in items]
+        else:
+            futures = [executor.submit(_dask_task, fn, Pickled(x), **kwargs) for x in items]
         index = {id(f): i for i, f in enumerate(futures)}
         try:
             for future in as_completed(futures, timeout=timeout):
                 i = index[id(future)]
-                yield i, _result(future, _label(labels, i, n))
+                result = _result(future, _label(labels, i, n))
+                yield i, (result if client is None else result.value)
         except TimeoutError:
             return
     finally:
@@ -145,7 +189,7 @@ def iter_completed(
             client.cancel(list(kwargs.values()))
 
 
-def _result(future: Future[R], label: str) -> R:
+def _result(future: Future[Any], label: str) -> Any:
     """``future.result()``, its error labelled (an engine's failure as a RuntimeError)."""
     try:
         return future.result()
