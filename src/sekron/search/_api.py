@@ -32,7 +32,7 @@ from .._validation import (
 from ..random import check_random_state
 from ..tensor import SeKronTensor
 from ._joint import joint_stage
-from ._kernels import Kernels, Level1
+from ._kernels import Kernels, Level1, on_device
 from ._parallel import workers
 from ._phases import (
     Progress,
@@ -365,7 +365,8 @@ def run_greedy(
     pbar = Progress(len(jobs) + len(need), progress)
     interrupted = timed_out = False
     with workers(threads, backend) as pool:
-        kern = Kernels(get_backend(backend), svd, check_random_state(random_state), pool)
+        rng = check_random_state(random_state)
+        kern = Kernels(get_backend(backend), svd, rng, pool, on_device(t))
         level1 = Level1(scaled, kern, need, heads)
         try:
             level1.compute(pbar.update)

@@ -29,7 +29,7 @@ import numpy as np
 from .._backend import backend_name_of, get_backend
 from .._executor import iter_completed
 from .._typing import SVDMethod
-from ._kernels import Kernels, Level1, Spectrum, level2_grams
+from ._kernels import Kernels, Level1, Spectrum, level2_grams, on_device
 from ._parallel import workers
 from ._phases import (
     _SLACK,
@@ -77,7 +77,8 @@ def evaluate_group(
     tallies = [Tally(b, best2=b2) for b, b2 in zip(budgets, best2, strict=True)]
     outs: list[Outcome | None] = []
     with workers(threads, backend, in_order=True) as pool:
-        level1 = Level1(tensor, Kernels(get_backend(backend), svd, rng, pool), need, set(), norm2)
+        kern = Kernels(get_backend(backend), svd, rng, pool, on_device(tensor))
+        level1 = Level1(tensor, kern, need, set(), norm2)
         head = group.jobs[0].shapes[0]
         level1.restore(spectra, {} if group.vecs is None else {head: group.vecs})
         grams = None
