@@ -122,7 +122,8 @@ def search(
         are spread over this many worker threads, each with a single-threaded BLAS: for the
         duration of the call BLAS is limited to one thread (threadpoolctl; the caller's setting
         is restored). ``threads=1`` runs everything in the calling thread. torch and jax inputs
-        run in the calling thread with their own threading.
+        run in the calling thread with their own threading (numpy's BLAS, which solves their
+        Grams' eigenvalue problems, is limited to one thread too).
     refine : int >= 0
         ALS sweeps of the joint-fit stage (default 20; 0: greedy only). Its shortlist: the 8
         best greedy candidates at their ranks; for the 8 best configurations with S >= 3,
