@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -30,6 +31,12 @@ def _held_by_worker(item: int, *, weights: np.ndarray) -> bool:
     from distributed import get_worker
 
     return any(getattr(value, "value", None) is weights for value in get_worker().data.values())
+
+
+def _process_pool() -> ProcessPoolExecutor:
+    """Two worker processes, spawned: forking a process that runs JAX's threads warns (and
+    may deadlock)."""
+    return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
 
 
 def test_check_executor_accepts_none_and_executors() -> None:
@@ -69,7 +76,7 @@ def test_results_in_input_order_on_every_executor(dask_client) -> None:
     assert _run_all(None) == expected
     with ThreadPoolExecutor(3) as pool:
         assert _run_all(pool) == expected
-    with ProcessPoolExecutor(2) as pool:
+    with _process_pool() as pool:
         assert _run_all(pool) == expected
     assert _run_all(dask_client.get_executor()) == expected
 
@@ -94,7 +101,7 @@ def test_a_failing_task_keeps_its_type_and_names_its_label(kind: str, dask_clien
             with ThreadPoolExecutor(2) as pool:
                 run(pool)
         elif kind == "processes":
-            with ProcessPoolExecutor(2) as pool:
+            with _process_pool() as pool:
                 run(pool)
         else:
             run(dask_client.get_executor())
