@@ -97,4 +97,5 @@ def dask_client() -> Any:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        client.wait_for_workers(2)  # shared objects are broadcast to the workers up by then
         yield client

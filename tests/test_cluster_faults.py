@@ -55,6 +55,7 @@ def faulty(tmp_path, request) -> Any:
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        client.wait_for_workers(2)  # both hold the shared objects: one may die
         plugin = KillOnStart(str(tmp_path / "killed"), every_try=request.param == "always")
         client.register_plugin(plugin, name="kill-on-start")
         yield client

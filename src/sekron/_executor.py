@@ -189,14 +189,21 @@ def iter_completed(
             client.cancel(list(kwargs.values()))
 
 
+_CANCELLED = (
+    "the engine cancelled it (on Dask: its shared inputs were lost with the workers that held "
+    "them, or the cluster was shut down)"
+)
+
+
 def _result(future: Future[Any], label: str) -> Any:
     """``future.result()``, its error labelled (an engine's failure as a RuntimeError)."""
     try:
         return future.result()
     except Exception as exc:
         if _engine_failure(exc):
+            why = str(exc) or (_CANCELLED if isinstance(exc, CancelledError) else "")
             raise RuntimeError(
-                f"the executor failed to run the task for {label}: {type(exc).__name__}: {exc}"
+                f"the executor failed to run the task for {label}: {type(exc).__name__}: {why}"
             ) from exc
         _add_label(exc, label)
         raise

@@ -56,6 +56,7 @@ def cluster_executor(args: argparse.Namespace) -> Iterator[Executor | None]:
                 )
                 stack.enter_context(cluster)
                 client = distributed.Client(cluster)
+                client.wait_for_workers(args.workers)
         except OSError as e:  # no scheduler there (a TimeoutError is an OSError)
             raise CLIError(f"{flag} {args.scheduler or args.workers}: {e}") from None
         stack.enter_context(client)
