@@ -88,12 +88,14 @@ def float_dtype(backend: Backend) -> str:
 @pytest.fixture(scope="session")
 def dask_client() -> Any:
     """A Dask client on a LocalCluster of two single-threaded worker processes, shared by every
-    test that runs sekron on a cluster (starting one takes about a second)."""
+    test that runs sekron on a cluster (starting one takes about a second). Its HTTP server
+    takes any free port (":0"): another cluster on this machine may hold Dask's 8787."""
     distributed = pytest.importorskip("distributed")
     with (
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         distributed.Client(cluster) as client,
     ):
+        client.wait_for_workers(2)  # shared objects are broadcast to the workers up by then
         yield client

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
@@ -29,7 +30,13 @@ def _held_by_worker(item: int, *, weights: np.ndarray) -> bool:
     deserialized with this task's arguments."""
     from distributed import get_worker
 
-    return any(value is weights for value in get_worker().data.values())
+    return any(getattr(value, "value", None) is weights for value in get_worker().data.values())
+
+
+def _process_pool() -> ProcessPoolExecutor:
+    """Two worker processes, spawned: forking a process that runs JAX's threads warns (and
+    may deadlock)."""
+    return ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn"))
 
 
 def test_check_executor_accepts_none_and_executors() -> None:
@@ -69,7 +76,7 @@ def test_results_in_input_order_on_every_executor(dask_client) -> None:
     assert _run_all(None) == expected
     with ThreadPoolExecutor(3) as pool:
         assert _run_all(pool) == expected
-    with ProcessPoolExecutor(2) as pool:
+    with _process_pool() as pool:
         assert _run_all(pool) == expected
     assert _run_all(dask_client.get_executor()) == expected
 
@@ -94,7 +101,7 @@ def test_a_failing_task_keeps_its_type_and_names_its_label(kind: str, dask_clien
             with ThreadPoolExecutor(2) as pool:
                 run(pool)
         elif kind == "processes":
-            with ProcessPoolExecutor(2) as pool:
+            with _process_pool() as pool:
                 run(pool)
         else:
             run(dask_client.get_executor())
@@ -178,3 +185,26 @@ def test_ctrl_c_cancels_the_pending_tasks_on_dask(dask_client) -> None:
             _slow, list(range(40)), executor=dask_client.get_executor(), progress=_interrupt
         )
     assert _wait_for_keys(dask_client, before) <= before  # nothing left queued or running
+
+
+def _hooked_copy(item: object, *, model: object) -> object:
+    import copy
+
+    model.register_forward_hook(lambda *args: None)  # type: ignore[attr-defined]
+    return copy.deepcopy(model)
+
+
+def test_torch_modules_travel_to_and_from_dask_whole(dask_client) -> None:
+    # Dask's own serializer rebuilds a module's OrderedDicts as dicts: hooks then fail with
+    # "cannot create weak reference to 'dict' object" on the worker and back here
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    out = map_ordered(
+        _hooked_copy, [0, 1], executor=dask_client.get_executor(), shared={"model": model}
+    )
+    for copy_ in out:
+        copy_.register_forward_hook(lambda *args: None)
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(copy_.state_dict().values(), model.state_dict().values(), strict=True)
+        )

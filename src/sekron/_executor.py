@@ -8,17 +8,27 @@ a ``ThreadPoolExecutor``, a ``ProcessPoolExecutor``, or a Dask cluster through
 
 Large objects shared by every task (a weight tensor) go in ``shared``. On Dask they are scattered
 to the workers once (``Client.scatter``, broadcast so that a lost worker loses no data), and every
-task refers to them by key; any other executor receives them as they are.
+task refers to them by key; any other executor receives them as they are. On Dask, items, shared
+values and results travel as plain pickles (:class:`Pickled`): Dask's own serializer of
+``torch.nn.Module`` objects breaks them.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import BrokenExecutor, CancelledError, Executor, Future, as_completed
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import (
+    BrokenExecutor,
+    CancelledError,
+    Executor,
+    Future,
+    TimeoutError,
+    as_completed,
+)
+from contextlib import closing
 from typing import Any, TypeVar
 
-__all__ = ["check_executor", "map_ordered"]
+__all__ = ["check_executor", "iter_completed", "map_ordered"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -93,12 +103,110 @@ def _local(
     return results
 
 
+class Pickled:
+    """An object shipped to or from a Dask worker as one pickle (cloudpickle, protocol 5).
+
+    Dask serializes ``torch.nn.Module`` objects with a generic serializer that rebuilds their
+    ``OrderedDict`` attributes as plain dicts: such a model then fails in
+    ``register_forward_hook`` ("cannot create weak reference to 'dict' object"). A plain
+    pickle rebuilds any object as pickle does locally. The object is unpickled once per
+    process that holds this wrapper (a scattered copy serves every task of its worker).
+    """
+
+    def __init__(self, value: Any) -> None:
+        import cloudpickle
+
+        self.payload = cloudpickle.dumps(value, protocol=5)
+        self._value: Any = None
+        self._loaded = False
+
+    def __getstate__(self) -> bytes:
+        return self.payload
+
+    def __setstate__(self, payload: bytes) -> None:
+        self.payload, self._value, self._loaded = payload, None, False
+
+    @property
+    def value(self) -> Any:
+        if not self._loaded:
+            import pickle
+
+            self._value, self._loaded = pickle.loads(self.payload), True
+        return self._value
+
+
+def _dask_task(fn: Callable[..., Any], item: Pickled, /, **shared: Pickled) -> Pickled:
+    """``fn(item, **shared)`` on a Dask worker, its arguments and result as :class:`Pickled`."""
+    return Pickled(fn(item.value, **{k: v.value for k, v in shared.items()}))
+
+
 def _scatter(client: Any, shared: Mapping[str, Any]) -> dict[str, Any]:
     """``shared`` with every value replaced by the Dask future of one broadcast copy."""
     if not shared:
         return {}
-    futures = client.scatter(list(shared.values()), broadcast=True, hash=False)
+    values = [Pickled(v) for v in shared.values()]
+    futures = client.scatter(values, broadcast=True, hash=False)
     return dict(zip(shared.keys(), futures, strict=True))
+
+
+def iter_completed(
+    fn: Callable[..., R],
+    items: Sequence[T],
+    *,
+    executor: Executor,
+    shared: Mapping[str, Any] = _NO_SHARED,
+    labels: Sequence[str] | None = None,
+    timeout: float | None = None,
+) -> Generator[tuple[int, R], None, None]:
+    """``(i, fn(items[i], **shared))`` pairs on ``executor``, in the order the tasks complete.
+
+    Every item is submitted at once; ``shared`` as in :func:`map_ordered`. After ``timeout``
+    seconds the iteration simply ends. Whenever it ends early (the timeout, a failing task, an
+    exception such as KeyboardInterrupt in the consumer, or the consumer closing it), the tasks
+    not done yet are cancelled. Errors are those of :func:`map_ordered`.
+    """
+    n = len(items)
+    client = _dask_client(executor)
+    kwargs = _scatter(client, shared) if client is not None else dict(shared)
+    futures: list[Future[Any]] = []
+    try:
+        if client is None:
+            futures = [executor.submit(fn, item, **kwargs) for item in items]
+        else:
+            futures = [executor.submit(_dask_task, fn, Pickled(x), **kwargs) for x in items]
+        index = {id(f): i for i, f in enumerate(futures)}
+        try:
+            for future in as_completed(futures, timeout=timeout):
+                i = index[id(future)]
+                result = _result(future, _label(labels, i, n))
+                yield i, (result if client is None else result.value)
+        except TimeoutError:
+            return
+    finally:
+        for f in futures:
+            f.cancel()
+        if client is not None and kwargs:
+            client.cancel(list(kwargs.values()))
+
+
+_CANCELLED = (
+    "the engine cancelled it (on Dask: its shared inputs were lost with the workers that held "
+    "them, or the cluster was shut down)"
+)
+
+
+def _result(future: Future[Any], label: str) -> Any:
+    """``future.result()``, its error labelled (an engine's failure as a RuntimeError)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        if _engine_failure(exc):
+            why = str(exc) or (_CANCELLED if isinstance(exc, CancelledError) else "")
+            raise RuntimeError(
+                f"the executor failed to run the task for {label}: {type(exc).__name__}: {why}"
+            ) from exc
+        _add_label(exc, label)
+        raise
 
 
 def map_ordered(
@@ -149,32 +257,11 @@ def map_ordered(
     if executor is None:
         return _local(fn, items, shared, progress, labels)
     n = len(items)
-    client = _dask_client(executor)
-    kwargs = _scatter(client, shared) if client is not None else dict(shared)
-    futures: list[Future[R]] = []
-    try:
-        futures = [executor.submit(fn, item, **kwargs) for item in items]
-        index = {id(f): i for i, f in enumerate(futures)}
-        for done, future in enumerate(as_completed(futures), start=1):
-            i = index[id(future)]
-            try:
-                future.result()
-            except Exception as exc:
-                label = _label(labels, i, n)
-                if _engine_failure(exc):
-                    raise RuntimeError(
-                        f"the executor failed to run the task for {label}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
-                _add_label(exc, label)
-                raise
+    results: dict[int, R] = {}
+    tasks = iter_completed(fn, items, executor=executor, shared=shared, labels=labels)
+    with closing(tasks):  # cancels what is pending when anything here raises
+        for i, result in tasks:
+            results[i] = result
             if progress is not None:
-                progress(done, n)
-        return [f.result() for f in futures]
-    except BaseException:
-        for f in futures:
-            f.cancel()
-        raise
-    finally:
-        if client is not None and kwargs:
-            client.cancel(list(kwargs.values()))
+                progress(len(results), n)
+    return [results[i] for i in range(n)]

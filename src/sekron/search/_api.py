@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import replace
+from functools import partial
 from math import prod
 from typing import Any, cast
 
 from .._backend import backend_name_of, get_backend, pow2_scale
+from .._executor import check_executor
 from .._svd import METHODS
 from .._typing import Form, SVDMethod
 from .._validation import (
@@ -29,7 +32,7 @@ from .._validation import (
 from ..random import check_random_state
 from ..tensor import SeKronTensor
 from ._joint import joint_stage
-from ._kernels import Kernels, Level1
+from ._kernels import Kernels, Level1, on_device
 from ._parallel import workers
 from ._phases import (
     Progress,
@@ -41,6 +44,7 @@ from ._phases import (
     score_two_factor,
     spectra_needed,
 )
+from ._remote import evaluate_deep_on
 from ._results import Candidate, SearchResult
 
 __all__ = ["run_greedy", "search", "with_joint_fits"]
@@ -66,6 +70,7 @@ def search(
     threads: int | None = None,
     refine: int = 20,
     warm_starts: Sequence[SeKronTensor] | None = None,
+    executor: Executor | None = None,
 ) -> SearchResult:
     """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget.
 
@@ -117,7 +122,8 @@ def search(
         are spread over this many worker threads, each with a single-threaded BLAS: for the
         duration of the call BLAS is limited to one thread (threadpoolctl; the caller's setting
         is restored). ``threads=1`` runs everything in the calling thread. torch and jax inputs
-        run in the calling thread with their own threading.
+        run in the calling thread with their own threading (numpy's BLAS, which solves their
+        Grams' eigenvalue problems, is limited to one thread too).
     refine : int >= 0
         ALS sweeps of the joint-fit stage (default 20; 0: greedy only). Its shortlist: the 8
         best greedy candidates at their ranks; for the 8 best configurations with S >= 3,
@@ -133,6 +139,15 @@ def search(
         (:func:`sekron.compare` passes its family fits, so the searched error is at most
         theirs). Each must have the tensor's shape, kind and dtype and at most ``max_params``
         parameters.
+    executor : concurrent.futures.Executor, optional
+        Where the configurations with S >= 3 are evaluated once the level-1 spectra are known:
+        one task per first factor (for a Dask cluster, ``Client(...).get_executor()``; the
+        tensor and spectra are shipped to each worker once). Each task prunes against the best
+        error known when it was sent, and the outcomes are replayed in the local order, so the
+        result is the local run's whatever the workers or the order tasks finish in (with
+        ``svd="randomized"`` each task draws from its own seed instead). ``threads`` then says
+        how each task splits its work (run in one thread: the same numbers as ``threads``
+        local threads). None (default): everything runs here.
 
     Returns
     -------
@@ -198,6 +213,7 @@ def search(
     seconds = check_max_seconds(max_seconds)
     rng = check_random_state(random_state)
     n_threads = check_threads(threads)
+    pool = check_executor(executor)
     start = time.perf_counter()
     found = run_greedy(
         t,
@@ -211,6 +227,7 @@ def search(
         progress=check_progress(progress),
         max_seconds=seconds,
         threads=n_threads,
+        executor=pool,
     )[0]
     if found is None:
         raise ValueError(
@@ -325,6 +342,7 @@ def run_greedy(
     progress: bool | Callable[[int, int], Any] | None,
     max_seconds: float | None = None,
     threads: int = 1,
+    executor: Executor | None = None,
 ) -> list[SearchResult | None]:
     """Search a checked tensor at several budgets at once, sharing every SVD; one SearchResult
     per budget (None where no configuration fits it; ValueError when none fits the largest).
@@ -348,20 +366,18 @@ def run_greedy(
     pbar = Progress(len(jobs) + len(need), progress)
     interrupted = timed_out = False
     with workers(threads, backend) as pool:
-        kern = Kernels(get_backend(backend), svd, check_random_state(random_state), pool)
+        rng = check_random_state(random_state)
+        kern = Kernels(get_backend(backend), svd, rng, pool, on_device(t))
         level1 = Level1(scaled, kern, need, heads)
         try:
             level1.compute(pbar.update)
             score_two_factor(pending, level1, tallies, t, pbar)
             pending = deque(bound_and_order(list(pending), level1, budgets))
-            timed_out = evaluate_deep(
-                pending,
-                level1,
-                tallies,
-                t,
-                exhaustive=exhaustive,
-                deadline=deadline,
-                progress=pbar,
+            deep: Callable[..., bool] = evaluate_deep
+            if executor is not None:  # one task per first factor
+                deep = partial(evaluate_deep_on, executor, threads=threads)
+            timed_out = deep(
+                pending, level1, tallies, t, exhaustive=exhaustive, deadline=deadline, progress=pbar
             )
         except KeyboardInterrupt:
             interrupted = True
