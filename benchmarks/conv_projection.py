@@ -40,8 +40,8 @@ import torch.nn.functional as F
 
 import sekron
 from sekron import random_sekron
+from sekron._conv_plan import conv_plan, dense_macs, normalize_padding
 from sekron.torch import conv2d
-from sekron.torch._conv_plan import conv_plan, dense_macs, normalize_padding
 
 RESULTS = Path(__file__).parent / "results"
 TL_RATIO = 0.1  # parameter ratio for the equal-parameter comparisons (CP, Tucker-2, TT)

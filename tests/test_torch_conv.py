@@ -17,18 +17,17 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import sekron  # noqa: E402
 from sekron import SeKronTensor, random_sekron  # noqa: E402
-from sekron.testing import kron_shapes, rel_error, tolerance  # noqa: E402
-from sekron.torch import (  # noqa: E402
-    _auto,  # noqa: E402
-    conv1d,
-    conv2d,
-)
-from sekron.torch._conv_plan import (  # noqa: E402
+from sekron._conv_plan import (  # noqa: E402
     conv_plan,
     dense_macs,
     factorized_macs,
     normalize_padding,
     spec_order,
+)
+from sekron.testing import kron_shapes, rel_error, tolerance  # noqa: E402
+from sekron.torch import (  # noqa: E402
+    conv1d,
+    conv2d,
 )
 from sekron.torch._execute import run_plan  # noqa: E402
 
@@ -379,126 +378,6 @@ def test_macs_equal_spec_formula_for_pointwise_kernels() -> None:
     order = spec_order(len(shapes))
     assert factorized_macs(shapes, ranks, "nested", (n, C, height, width), order=order) == spec
     assert dense_macs(shapes, (n, C, height, width)) == n * L * prod(f) * C
-
-
-# -- auto ------------------------------------------------------------------------------------------
-def test_auto_measures_only_without_autograd() -> None:
-    kern = random_sekron(
-        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
-    )
-    x = torch.randn(1, 64, 12, 12)
-    sekron.torch.clear_cache()
-    conv2d(x, kern, padding=1)  # grad enabled: cost model, nothing cached
-    assert _auto.cached_choices() == {}
-    with torch.no_grad():
-        conv2d(x, kern, padding=1, measure=False)
-    assert _auto.cached_choices() == {}
-    with torch.no_grad():
-        y = conv2d(x, kern, padding=1)
-    choices = list(_auto.cached_choices().values())
-    assert len(choices) == 1 and choices[0][0] in ("factorized", "reconstructed")
-    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= tolerance(
-        "float32", exact=True
-    )
-    sekron.torch.clear_cache()
-
-
-@pytest.mark.parametrize("fastest", ["nhwc", "nchw", "dense"])
-def test_auto_caches_the_fastest_measured_candidate(
-    monkeypatch: pytest.MonkeyPatch, fastest: str
-) -> None:
-    """Both factorized layouts are candidates; the cached one runs and equals the dense conv."""
-    kern = random_sekron(
-        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
-    )
-    x = torch.randn(2, 64, 9, 9)
-    timed: list[tuple[str, ...]] = []
-
-    def fake_time(candidates: dict, device: object) -> dict:
-        timed.append(tuple(candidates))
-        return {name: [0.1 if name == fastest else 1.0] * 7 for name in candidates}
-
-    monkeypatch.setattr(_auto, "_time", fake_time)
-    sekron.torch.clear_cache()
-    with torch.no_grad():
-        y = conv2d(x, kern, padding=1)
-        y2 = conv2d(x, kern, padding=1)  # from the cache
-    # a factorized choice is confirmed by a second round of that layout against dense
-    confirm = [] if fastest == "dense" else [("dense", fastest)]
-    assert timed == [("dense", "nhwc", "nchw"), *confirm]
-    want = ("reconstructed", "nchw") if fastest == "dense" else ("factorized", fastest)
-    assert list(_auto.cached_choices().values()) == [want]
-    expected = F.conv2d(x, kern.to_tensor(), padding=1)
-    assert rel_error(y, expected) <= tolerance("float32", exact=True) and rel_error(
-        y2, expected
-    ) <= tolerance("float32", exact=True)
-    sekron.torch.clear_cache()
-
-
-def test_auto_compares_paired_ratios() -> None:
-    """The choice uses the median of per-repetition ratios, not a ratio of medians."""
-    assert _auto._paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 10.0]) == pytest.approx(1.0)
-    assert _auto._paired_ratio([0.7, 3.5, 0.7], [1.0, 5.0, 1.0]) == pytest.approx(0.7)
-
-
-def test_auto_needs_factorized_to_win_paired_and_at_best() -> None:
-    """A dense conv slow in most repetitions but fast once must not lose to a plan that is
-    never as fast as its best; a real win passes both criteria."""
-    dense = [1.0] * 6 + [0.5]
-    assert _auto._paired_ratio([0.6] * 7, dense) < _auto.MARGIN
-    assert not _auto._wins([0.6] * 7, dense)
-    assert _auto._wins([0.3] * 7, dense)
-    assert not _auto._wins([0.9] * 7, [1.0] * 7)
-
-
-def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
-    kern = random_sekron(
-        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
-    )
-    monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
-    sekron.torch.clear_cache()
-    with torch.no_grad():
-        conv2d(torch.randn(1, 64, 10, 10), kern, padding=1)
-    assert _auto.cached_choices() == {}
-
-
-def test_auto_skips_factorized_when_macs_do_not_pay() -> None:
-    # full-ish rank: the factorized plan costs more than the dense conv
-    kern = random_sekron([(2, 2, 3, 3), (2, 2, 1, 1)], 4, backend="pytorch", random_state=0)
-    sekron.torch.clear_cache()
-    with torch.no_grad():
-        conv2d(torch.randn(1, 4, 6, 6, dtype=torch.float64), kern)
-    assert list(_auto.cached_choices().values()) == [("reconstructed", "nchw")]
-    sekron.torch.clear_cache()
-
-
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
-def test_auto_under_jit_trace() -> None:
-    kern = random_sekron(
-        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
-    )
-    x = torch.randn(2, 64, 8, 8)
-    sekron.torch.clear_cache()
-    traced = torch.jit.trace(lambda t: conv2d(t, kern, padding=1), (x,), check_trace=False)
-    assert _auto.cached_choices() == {}
-    assert rel_error(traced(x), F.conv2d(x, kern.to_tensor(), padding=1)) <= tolerance(
-        "float32", exact=True
-    )
-
-
-@pytest.mark.filterwarnings("ignore:Dynamo:UserWarning")  # graph-break notes, not errors
-def test_auto_under_torch_compile() -> None:
-    kern = random_sekron(
-        [(4, 4, 3, 3), (4, 4, 1, 1)], 1, backend="pytorch", dtype="float32", random_state=0
-    )
-    x = torch.randn(2, 16, 8, 8)
-    sekron.torch.clear_cache()
-    compiled = torch.compile(lambda t: conv2d(t, kern, padding=1), backend="eager")
-    with torch.no_grad():
-        y = compiled(x)
-    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= tolerance(
-        "float32", exact=True
-    )
 
 
 def test_public_names() -> None:

@@ -345,7 +345,7 @@ class SeKronConv2d(nn.Module):
         if self._mode_pad is not None:
             _check_mode_padding(x, self._mode_pad, self.padding_mode)
             x = F.pad(x, self._mode_pad, mode=self.padding_mode)
-        return run_conv(x, st, self.bias, self._conv_args, None)
+        return run_conv(x, st, self.bias, self._conv_args, None, self.training)
 
     def extra_repr(self) -> str:
         text = (

@@ -1,7 +1,8 @@
 """Stage plans for convolution with a SeKron kernel (conv docs), and their MAC counts.
 
-Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``;
-arrays are only touched by :mod:`sekron.torch._functional` when it executes a plan.
+Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``,
+shared by both backends: arrays are only touched when :mod:`sekron.torch` or :mod:`sekron.jax`
+executes a plan. This module imports neither torch nor jax.
 
 Notation. The kernel W has shape (F, C, Kh, Kw); factor k (1-based in the maths, 0-based here)
 has shape ``(f_k, c_k, h_k, w_k)``, with ``f_1`` the most significant digit of F, and so on.
@@ -34,7 +35,7 @@ from itertools import permutations
 from math import prod
 from typing import NamedTuple
 
-from .._typing import Pad4, Pair, Ranks, Shapes
+from ._typing import Pad4, Pair, Ranks, Shapes
 
 __all__ = [
     "BATCH",
@@ -469,7 +470,7 @@ def factorized_macs(
 
     Examples
     --------
-    >>> from sekron.torch._conv_plan import dense_macs, factorized_macs
+    >>> from sekron._conv_plan import dense_macs, factorized_macs
     >>> shapes = ((8, 8, 3, 3), (8, 8, 1, 1))
     >>> dense_macs(shapes, (1, 64, 8, 8), padding=(1, 1, 1, 1))
     2359296
