@@ -43,6 +43,9 @@ from sekron import random_sekron
 from sekron._conv_plan import conv_plan, dense_macs, normalize_padding
 from sekron.torch import conv2d
 
+sys.path.insert(0, str(Path(__file__).parent))
+from conv_regimes import choice_label, jax_times, torch_regimes  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 TL_RATIO = 0.1  # parameter ratio for the equal-parameter comparisons (CP, Tucker-2, TT)
 
@@ -72,6 +75,23 @@ def sekron_structures(ch: int, k: int) -> list[tuple[str, list[tuple[int, ...]],
         shapes3 = [(4, 4, 1, 1), (4, 4, 1, 1), (ch // 16, ch // 16, 1, 1)]
         out.append(("S=3 (4,4)(4,4)(C/16) R=(2,2)", shapes3, [2, 2], "nested"))
     return out
+
+
+# the rows of issue #16 (structures only SeKron has), at the layers they were measured on
+ISSUE_ROWS = {
+    "conv3x3 128@28": [
+        ("S=3 (4,4,3,1)(4,4,1,3)(8,8) R=(2,2)", [(4, 4, 3, 1), (4, 4, 1, 3), (8, 8, 1, 1)], [2, 2]),
+        ("S=2 (8,4,3,3)x(16,32) R=4", [(8, 4, 3, 3), (16, 32, 1, 1)], [4]),
+    ],
+    "conv3x3 256@14": [
+        ("S=2 (16,4,3,3)x(16,64) R=4", [(16, 4, 3, 3), (16, 64, 1, 1)], [4]),
+        ("S=2 (64,4,3,3)x(4,64) R=2", [(64, 4, 3, 3), (4, 64, 1, 1)], [2]),
+    ],
+}
+
+
+def issue_structures(name: str) -> list[tuple[str, list[tuple[int, ...]], list[int], str]]:
+    return [(label, shapes, ranks, "nested") for label, shapes, ranks in ISSUE_ROWS.get(name, [])]
 
 
 def embedded_structures(
@@ -206,16 +226,28 @@ TL_MATCH = {"CP": "cp", "Tucker-2": "tucker", "TT": "tt"}
 
 
 def run(
-    layers: list[tuple[str, int, int, int, int]], batch: int, reps: int, max_reps: int
+    layers: list[tuple[str, int, int, int, int]],
+    batch: int,
+    reps: int,
+    max_reps: int,
+    regime_reps: int = 0,
 ) -> list[dict]:
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
-        rows += run_layer(name, ch, size, k, stride, batch, reps, max_reps)
+        rows += run_layer(name, ch, size, k, stride, batch, reps, max_reps, regime_reps)
     return rows
 
 
 def run_layer(
-    name: str, ch: int, size: int, k: int, stride: int, batch: int, reps: int, max_reps: int
+    name: str,
+    ch: int,
+    size: int,
+    k: int,
+    stride: int,
+    batch: int,
+    reps: int,
+    max_reps: int,
+    regime_reps: int = 0,
 ) -> list[dict]:
     rows = []
     pad = k // 2
@@ -226,8 +258,10 @@ def run_layer(
     dmacs = dense_macs(((ch, ch, k, k), (1, 1, 1, 1)), in_shape, (stride, stride), pad4)
     budget = int(TL_RATIO * dense_params)
     tl_layers = tltorch_layers(ch, k, stride, pad)
-    structs = sekron_structures(ch, k) + embedded_structures(
-        ch, k, budget, tltorch_ranks(tl_layers)
+    structs = (
+        sekron_structures(ch, k)
+        + issue_structures(name)
+        + embedded_structures(ch, k, budget, tltorch_ranks(tl_layers))
     )
     with torch.no_grad():
         W_dense = torch.randn(ch, ch, k, k) / (ch * k)
@@ -240,9 +274,9 @@ def run_layer(
             ).macs
             conv2d(x, st, None, stride, pad, method="auto")  # first call: measure, cache
             choice = [
-                v
+                choice_label(v)
                 for key, v in sekron.torch._auto.cached_choices().items()
-                if key[0][:4] == (st.shapes, st.ranks, form, in_shape)
+                if key[0][:4] == (st.shapes, st.ranks, form, in_shape) and key[1] == "inference"
             ]
             fns = {
                 "dense": lambda: F.conv2d(x, W_dense, None, stride, pad),
@@ -274,7 +308,7 @@ def run_layer(
                 "reconstructed_ms": ms["reconstructed"],
                 "factorized_ms": ms["factorized"],
                 "auto_ms": ms["auto"],
-                "auto_choice": "/".join(choice[0]) if choice else "?",
+                "auto_choice": choice[0] if choice else "?",
                 "auto_vs_dense": median_ratio(times["dense"], times["auto"]),
                 "factorized_speedup": ms["dense"] / ms["factorized"],
                 "peak_act_ratio": peak_f / peak_d,
@@ -289,6 +323,8 @@ def run_layer(
                     "tltorch_vs_auto": median_ratio(times[best], times["auto"]),
                 }
                 row["tltorch_param_ratio"] = dense_params / row["tltorch_params"]
+            if regime_reps:
+                row |= regime_columns(st, x, shapes, ranks, form, stride, pad, regime_reps)
             rows.append(row)
             print(
                 f"{name:18s} {label:38s} p×{row['param_ratio']:5.1f} "
@@ -300,6 +336,30 @@ def run_layer(
                 flush=True,
             )
     return rows
+
+
+def regime_columns(
+    st: Any, x: torch.Tensor, shapes: Any, ranks: Any, form: str, stride: int, pad: int, reps: int
+) -> dict[str, Any]:
+    """The forward-with-autograd and fine-tuning-step regimes and JAX inference of one row."""
+    out: dict[str, Any] = {"regimes": torch_regimes(st, x, stride, pad, reps)}
+    jx = jax_times(shapes, ranks, form, x.numpy(), stride, pad, reps)
+    if jx is not None:
+        out["jax"] = jx
+    r = out["regimes"]
+    fw, tr = r["forward"], r["training"]
+    print(
+        f"    forward a/d {fw['auto_vs_dense']:.2f} f/d {fw['fac_vs_dense']:.2f}"
+        f" | step a/d {tr['auto_vs_dense']:.2f} f/d {tr['fac_vs_dense']:.2f}"
+        f" ({', '.join(f'{k}: {v}' for k, v in r['choices'].items())})"
+        + (
+            f" | jax a/d {jx['auto_vs_dense']:.2f} f/d {jx['fac_vs_dense']:.2f}"
+            if jx is not None
+            else ""
+        ),
+        flush=True,
+    )
+    return out
 
 
 def call_overhead(calls: int = 2000, rounds: int = 7) -> dict[str, float]:
@@ -442,19 +502,32 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
     ]
 
 
+def _jax_version() -> str | None:
+    try:
+        import jax
+    except ImportError:
+        return None
+    return f"{jax.__version__} ({jax.default_backend()})"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small layer, few repetitions")
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--regime-reps", type=int, default=None, help="0: inference only")
+    parser.add_argument("--layers", default=None, help="comma-separated substrings of names")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.quick:
         layers, batch, reps, max_reps = [("conv3x3 64@8", 64, 8, 3, 1)], 4, args.reps or 2, 0
     else:
-        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 15, 60
+        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 9, 30
+    if args.layers:
+        layers = [lay for lay in layers if any(s in lay[0] for s in args.layers.split(","))]
+    regime_reps = args.regime_reps if args.regime_reps is not None else (2 if args.quick else 5)
     t0 = time.perf_counter()
-    rows = run(layers, batch, reps, max_reps)
+    rows = run(layers, batch, reps, max_reps, regime_reps)
     overhead = call_overhead(calls=200 if args.quick else 2000) | {"rounds": 7}
     print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
     meta = {
@@ -463,6 +536,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "batch": batch,
         "reps": reps,
+        "regime_reps": regime_reps,
+        "jax": _jax_version(),
         "wall_s": time.perf_counter() - t0,
         "python": sys.version.split()[0],
         "overhead": overhead,

@@ -214,3 +214,23 @@ def test_auto_under_torch_compile() -> None:
     with torch.no_grad():
         y = compiled(x)
     assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+
+
+def test_hopeless_candidates_stop_being_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fake clock: a plan twice as slow as the dense conv is timed for ``_PRUNE_AFTER``
+    repetitions only (and cannot be chosen); the others for all ``_REPEATS``."""
+    clock = [0.0]
+    calls = {"dense": 0, "slow": 0, "fast": 0}
+
+    def runner(name: str, cost: float) -> object:
+        def run() -> None:
+            calls[name] += 1
+            clock[0] += cost
+
+        return run
+
+    monkeypatch.setattr(_auto.time, "perf_counter", lambda: clock[0])
+    fns = {"dense": runner("dense", 1.0), "slow": runner("slow", 2.0), "fast": runner("fast", 0.5)}
+    times = _auto._time(fns, torch.device("cpu"))
+    assert len(times["slow"]) == _auto._PRUNE_AFTER < len(times["fast"]) == _auto._REPEATS
+    assert calls == {"dense": 1 + _auto._REPEATS, "slow": 1 + _auto._PRUNE_AFTER, "fast": 8}

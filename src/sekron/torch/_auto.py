@@ -23,7 +23,9 @@ each of which needs at most ``1 / MIN_MAC_RATIO`` of the dense multiply-adds.
 2. Otherwise, when measuring is allowed, the candidates are timed ``_REPEATS`` times,
    interleaved, after a warm-up; the plan with the lowest median of per-repetition time
    ratios (plan / dense) is cached only if that median and the ratio of the best times are
-   both below ``MARGIN``, in this round and again with a second round added. The margin is
+   both below ``MARGIN``, in this round and again with a second round added. A plan more
+   than ``_PRUNE_RATIO`` times slower than the dense conv after ``_PRUNE_AFTER``
+   repetitions is dropped from the round (it cannot win). The margin is
    wide on purpose: a wrong plan costs more than a missed one, and a single measurement on a
    shared machine is noisy. Timing runs on detached copies of the inputs (with the same
    ``requires_grad``) and takes gradients with ``torch.autograd.grad``: no ``.grad`` is
@@ -69,6 +71,7 @@ MIN_MAC_RATIO = 2.0
 MODEL_MAC_RATIO = 4.0
 MAX_MERGED = 2
 _REPEATS = 7
+_PRUNE_AFTER, _PRUNE_RATIO = 3, 1.5
 REGIMES = ("inference", "forward", "training")
 # the plan must beat the dense conv by this factor to be chosen (timing noise)
 MARGIN = 0.8
@@ -196,12 +199,16 @@ def _sync(device: torch.device) -> None:
 
 def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:
     """``_REPEATS`` timings of each candidate, interleaved (every repetition runs each once,
-    in rotating order), after one warm-up each."""
+    in rotating order), after one warm-up each. After ``_PRUNE_AFTER`` repetitions a
+    candidate whose paired ratio to "dense" exceeds ``_PRUNE_RATIO`` (it cannot win by
+    ``MARGIN``) stops being timed: its list stays short, and it is not chosen."""
     for fn in fns.values():
         fn()
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     for rep in range(_REPEATS):
+        if rep == _PRUNE_AFTER and "dense" in times:
+            names = [n for n in names if n == "dense" or not _hopeless(times, n)]
         for name in names[rep % len(names) :] + names[: rep % len(names)]:
             _sync(device)
             t0 = time.perf_counter()
@@ -209,6 +216,10 @@ def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, 
             _sync(device)
             times[name].append(time.perf_counter() - t0)
     return times
+
+
+def _hopeless(times: dict[str, list[float]], name: str) -> bool:
+    return _paired_ratio(times[name], times["dense"]) > _PRUNE_RATIO
 
 
 def _paired_ratio(num: list[float], den: list[float]) -> float:
@@ -230,7 +241,14 @@ def record(
     grad = torch.enable_grad() if regime_ != "inference" else torch.no_grad()
     with grad:
         timings = _time(fns, x.device)
-    ratios = {name: _paired_ratio(timings[name], timings["dense"]) for name in plans}
+    ratios = {
+        name: _paired_ratio(timings[name], timings["dense"])
+        for name in plans
+        if len(timings[name]) == len(timings["dense"])
+    }
+    if not ratios:  # every plan pruned as hopeless
+        _CACHE[_cache_key(key, x, regime_)] = DENSE
+        return DENSE
     best = min(ratios, key=ratios.__getitem__)
     fast = _wins(timings[best], timings["dense"])
     if fast:  # confirm with a second, independent round before caching a plan
