@@ -40,13 +40,17 @@ import torch.nn.functional as F
 
 import sekron
 from sekron import random_sekron
-from sekron._conv_plan import conv_plan, dense_macs, normalize_padding
+from sekron._conv_macs import dense_macs
+from sekron._conv_plan import conv_plan, normalize_padding
 from sekron.torch import conv2d
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conv_regimes import choice_label, jax_times, torch_regimes  # noqa: E402
+from conv_regimes import choice_label, jax_times, regimes_markdown, torch_regimes  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+# layers whose rows are also run on sekron.jax (jit compiles every row: keep the run short)
+JAX_LAYERS = ("conv3x3 64@8", "conv3x3 128@28", "conv3x3 256@14")
+MAX_REPS = 20
 TL_RATIO = 0.1  # parameter ratio for the equal-parameter comparisons (CP, Tucker-2, TT)
 
 # (name, C_in = C_out, spatial size, kernel, stride)
@@ -231,10 +235,16 @@ def run(
     reps: int,
     max_reps: int,
     regime_reps: int = 0,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
+    """Every row of ``layers`` but the (layer, structure) pairs in ``skip``; ``on_row`` is
+    called with each row as soon as it is measured (to save partial results)."""
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
-        rows += run_layer(name, ch, size, k, stride, batch, reps, max_reps, regime_reps)
+        rows += run_layer(
+            name, ch, size, k, stride, batch, reps, max_reps, regime_reps, skip, on_row
+        )
     return rows
 
 
@@ -248,6 +258,8 @@ def run_layer(
     reps: int,
     max_reps: int,
     regime_reps: int = 0,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     rows = []
     pad = k // 2
@@ -266,6 +278,8 @@ def run_layer(
     with torch.no_grad():
         W_dense = torch.randn(ch, ch, k, k) / (ch * k)
         for label, shapes, ranks, form in structs:
+            if (name, label) in skip:
+                continue
             st = random_sekron(
                 shapes, ranks, form=form, backend="pytorch", dtype="float32", random_state=0
             )
@@ -324,8 +338,12 @@ def run_layer(
                 }
                 row["tltorch_param_ratio"] = dense_params / row["tltorch_params"]
             if regime_reps:
-                row |= regime_columns(st, x, shapes, ranks, form, stride, pad, regime_reps)
+                row |= regime_columns(
+                    st, x, shapes, ranks, form, stride, pad, regime_reps, name in JAX_LAYERS
+                )
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
             print(
                 f"{name:18s} {label:38s} p×{row['param_ratio']:5.1f} "
                 f"mac×{row['mac_ratio']:5.1f}"
@@ -339,11 +357,19 @@ def run_layer(
 
 
 def regime_columns(
-    st: Any, x: torch.Tensor, shapes: Any, ranks: Any, form: str, stride: int, pad: int, reps: int
+    st: Any,
+    x: torch.Tensor,
+    shapes: Any,
+    ranks: Any,
+    form: str,
+    stride: int,
+    pad: int,
+    reps: int,
+    jax: bool,
 ) -> dict[str, Any]:
     """The forward-with-autograd and fine-tuning-step regimes and JAX inference of one row."""
     out: dict[str, Any] = {"regimes": torch_regimes(st, x, stride, pad, reps)}
-    jx = jax_times(shapes, ranks, form, x.numpy(), stride, pad, reps)
+    jx = jax_times(shapes, ranks, form, x.numpy(), stride, pad, reps) if jax else None
     if jx is not None:
         out["jax"] = jx
     r = out["regimes"]
@@ -402,8 +428,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
         f"batch {meta['batch']}; float32; at least {meta['reps']} interleaved repetitions per "
-        f"row (more for short layers, up to 60: column `reps`), medians; wall time "
-        f"{meta['wall_s']:.0f} s.",
+        f"row (more for short layers, up to {MAX_REPS}: column `reps`), medians; "
+        f"{meta.get('regime_reps', 0)} repetitions per regime row; jax {meta.get('jax')}; "
+        f"wall time {meta['wall_s']:.0f} s.",
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
         "plan), times in ms (medians); `auto (choice)` gives the method and layout auto "
@@ -426,11 +453,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"MAC ratio >= 4. Auto at least as fast as the best TensorLy-Torch implementation on "
         f"{len(tl_ok)} of {len(tl_rows)} CP/Tucker-2/TT rows.",
         "",
-        "Per-call overhead (tiny 1x256x2x2 input, 1x1 kernel, medians of "
-        f"{meta['overhead']['rounds']} rounds): F.conv2d "
-        f"{meta['overhead']['dense']:.1f} µs, sekron reconstructed "
-        f"{meta['overhead']['reconstructed']:.1f} µs, sekron auto "
-        f"{meta['overhead']['auto']:.1f} µs.",
+        _overhead_line(meta.get("overhead")),
         "",
         "| layer | structure | p× | mac× | reps | dense | reconstructed | factorized "
         "| auto (choice) | auto/dense | fac speedup | act |",
@@ -468,7 +491,18 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"| {t.get('factorized', float('nan')):.2f} "
             f"| {t.get('reconstructed', float('nan')):.2f} | {r['tltorch_vs_auto']:.2f} |"
         )
-    return "\n".join(lines + _shortfall(fac, fac_ok)) + "\n"
+    return "\n".join(lines + _shortfall(fac, fac_ok) + regimes_markdown(rows)) + "\n"
+
+
+def _overhead_line(overhead: dict | None) -> str:
+    if not overhead:
+        return "Per-call overhead: not measured yet (a partial run)."
+    return (
+        "Per-call overhead (tiny 1x256x2x2 input, 1x1 kernel, medians of "
+        f"{overhead['rounds']} rounds): F.conv2d {overhead['dense']:.1f} µs, sekron "
+        f"reconstructed {overhead['reconstructed']:.1f} µs, sekron auto "
+        f"{overhead['auto']:.1f} µs."
+    )
 
 
 def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
@@ -502,6 +536,14 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
     ]
 
 
+def _save(out: Path, rows: list[dict], meta: dict) -> None:
+    order = {name: i for i, (name, *_) in enumerate(LAYERS)}
+    rows = sorted(rows, key=lambda r: order.get(r["layer"], len(order)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "conv_projection.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out / "conv_projection.md").write_text(to_markdown(rows, meta))
+
+
 def _jax_version() -> str | None:
     try:
         import jax
@@ -517,19 +559,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--regime-reps", type=int, default=None, help="0: inference only")
     parser.add_argument("--layers", default=None, help="comma-separated substrings of names")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows already in --out and measure only the missing ones (each row is "
+        "saved as soon as it is measured)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.quick:
         layers, batch, reps, max_reps = [("conv3x3 64@8", 64, 8, 3, 1)], 4, args.reps or 2, 0
     else:
-        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 9, 30
+        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 7, MAX_REPS
     if args.layers:
         layers = [lay for lay in layers if any(s in lay[0] for s in args.layers.split(","))]
-    regime_reps = args.regime_reps if args.regime_reps is not None else (2 if args.quick else 5)
+    regime_reps = args.regime_reps if args.regime_reps is not None else (2 if args.quick else 4)
+    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+    old: dict = {"rows": [], "meta": {"wall_s": 0.0}}
+    if out is not None and args.resume and (out / "conv_projection.json").exists():
+        old = json.loads((out / "conv_projection.json").read_text())
+    done = frozenset(
+        (r["layer"], r["structure"]) for r in old["rows"] if "regimes" in r or not regime_reps
+    )
+    rows = [r for r in old["rows"] if (r["layer"], r["structure"]) in done]
     t0 = time.perf_counter()
-    rows = run(layers, batch, reps, max_reps, regime_reps)
-    overhead = call_overhead(calls=200 if args.quick else 2000) | {"rounds": 7}
-    print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
     meta = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
@@ -538,17 +591,22 @@ def main(argv: list[str] | None = None) -> int:
         "reps": reps,
         "regime_reps": regime_reps,
         "jax": _jax_version(),
-        "wall_s": time.perf_counter() - t0,
+        "wall_s": old["meta"]["wall_s"],
         "python": sys.version.split()[0],
-        "overhead": overhead,
+        "overhead": old["meta"].get("overhead"),
     }
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+
+    def on_row(row: dict) -> None:
+        rows.append(row)
+        if out is not None:
+            _save(out, rows, meta | {"wall_s": meta["wall_s"] + time.perf_counter() - t0})
+
+    run(layers, batch, reps, max_reps, regime_reps, done, on_row)
+    overhead = call_overhead(calls=200 if args.quick else 2000) | {"rounds": 7}
+    print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
+    meta |= {"overhead": overhead, "wall_s": meta["wall_s"] + time.perf_counter() - t0}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "conv_projection.json").write_text(
-            json.dumps({"meta": meta, "rows": rows}, indent=1)
-        )
-        (out / "conv_projection.md").write_text(to_markdown(rows, meta))
+        _save(out, rows, meta)
     print(f"done in {meta['wall_s']:.0f} s")
     return 0
 

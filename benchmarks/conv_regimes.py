@@ -158,3 +158,68 @@ def jax_times(
         "auto": lambda: auto(x, fs).block_until_ready(),
     }
     return _summary(_round_robin(fns, reps))
+
+
+def _fmt(d: dict | None, key: str) -> str:
+    return "-" if d is None else f"{d[key]:.2f}"
+
+
+def regimes_markdown(rows: list[dict]) -> list[str]:
+    """The three-regime table (and JAX) with its summary, as markdown lines."""
+    rows = [r for r in rows if "regimes" in r]
+    if not rows:
+        return []
+    fw = [r["regimes"]["forward"]["auto_vs_dense"] for r in rows]
+    tr = [r["regimes"]["training"]["auto_vs_dense"] for r in rows]
+    inf = [r["auto_vs_dense"] for r in rows]
+    jx = [r for r in rows if "jax" in r]
+    jx_fac = [r for r in jx if r["mac_ratio"] >= 4]
+
+    def below(vals: list[float], bound: float) -> str:
+        return f"{sum(v < bound for v in vals)} of {len(vals)}"
+
+    lines = [
+        "",
+        "## Three regimes, a fine-tuning step, JAX (issue #16)",
+        "",
+        "Ratios are dense time / sekron time, medians of per-repetition ratios of runs made "
+        "back to back (> 1: sekron faster). `inference`: the functional calls of the table "
+        "above (`no_grad`). `forward`: an eval-mode layer with autograd on and no backward, "
+        '`nn.Conv2d` against `SeKronConv2d` (auto\'s "forward" regime). `step`: one '
+        "fine-tuning step of the layer alone (forward, loss, backward to the input and the "
+        'parameters, SGD step), `nn.Conv2d` against `SeKronConv2d` (auto\'s "training" '
+        "regime). `jax`: `jax.jit` inference, `lax.conv` on the full kernel against "
+        "`sekron.jax.conv2d` (JAX on CPU; only the layers given by `--jax-layers`). `a` auto, "
+        "`f` factorized.",
+        "",
+        f"Summary: auto below 0.95x dense on {below(inf, 0.95)} rows in inference, "
+        f"{below(fw, 0.95)} in forward with autograd, {below(tr, 0.95)} in the fine-tuning "
+        f"step; the compressed layer's step (auto) slower than the dense layer's (< 1.0) on "
+        f"{below(tr, 1.0)} rows. Medians: inference {np.median(inf):.2f}, forward "
+        f"{np.median(fw):.2f}, step {np.median(tr):.2f}."
+        + (
+            f" JAX: factorized >= 0.5 x MAC ratio on "
+            f"{sum(r['jax']['fac_vs_dense'] >= 0.5 * r['mac_ratio'] for r in jx_fac)} of "
+            f"{len(jx_fac)} rows with MAC ratio >= 4; auto below 0.95x dense on "
+            f"{below([r['jax']['auto_vs_dense'] for r in jx], 0.95)} rows."
+            if jx
+            else ""
+        ),
+        "",
+        "| layer | structure | mac× | inference a / f | forward a / f | step a / f "
+        "| auto choice (forward; training) | jax a / f |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        g = r["regimes"]
+        ch = g["choices"]
+        jxr = r.get("jax")
+        lines.append(
+            f"| {r['layer']} | {r['structure']} | {r['mac_ratio']:.1f} "
+            f"| {r['auto_vs_dense']:.2f} / {r['factorized_speedup']:.2f} "
+            f"| {_fmt(g['forward'], 'auto_vs_dense')} / {_fmt(g['forward'], 'fac_vs_dense')} "
+            f"| {_fmt(g['training'], 'auto_vs_dense')} / {_fmt(g['training'], 'fac_vs_dense')} "
+            f"| {ch.get('forward', '?')}; {ch.get('training', '?')} "
+            f"| {_fmt(jxr, 'auto_vs_dense')} / {_fmt(jxr, 'fac_vs_dense')} |"
+        )
+    return lines

@@ -17,13 +17,8 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import sekron  # noqa: E402
 from sekron import SeKronTensor, random_sekron  # noqa: E402
-from sekron._conv_plan import (  # noqa: E402
-    conv_plan,
-    dense_macs,
-    factorized_macs,
-    normalize_padding,
-    spec_order,
-)
+from sekron._conv_macs import dense_macs, factorized_macs  # noqa: E402
+from sekron._conv_plan import conv_plan, normalize_padding, spec_order  # noqa: E402
 from sekron.testing import kron_shapes, rel_error, tolerance  # noqa: E402
 from sekron.torch import (  # noqa: E402
     conv1d,

@@ -11,9 +11,12 @@ from typing import Any, NamedTuple, get_args
 
 from ._conv_plan import conv_output_size, normalize_padding
 from ._typing import ConvMethod, Pad4, Pair
-from ._validation import check_choice, check_ints, check_positive_int
+from ._validation import _type_name, check_choice, check_ints, check_positive_int
+from .tensor import SeKronTensor
 
-__all__ = ["METHODS", "ConvArgs", "check_conv_args", "check_input_shape"]
+__all__ = ["METHODS", "ConvArgs", "check_conv_args", "check_input_shape", "check_kernel"]
+
+_LIBRARY = {"pytorch": ("torch", "torch tensors"), "jax": ("jax", "jax arrays")}
 
 METHODS: tuple[str, ...] = get_args(ConvMethod)
 
@@ -26,6 +29,24 @@ class ConvArgs(NamedTuple):
     dilation: Pair
     groups: int
     method: str
+
+
+def check_kernel(st: object, n_spatial: int, fn: str, backend: str) -> SeKronTensor:
+    """A SeKronTensor of ``backend``'s arrays with ``2 + n_spatial`` modes (the floating
+    dtype is the caller's check)."""
+    if not isinstance(st, SeKronTensor):
+        raise TypeError(f"st must be a sekron.SeKronTensor; got {_type_name(st)}.")
+    if st.backend != backend:
+        lib, arrays = _LIBRARY[backend]
+        raise TypeError(
+            f"st must have {lib} factors (backend {backend!r}); got backend {st.backend!r}. "
+            f"Build it with backend={backend!r} or from {arrays}."
+        )
+    want = 2 + n_spatial
+    if st.ndim != want:
+        layout = "(F, C, K)" if n_spatial == 1 else "(F, C, Kh, Kw)"
+        raise ValueError(f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}.")
+    return st
 
 
 def _check_padding(padding: Any, n_spatial: int, stride: tuple[int, ...]) -> Any:

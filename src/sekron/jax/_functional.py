@@ -15,9 +15,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._conv_args import ConvArgs, check_conv_args, check_input_shape
+from .._conv_args import ConvArgs, check_conv_args, check_input_shape, check_kernel
+from .._conv_macs import dense_macs
 from .._conv_merge import groupings, merge_factors, merged_signature
-from .._conv_plan import ConvKey, dense_macs, plan_cost
+from .._conv_plan import ConvKey, plan_cost
 from .._typing import ConvMethod
 from .._validation import _type_name
 from ..tensor import SeKronTensor
@@ -28,21 +29,22 @@ __all__ = ["conv1d", "conv2d"]
 MODEL_MAC_RATIO = 4.0
 
 
-def _check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
-    if not isinstance(st, SeKronTensor):
-        raise TypeError(f"st must be a sekron.SeKronTensor; got {_type_name(st)}.")
-    if st.backend != "jax":
-        raise TypeError(
-            f"st must have jax factors (backend 'jax'); got backend {st.backend!r}. "
-            "Build it with backend='jax' or from jax arrays."
-        )
-    want = 2 + n_spatial
-    if st.ndim != want:
-        layout = "(F, C, K)" if n_spatial == 1 else "(F, C, Kh, Kw)"
-        raise ValueError(f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}.")
-    if not jnp.issubdtype(st.factors[0].dtype, jnp.floating):
-        raise TypeError(f"st has dtype {st.dtype}; a convolution kernel must be floating point.")
-    return st
+def _checked(
+    x: object,
+    st: object,
+    bias: object,
+    options: tuple[object, object, object, object, object],
+    n_spatial: int,
+    fn: str,
+) -> tuple[Any, SeKronTensor, Any, ConvArgs]:
+    """The checks of :func:`sekron.torch.conv2d` (same messages), once, at the boundary;
+    ``options`` is (stride, padding, dilation, groups, method)."""
+    kern = check_kernel(st, n_spatial, fn, "jax")
+    if not jnp.issubdtype(kern.factors[0].dtype, jnp.floating):
+        raise TypeError(f"st has dtype {kern.dtype}; a convolution kernel must be floating point.")
+    stride, padding, dilation, groups, method = options
+    args = check_conv_args(stride, padding, dilation, groups, method, kern.shape[2:])
+    return _check_x(x, kern, args, n_spatial, fn), kern, _check_bias(bias, kern), args
 
 
 def _check_x(x: object, st: SeKronTensor, args: ConvArgs, n_spatial: int, fn: str) -> Any:
@@ -171,10 +173,9 @@ def conv2d(
     >>> bool(jnp.allclose(y, ref, atol=1e-4))
     True
     """
-    st = _check_st(st, 2, "conv2d")
-    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
-    x = _check_x(x, st, args, 2, "conv2d")
-    bias = _check_bias(bias, st)
+    x, st, bias, args = _checked(
+        x, st, bias, (stride, padding, dilation, groups, method), 2, "conv2d"
+    )
     if x.ndim == 3:
         return _run(x[None], st, bias, args)[0]
     return _run(x, st, bias, args)
@@ -209,10 +210,9 @@ def conv1d(
     >>> bool(jnp.allclose(y, ref, atol=1e-4))
     True
     """
-    st = _check_st(st, 1, "conv1d")
-    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
-    x = _check_x(x, st, args, 1, "conv1d")
-    bias = _check_bias(bias, st)
+    x, st, bias, args = _checked(
+        x, st, bias, (stride, padding, dilation, groups, method), 1, "conv1d"
+    )
     factors = [f[..., None, :] for f in st.factors]
     shapes = tuple((f, c, 1, k) for f, c, k in st.shapes)
     st2 = SeKronTensor._trusted(factors, st.form, shapes, st.ranks, st.rel_error, backend="jax")

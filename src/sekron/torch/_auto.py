@@ -49,8 +49,9 @@ from typing import Any, NamedTuple
 
 import torch
 
+from .._conv_macs import dense_macs
 from .._conv_merge import groupings, merged_signature
-from .._conv_plan import ConvKey, dense_macs, plan_cost
+from .._conv_plan import ConvKey, plan_cost
 
 __all__ = [
     "MARGIN",

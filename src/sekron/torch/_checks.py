@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .._conv_args import METHODS, ConvArgs, check_conv_args, check_input_shape
+from .._conv_args import METHODS, ConvArgs, check_conv_args, check_input_shape, check_kernel
 from .._validation import _type_name
 from ..tensor import SeKronTensor
 
@@ -31,17 +31,7 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 def check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
     """A SeKronTensor with floating torch factors and ``2 + n_spatial`` modes."""
-    if not isinstance(st, SeKronTensor):
-        raise TypeError(f"st must be a sekron.SeKronTensor; got {_type_name(st)}.")
-    if st.backend != "pytorch":
-        raise TypeError(
-            f"st must have torch factors (backend 'pytorch'); got backend {st.backend!r}. "
-            "Build it with backend='pytorch' or from torch tensors."
-        )
-    want = 2 + n_spatial
-    if st.ndim != want:
-        layout = "(F, C, K)" if n_spatial == 1 else "(F, C, Kh, Kw)"
-        raise ValueError(f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}.")
+    st = check_kernel(st, n_spatial, fn, "pytorch")
     if st.dtype not in FLOAT_DTYPES:
         raise TypeError(f"st has dtype {st.dtype}; a convolution kernel must be floating point.")
     return st
