@@ -19,7 +19,7 @@ from sekron import SeKronTensor, random_sekron  # noqa: E402
 from sekron._conv_plan import normalize_padding  # noqa: E402
 from sekron.jax import conv1d, conv2d  # noqa: E402
 from sekron.jax._execute import dense_conv  # noqa: E402
-from sekron.testing import kron_shapes, rel_error, tolerance  # noqa: E402
+from sekron.testing import conv_cases, rel_error, tolerance  # noqa: E402
 
 METHODS = ("factorized", "reconstructed", "auto")
 # float32 sums of up to C * Kh * Kw = 729 products in another order (a wrong plan: O(1))
@@ -51,38 +51,25 @@ def _dense(
 
 @st.composite
 def conv_problems(draw: st.DrawFn, n_spatial: int = 2) -> dict:
-    ks = draw(kron_shapes(min_factors=2, max_factors=4, min_modes=4, max_modes=4, max_side=3))
-    shapes = ks.shapes if n_spatial == 2 else tuple(s[:3] for s in ks.shapes)
-    form = draw(st.sampled_from(("nested", "chain")))
-    ranks = tuple(draw(st.integers(1, 3)) for _ in range(len(shapes) - 1))
-    seed = draw(st.integers(0, 2**31 - 1))
+    """A random jax SeKron kernel (S = 2..4, either form, float32) and conv arguments."""
+    case = draw(conv_cases(n_spatial=n_spatial))
     kern = random_sekron(
-        shapes, ranks, form=form, backend="jax", dtype="float32", random_state=seed
+        case.shapes,
+        case.ranks,
+        form=case.form,
+        backend="jax",
+        dtype="float32",
+        random_state=case.seed,
     )
-    spatial = kern.shape[2:]
-    stride = tuple(draw(st.integers(1, 3)) for _ in spatial)
-    dilation = tuple(draw(st.integers(1, 2)) for _ in spatial)
-    padding = draw(st.sampled_from(("int", "tuple", "same", "valid")))
-    if padding == "int":
-        padding = draw(st.integers(0, 2))
-    elif padding == "tuple":
-        padding = tuple(draw(st.integers(0, 2)) for _ in spatial)
-    elif padding == "same":
-        stride = (1,) * n_spatial
-    size = tuple(
-        (k - 1) * d + 1 + draw(st.integers(0, 4)) for k, d in zip(spatial, dilation, strict=True)
-    )
-    batch = draw(st.sampled_from((None, 1, 2)))
-    rng = np.random.default_rng(seed)
-    in_shape = (kern.shape[1], *size) if batch is None else (batch, kern.shape[1], *size)
+    rng = np.random.default_rng(case.seed)
     bias = jnp.asarray(rng.standard_normal(kern.shape[0]), dtype=jnp.float32)
     return {
-        "x": jnp.asarray(rng.standard_normal(in_shape), dtype=jnp.float32),
+        "x": jnp.asarray(rng.standard_normal(case.in_shape), dtype=jnp.float32),
         "st": kern,
         "bias": bias if draw(st.booleans()) else None,
-        "stride": stride,
-        "padding": padding,
-        "dilation": dilation,
+        "stride": case.stride,
+        "padding": case.padding,
+        "dilation": case.dilation,
     }
 
 

@@ -19,7 +19,7 @@ import sekron  # noqa: E402
 from sekron import SeKronTensor, random_sekron  # noqa: E402
 from sekron._conv_macs import dense_macs, factorized_macs  # noqa: E402
 from sekron._conv_plan import conv_plan, normalize_padding, spec_order  # noqa: E402
-from sekron.testing import kron_shapes, rel_error, tolerance  # noqa: E402
+from sekron.testing import conv_cases, rel_error, tolerance  # noqa: E402
 from sekron.torch import (  # noqa: E402
     conv1d,
     conv2d,
@@ -32,43 +32,27 @@ METHODS = ("factorized", "reconstructed", "auto")
 @st.composite
 def conv_problems(draw: st.DrawFn, n_spatial: int = 2) -> dict:
     """A random torch SeKron kernel (S = 2..4, either form) and conv arguments that fit it."""
-    ks = draw(kron_shapes(min_factors=2, max_factors=4, min_modes=4, max_modes=4, max_side=3))
-    shapes = ks.shapes
-    if n_spatial == 1:
-        shapes = tuple(s[:3] for s in shapes)
-    form = draw(st.sampled_from(("nested", "chain")))
-    ranks = tuple(draw(st.integers(1, 3)) for _ in range(len(shapes) - 1))
+    case = draw(conv_cases(n_spatial=n_spatial))
     dtype = draw(st.sampled_from(("float32", "float64")))
-    seed = draw(st.integers(0, 2**31 - 1))
     kern = random_sekron(
-        shapes, ranks, form=form, backend="pytorch", dtype=dtype, random_state=seed
+        case.shapes,
+        case.ranks,
+        form=case.form,
+        backend="pytorch",
+        dtype=dtype,
+        random_state=case.seed,
     )
-    spatial = kern.shape[2:]
-    stride = tuple(draw(st.integers(1, 3)) for _ in spatial)
-    dilation = tuple(draw(st.integers(1, 2)) for _ in spatial)
-    padding = draw(st.sampled_from(("int", "tuple", "same", "valid")))
-    if padding == "int":
-        padding = draw(st.integers(0, 2))
-    elif padding == "tuple":
-        padding = tuple(draw(st.integers(0, 2)) for _ in spatial)
-    elif padding == "same":
-        stride = (1,) * n_spatial
-    size = tuple(
-        (k - 1) * d + 1 + draw(st.integers(0, 4)) for k, d in zip(spatial, dilation, strict=True)
-    )
-    batch = draw(st.sampled_from((None, 1, 2)))
-    rng = np.random.default_rng(seed)
-    in_shape = (kern.shape[1], *size) if batch is None else (batch, kern.shape[1], *size)
-    x = torch.from_numpy(rng.standard_normal(in_shape)).to(getattr(torch, dtype))
+    rng = np.random.default_rng(case.seed)
+    x = torch.from_numpy(rng.standard_normal(case.in_shape)).to(getattr(torch, dtype))
     bias = torch.from_numpy(rng.standard_normal(kern.shape[0])).to(getattr(torch, dtype))
     use_bias = draw(st.booleans())
     return {
         "x": x,
         "st": kern,
         "bias": bias if use_bias else None,
-        "stride": stride,
-        "padding": padding,
-        "dilation": dilation,
+        "stride": case.stride,
+        "padding": case.padding,
+        "dilation": case.dilation,
         "dtype": dtype,
     }
 
