@@ -5,7 +5,8 @@ Three methods compute the same thing, ``F.conv2d(x, st.to_tensor(), ...)``:
 - ``"factorized"`` runs the stage plan of :mod:`sekron._conv_plan` (one pad, then one
   grouped, dilated conv or one matrix product per factor; :mod:`sekron.torch._execute`);
 - ``"reconstructed"`` builds the kernel (a few µs) and runs one dense conv;
-- ``"auto"`` picks one of them per (signature, input shape, dtype, device): see
+- ``"auto"`` picks one of them, or a plan with adjacent factors merged first
+  (:mod:`sekron._conv_merge`), per (signature, input shape, regime, dtype, device): see
   :mod:`sekron.torch._auto`, which decides; this module builds and runs the candidates.
 """
 
@@ -159,11 +160,12 @@ def conv2d(
     method : {"auto", "factorized", "reconstructed"}
         ``"factorized"`` never builds the kernel: it pads once and runs one grouped, dilated
         conv (or, for a 1x1 window, one matrix product) per factor. ``"reconstructed"`` builds
-        the kernel and runs one dense conv. ``"auto"`` picks the faster one per (signature,
-        input shape, dtype, device) and caches the choice; see Notes.
+        the kernel and runs one dense conv. ``"auto"`` picks the fastest of those and of the
+        plans with adjacent factors merged, per (signature, input shape, regime, dtype,
+        device), and caches the choice; see Notes.
     measure : bool, optional
-        For ``method="auto"`` only: whether the first call with a new shape may time both
-        candidates (a few runs each) to choose. ``None`` (default) means yes unless the
+        For ``method="auto"`` only: whether the first call with a new shape (and regime) may
+        time the candidates (a few runs each) to choose. ``None`` (default) means yes unless the
         environment variable ``SEKRON_AUTO_MEASURE=0`` is set. ``False`` uses the cost model.
 
     Returns
@@ -196,18 +198,23 @@ def conv2d(
     ``method="auto"`` (the default) and its measuring:
 
     - With ``groups > 1`` it always runs ``"reconstructed"``.
-    - If the factorized path needs at least half the dense multiply-adds it runs
-      ``"reconstructed"`` without measuring.
-    - Otherwise, the first call for a new (signature, input shape, stride, padding, dilation,
-      dtype, device) times the dense conv and the factorized plan with channels-last and with
-      channels-first stages, 7 times each, interleaved, and caches the factorized layout
-      with the lower median of per-repetition time ratios (factorized / dense) only if that
-      median and the ratio of the best times are both below 0.8, and again so after a second
-      round of that layout against the dense conv. It
-      only measures when that is meaningful and safe: autograd off (``torch.no_grad()`` or
-      inference mode, because a forward-only timing says nothing about training), not while
-      tracing, scripting or compiling, and ``measure`` not False. Otherwise it uses the cost
-      model (factorized when the multiply-add ratio is large) without caching that guess.
+    - The candidates are the dense conv, the fully factorized plan (channels-last and
+      channels-first stages) and up to two merged plans (adjacent factors merged into their
+      Kronecker product first, conv docs), each only if it needs at most half the dense
+      multiply-adds; with none, it runs ``"reconstructed"`` without measuring.
+    - The choice is per regime: ``"inference"`` (autograd not recording), ``"forward"``
+      (recording, no backward follows: a ``SeKronConv2d`` in eval mode) and ``"training"``
+      (recording: this function, or a layer in train mode), timed as that regime costs:
+      the forward, the forward with autograd, or the forward plus the backward.
+    - The first call for a new (signature, input shape, stride, padding, dilation, regime,
+      dtype, device) times the candidates 7 times each, interleaved, on detached copies of
+      the inputs (no ``.grad`` written, results unchanged), and caches the plan with the
+      lowest median of per-repetition time ratios (plan / dense) only if that median and the
+      ratio of the best times are both below 0.8, and again so after a second round of that
+      plan against the dense conv; otherwise ``"reconstructed"``. It does not measure while
+      tracing, scripting, compiling or under a functorch transform, nor with ``measure``
+      False: then it uses the cost model (factorized when the multiply-add ratio is at least
+      4) without caching that guess.
     - :func:`sekron.torch.clear_cache` forgets every cached choice.
 
     References

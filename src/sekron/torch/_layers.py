@@ -62,8 +62,9 @@ class SeKronConv2d(nn.Module):
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
         As in ``nn.Conv2d``: modes other than zeros pad the input with ``F.pad`` first.
     method : {"auto", "factorized", "reconstructed"}
-        Passed to :func:`sekron.torch.conv2d` (``"auto"`` picks the faster of the factorized
-        stage plan and one dense conv on the rebuilt kernel).
+        Passed to :func:`sekron.torch.conv2d` (``"auto"`` picks the fastest of the dense conv
+        on the rebuilt kernel and the factorized or merged plans, per regime: in eval mode
+        with autograd on it times forwards, in train mode forwards plus backwards).
 
     The options are checked once, here (as :func:`sekron.torch.conv2d` checks them); the
     forward then runs the same convolution on the checked values.
