@@ -234,3 +234,17 @@ def test_hopeless_candidates_stop_being_timed(monkeypatch: pytest.MonkeyPatch) -
     times = _auto._time(fns, torch.device("cpu"))
     assert len(times["slow"]) == _auto._PRUNE_AFTER < len(times["fast"]) == _auto._REPEATS
     assert calls == {"dense": 1 + _auto._REPEATS, "slow": 1 + _auto._PRUNE_AFTER, "fast": 8}
+
+
+def test_training_with_only_the_bias_trainable() -> None:
+    """Frozen factors, a trainable bias: the training regime is measured without a backward
+    to the factors (none requires grad), and the bias still gets its gradient."""
+    layer = SeKronConv2d(_kern(), torch.zeros(64), padding=1)
+    for f in layer.factors:
+        f.requires_grad_(False)
+    x = torch.randn(2, 64, 9, 9)
+    y = layer(x)
+    y.sum().backward()
+    assert [k[1] for k in _auto.cached_choices()] == ["training"]
+    assert layer.bias.grad is not None
+    assert rel_error(y, F.conv2d(x, layer.sekron.to_tensor(), layer.bias, padding=1)) <= EXACT32

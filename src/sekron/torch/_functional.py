@@ -90,7 +90,7 @@ def _timed_calls(
 
     def call(choice: Choice) -> Any:
         y = _run_choice(xm, stm, None, args, key, choice)
-        if regime == "training":
+        if regime == "training" and leaves:  # (only the bias may require grad)
             torch.autograd.grad(y, leaves, torch.ones_like(y))
 
     return {name: partial(call, choice) for name, choice in choices.items()}
