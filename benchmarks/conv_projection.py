@@ -515,9 +515,20 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
         q = [r["factorized_speedup"] / r["mac_ratio"] for r in rs]
         return f"{min(q):.2f}-{max(q):.2f}" if q else "-"
 
+    issue = [
+        r for r in fac if any(r["structure"] == lab for v in ISSUE_ROWS.values() for lab, *_ in v)
+    ]
     return [
         "",
         "## Why `factorized` falls short of 0.5 x MAC ratio",
+        "",
+        "The rows of issue #16 (factorized speedup / MAC ratio; target 0.5): "
+        + "; ".join(
+            f"{r['layer']} {r['structure']}: {r['factorized_speedup']:.2f}x at MAC ratio "
+            f"{r['mac_ratio']:.1f} ({r['factorized_speedup'] / r['mac_ratio']:.2f})"
+            for r in issue
+        )
+        + ".",
         "",
         f"{len(miss)} of {len(fac)} rows with MAC ratio >= 4 miss (speedup / MAC ratio given).",
         "",
@@ -526,12 +537,15 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
         "the other factor's C/2 to C/8 channels; oneDNN runs such convolutions far below peak, "
         "and the rank-R intermediate is R times the input. Folding that batch into conv groups "
         "instead was 5x faster for 1-2 channels per group but slower from 4, so it was not "
-        "adopted. `auto` runs the reconstructed kernel on these rows where that is faster.",
+        "adopted; so were a block-diagonal first stage (no permuting copy between the two "
+        "stages, at c_0 times its multiply-adds: 0.5-1.0x the batch-fold plan in a first "
+        "measurement) and merging adjacent factors (fewer stages, more multiply-adds), which "
+        "`auto` has among its candidates. `auto` runs the reconstructed kernel on these rows "
+        "where that is faster.",
         f"- {len(small)} CP / Tucker-2 / TT rows ({span(small)}): at 64@56 and on the 1x1 layer "
         "the stages are memory bound (ranks of 13-28 over 3136 or 196 positions per image: the "
         "depthwise stages do 3 multiply-adds per element they read, the pointwise ones a few "
-        "per byte). Rows at 0.45 or more sit near the threshold and pass or miss from run to "
-        "run (CP/TT at 128@28 and 512@7).",
+        "per byte). Rows near 0.5 pass or miss from run to run.",
         "",
     ]
 

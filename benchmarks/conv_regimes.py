@@ -189,7 +189,7 @@ def regimes_markdown(rows: list[dict]) -> list[str]:
         "fine-tuning step of the layer alone (forward, loss, backward to the input and the "
         'parameters, SGD step), `nn.Conv2d` against `SeKronConv2d` (auto\'s "training" '
         "regime). `jax`: `jax.jit` inference, `lax.conv` on the full kernel against "
-        "`sekron.jax.conv2d` (JAX on CPU; only the layers given by `--jax-layers`). `a` auto, "
+        "`sekron.jax.conv2d` (JAX on CPU; only the layers in `JAX_LAYERS`). `a` auto, "
         "`f` factorized.",
         "",
         f"Summary: auto below 0.95x dense on {below(inf, 0.95)} rows in inference, "
