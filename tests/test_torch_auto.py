@@ -10,10 +10,10 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import sekron  # noqa: E402
-from sekron import random_sekron  # noqa: E402
+from sekron import _conv_choice, random_sekron  # noqa: E402
+from sekron._conv_choice import DENSE, Choice  # noqa: E402
 from sekron.testing import rel_error, tolerance  # noqa: E402
 from sekron.torch import SeKronConv2d, _auto, conv2d  # noqa: E402
-from sekron.torch._auto import Choice  # noqa: E402
 
 EXACT32 = tolerance("float32", exact=True)
 
@@ -140,7 +140,7 @@ def test_auto_caches_the_fastest_measured_candidate(
     # a plan is confirmed by a second round of it against dense
     confirm = [] if fastest == "dense" else [("dense", fastest)]
     assert timed == [("dense", "nhwc", "nchw"), *confirm]
-    want = _auto.DENSE if fastest == "dense" else Choice("factorized", fastest, (1, 1))
+    want = DENSE if fastest == "dense" else Choice("factorized", fastest, (1, 1))
     assert list(_auto.cached_choices().values()) == [want]
     expected = F.conv2d(x, kern.to_tensor(), padding=1)
     assert rel_error(y, expected) <= EXACT32 and rel_error(y2, expected) <= EXACT32
@@ -167,18 +167,18 @@ def test_auto_may_choose_a_merged_plan(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_auto_compares_paired_ratios() -> None:
     """The choice uses the median of per-repetition ratios, not a ratio of medians."""
-    assert _auto._paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 10.0]) == pytest.approx(1.0)
-    assert _auto._paired_ratio([0.7, 3.5, 0.7], [1.0, 5.0, 1.0]) == pytest.approx(0.7)
+    assert _conv_choice.paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 10.0]) == pytest.approx(1.0)
+    assert _conv_choice.paired_ratio([0.7, 3.5, 0.7], [1.0, 5.0, 1.0]) == pytest.approx(0.7)
 
 
 def test_auto_needs_factorized_to_win_paired_and_at_best() -> None:
     """A dense conv slow in most repetitions but fast once must not lose to a plan that is
     never as fast as its best; a real win passes both criteria."""
     dense = [1.0] * 6 + [0.5]
-    assert _auto._paired_ratio([0.6] * 7, dense) < _auto.MARGIN
-    assert not _auto._wins([0.6] * 7, dense)
-    assert _auto._wins([0.3] * 7, dense)
-    assert not _auto._wins([0.9] * 7, [1.0] * 7)
+    assert _conv_choice.paired_ratio([0.6] * 7, dense) < _conv_choice.MARGIN
+    assert not _conv_choice.wins([0.6] * 7, dense)
+    assert _conv_choice.wins([0.3] * 7, dense)
+    assert not _conv_choice.wins([0.9] * 7, [1.0] * 7)
 
 
 def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -194,7 +194,7 @@ def test_auto_skips_factorized_when_macs_do_not_pay() -> None:
     kern = random_sekron([(2, 2, 3, 3), (2, 2, 1, 1)], 4, backend="pytorch", random_state=0)
     with torch.no_grad():
         conv2d(torch.randn(1, 4, 6, 6, dtype=torch.float64), kern)
-    assert list(_auto.cached_choices().values()) == [_auto.DENSE]
+    assert list(_auto.cached_choices().values()) == [DENSE]
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
@@ -229,11 +229,17 @@ def test_hopeless_candidates_stop_being_timed(monkeypatch: pytest.MonkeyPatch) -
 
         return run
 
-    monkeypatch.setattr(_auto.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(_conv_choice.time, "perf_counter", lambda: clock[0])
     fns = {"dense": runner("dense", 1.0), "slow": runner("slow", 2.0), "fast": runner("fast", 0.5)}
     times = _auto._time(fns, torch.device("cpu"))
-    assert len(times["slow"]) == _auto._PRUNE_AFTER < len(times["fast"]) == _auto._REPEATS
-    assert calls == {"dense": 1 + _auto._REPEATS, "slow": 1 + _auto._PRUNE_AFTER, "fast": 8}
+    assert (
+        len(times["slow"]) == _conv_choice.PRUNE_AFTER < len(times["fast"]) == _conv_choice.REPEATS
+    )
+    assert calls == {
+        "dense": 1 + _conv_choice.REPEATS,
+        "slow": 1 + _conv_choice.PRUNE_AFTER,
+        "fast": 8,
+    }
 
 
 def test_training_with_only_the_bias_trainable() -> None:

@@ -13,21 +13,14 @@ The regime is what the call will cost (:func:`regime`):
 - ``"training"``: autograd records (the functional ``conv2d``, a layer in train mode): the
   forward plus the backward to every input that requires grad is timed.
 
-The candidates (:func:`candidates`) are the dense conv on the rebuilt kernel, the fully
-factorized plan in both layouts and up to ``MAX_MERGED`` partial reconstructions (adjacent
-factors merged, :mod:`sekron._conv_merge`) of lowest :func:`~sekron._conv_plan.plan_cost`,
-each of which needs at most ``1 / MIN_MAC_RATIO`` of the dense multiply-adds.
+The candidates, their timing and the decision are backend-neutral
+(:mod:`sekron._conv_choice`, shared with :mod:`sekron.jax`):
 
 1. No plan needs less than ``1 / MIN_MAC_RATIO`` of the dense multiply-adds: "reconstructed"
    is chosen (and cached) at once.
-2. Otherwise, when measuring is allowed, the candidates are timed ``_REPEATS`` times,
-   interleaved, after a warm-up; the plan with the lowest median of per-repetition time
-   ratios (plan / dense) is cached only if that median and the ratio of the best times are
-   both below ``MARGIN``, in this round and again with a second round added. A plan more
-   than ``_PRUNE_RATIO`` times slower than the dense conv after ``_PRUNE_AFTER``
-   repetitions is dropped from the round (it cannot win). The margin is
-   wide on purpose: a wrong plan costs more than a missed one, and a single measurement on a
-   shared machine is noisy. Timing runs on detached copies of the inputs (with the same
+2. Otherwise, when measuring is allowed, the candidates are timed (interleaved, hopeless ones
+   pruned) and a plan is cached only if it beats the dense conv by ``MARGIN`` twice (see
+   :mod:`sekron._conv_choice`). Timing runs on detached copies of the inputs (with the same
    ``requires_grad``) and takes gradients with ``torch.autograd.grad``: no ``.grad`` is
    written, no hook fires, and the call's result is computed afterwards as usual.
    Measuring is allowed outside tracing, scripting, compiling and functorch transforms, when
@@ -42,53 +35,24 @@ The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` emp
 from __future__ import annotations
 
 import os
-import statistics
-import time
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
-from .._conv_macs import dense_macs
-from .._conv_merge import groupings, merged_signature
-from .._conv_plan import ConvKey, plan_cost
+from .._conv_choice import DENSE, Choice, candidates, decide, model_choice, time_interleaved
+from .._conv_plan import ConvKey
 
 __all__ = [
-    "MARGIN",
-    "MAX_MERGED",
-    "MIN_MAC_RATIO",
-    "MODEL_MAC_RATIO",
     "REGIMES",
-    "Choice",
     "cached_choices",
-    "candidates",
     "clear_cache",
     "lookup",
     "record",
     "regime",
 ]
 
-MIN_MAC_RATIO = 2.0
-MODEL_MAC_RATIO = 4.0
-MAX_MERGED = 2
-_REPEATS = 7
-_PRUNE_AFTER, _PRUNE_RATIO = 3, 1.5
 REGIMES = ("inference", "forward", "training")
-# the plan must beat the dense conv by this factor to be chosen (timing noise)
-MARGIN = 0.8
-
-
-class Choice(NamedTuple):
-    """What ``auto`` runs: ``method`` "reconstructed" (the dense conv), "factorized" (every
-    factor its own stage) or "merged" (adjacent factors merged by ``grouping``, lengths of
-    consecutive runs), with the plan's ``layout``."""
-
-    method: str
-    layout: str
-    grouping: tuple[int, ...] = ()
-
-
-DENSE = Choice("reconstructed", "nchw")
 _CACHE: dict[tuple[Any, ...], Choice] = {}
 
 
@@ -137,38 +101,6 @@ def _measuring_allowed(measure: bool | None) -> bool:
     return not (functorch_active is not None and functorch_active())
 
 
-def candidates(key: ConvKey) -> dict[str, Choice]:
-    """The plans worth timing for ``key`` besides the dense conv, by candidate name: the
-    fully factorized plan in both layouts ("nhwc", "nchw"), and the ``MAX_MERGED`` merged
-    groupings of lowest plan cost in the channels-last layout ("nhwc:1+2"), each only if it
-    needs at most ``1 / MIN_MAC_RATIO`` of the dense multiply-adds."""
-    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
-    scored = []
-    for g in groupings(len(key.shapes)):
-        shapes, ranks = merged_signature(key.shapes, key.ranks, key.form, g)
-        plan = key._replace(shapes=shapes, ranks=ranks).plan("nhwc")
-        if dense >= MIN_MAC_RATIO * plan.macs:
-            scored.append((plan_cost(plan), g))
-    out: dict[str, Choice] = {}
-    full = (1,) * len(key.shapes)
-    if any(g == full for _, g in scored):
-        out |= {lay: Choice("factorized", lay, full) for lay in ("nhwc", "nchw")}
-    merged = sorted((c, g) for c, g in scored if g != full)[:MAX_MERGED]
-    for _, g in merged:
-        out["nhwc:" + "+".join(map(str, g))] = Choice("merged", "nhwc", g)
-    return out
-
-
-def model_choice(key: ConvKey) -> Choice:
-    """The cost model's guess: the fully factorized plan when its MAC ratio is at least
-    ``MODEL_MAC_RATIO``, else the dense conv."""
-    plan = key.plan("nhwc")
-    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
-    if dense >= MODEL_MAC_RATIO * plan.macs:
-        return Choice("factorized", "nhwc", (1,) * len(key.shapes))
-    return DENSE
-
-
 def _cache_key(key: ConvKey, x: torch.Tensor, regime_: str) -> tuple[Any, ...]:
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
     return (key, regime_, x.dtype, x.device, channels_last)
@@ -193,40 +125,14 @@ def lookup(key: ConvKey, x: torch.Tensor, measure: bool | None, regime_: str) ->
     return None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:
-    """``_REPEATS`` timings of each candidate, interleaved (every repetition runs each once,
-    in rotating order), after one warm-up each. After ``_PRUNE_AFTER`` repetitions a
-    candidate whose paired ratio to "dense" exceeds ``_PRUNE_RATIO`` (it cannot win by
-    ``MARGIN``) stops being timed: its list stays short, and it is not chosen."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    names = list(fns)
-    for rep in range(_REPEATS):
-        if rep == _PRUNE_AFTER and "dense" in times:
-            names = [n for n in names if n == "dense" or not _hopeless(times, n)]
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            _sync(device)
-            t0 = time.perf_counter()
-            fns[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return times
+    """:func:`sekron._conv_choice.time_interleaved`, synchronizing ``device``."""
 
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
-def _hopeless(times: dict[str, list[float]], name: str) -> bool:
-    return _paired_ratio(times[name], times["dense"]) > _PRUNE_RATIO
-
-
-def _paired_ratio(num: list[float], den: list[float]) -> float:
-    """Median over repetitions of ``num[i] / den[i]``: runs of the same repetition are close
-    in time, so a load change on a shared machine affects both."""
-    return statistics.median(a / max(b, 1e-12) for a, b in zip(num, den, strict=True))
+    return time_interleaved(fns, sync)
 
 
 def record(
@@ -235,35 +141,17 @@ def record(
     regime_: str,
     fns: dict[str, Callable[[], Any]],
 ) -> Choice:
-    """Time ``fns`` ("dense" and the names of :func:`candidates` -> zero-argument callables
-    that run one call in ``regime_``, backward included for "training"), cache and return
-    the choice (see the module notes)."""
-    plans = candidates(key)
-    grad = torch.enable_grad() if regime_ != "inference" else torch.no_grad()
-    with grad:
-        timings = _time(fns, x.device)
-    ratios = {
-        name: _paired_ratio(timings[name], timings["dense"])
-        for name in plans
-        if len(timings[name]) == len(timings["dense"])
-    }
-    if not ratios:  # every plan pruned as hopeless
-        _CACHE[_cache_key(key, x, regime_)] = DENSE
-        return DENSE
-    best = min(ratios, key=ratios.__getitem__)
-    fast = _wins(timings[best], timings["dense"])
-    if fast:  # confirm with a second, independent round before caching a plan
-        with grad:
-            again = _time({n: fns[n] for n in ("dense", best)}, x.device)
-        fast = _wins(timings[best] + again[best], timings["dense"] + again["dense"])
-    choice = plans[best] if fast else DENSE
+    """Time ``fns`` ("dense" and the names of :func:`~sekron._conv_choice.candidates` ->
+    zero-argument callables that run one call in ``regime_``, backward included for
+    "training"), cache and return the choice (see the module notes)."""
+    grad = torch.enable_grad if regime_ != "inference" else torch.no_grad
+
+    def timed(fns_: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
+        with grad():
+            return _time(fns_, x.device)
+
+    choice = decide(
+        candidates(key), timed(fns), lambda best: timed({n: fns[n] for n in ("dense", best)})
+    )
     _CACHE[_cache_key(key, x, regime_)] = choice
     return choice
-
-
-def _wins(fact: list[float], dense: list[float]) -> bool:
-    """Whether the plan's times beat the dense ones by ``MARGIN``, both paired (robust to
-    a load change during the measurement) and at their best (a dense conv that happened to be
-    slow throughout the measurement, as some memory-bound layers are at times, must not make
-    the plan look faster than it is)."""
-    return _paired_ratio(fact, dense) < MARGIN and min(fact) < MARGIN * min(dense)

@@ -18,13 +18,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._conv_choice import DENSE, Choice, candidates
 from .._conv_merge import merge_factors, merged_signature
 from .._conv_plan import ConvKey
 from .._typing import ConvMethod
 from .._validation import check_bool
 from ..tensor import SeKronTensor
 from . import _auto
-from ._auto import Choice
 from ._checks import (
     ConvArgs,
     check_bias,
@@ -79,14 +79,14 @@ def _run_choice(
 def _timed_calls(
     x: torch.Tensor, st: SeKronTensor, args: ConvArgs, key: ConvKey, regime: str
 ) -> dict[str, Any]:
-    """Zero-argument callables running "dense" and each of ``_auto.candidates(key)`` once as
+    """Zero-argument callables running "dense" and each of ``candidates(key)`` once as
     ``regime`` costs it, on detached copies of ``x`` and the factors (no ``.grad`` written,
     no hook of the caller's tensors fired)."""
     xm = x.detach().requires_grad_(x.requires_grad)
     factors = [f.detach().requires_grad_(f.requires_grad) for f in st.factors]
     stm = SeKronTensor._trusted(factors, st.form, st.shapes, st.ranks)
     leaves = [t for t in (xm, *factors) if t.requires_grad]
-    choices = {"dense": _auto.DENSE} | _auto.candidates(key)
+    choices = {"dense": DENSE} | candidates(key)
 
     def call(choice: Choice) -> Any:
         y = _run_choice(xm, stm, None, args, key, choice)
