@@ -73,23 +73,32 @@ def conv_problems(draw: st.DrawFn, n_spatial: int = 2) -> dict:
     }
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(conv_problems(2), st.sampled_from(METHODS))
 def test_conv2d_equals_dense_conv(p: dict, method: str) -> None:
     want = _dense(p["x"], p["st"].to_tensor(), p["bias"], p["stride"], p["padding"], p["dilation"])
+    # measure=False: auto's cost model (real measuring: the jit and grad test; no compile of
+    # every candidate for each drawn shape)
     got = conv2d(
-        p["x"], p["st"], p["bias"], p["stride"], p["padding"], p["dilation"], method=method
+        p["x"],
+        p["st"],
+        p["bias"],
+        p["stride"],
+        p["padding"],
+        p["dilation"],
+        method=method,
+        measure=False,
     )
     assert got.shape == want.shape and got.dtype == p["x"].dtype
     assert rel_error(np.asarray(got), np.asarray(want)) <= TOL
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(conv_problems(1), st.sampled_from(METHODS))
 def test_conv1d_equals_dense_conv(p: dict, method: str) -> None:
     args = (p["stride"], p["padding"], p["dilation"])
     want = _dense(p["x"], p["st"].to_tensor(), p["bias"], *args, n_spatial=1)
-    got = conv1d(p["x"], p["st"], p["bias"], *args, method=method)
+    got = conv1d(p["x"], p["st"], p["bias"], *args, method=method, measure=False)
     assert got.shape == want.shape
     assert rel_error(np.asarray(got), np.asarray(want)) <= TOL
 
@@ -148,6 +157,7 @@ BAD_ARGS = [
     {"method": "factorized", "groups": 2},
     {"x": "ones(1, 4, 2, 2)"},
     {"bias": "ones(3)"},
+    {"measure": "no"},
 ]
 
 
@@ -218,8 +228,7 @@ def test_import_sekron_does_not_import_jax_and_a_missing_jax_is_named() -> None:
     assert "sekron.jax needs JAX: pip install 'sekron[jax]'" in out.stdout
 
 
-@pytest.mark.parametrize("form", ["nested", "chain"])
-@pytest.mark.parametrize("layout", ["nhwc", "nchw"])
+@pytest.mark.parametrize("form, layout", [("nested", "nhwc"), ("chain", "nchw")])
 def test_every_merged_plan_equals_the_dense_conv(form: str, layout: str) -> None:
     """The plan space on JAX: every grouping of merged factors, both layouts."""
     from sekron._conv_merge import groupings, merge_factors, merged_signature
@@ -243,3 +252,79 @@ def test_every_merged_plan_equals_the_dense_conv(form: str, layout: str) -> None
         plan = key._replace(shapes=shapes, ranks=ranks).plan(layout)
         got = run_plan(x, factors, plan, layout)
         assert rel_error(np.asarray(got), np.asarray(want)) <= TOL, g
+
+
+@pytest.fixture
+def jax_auto(monkeypatch: pytest.MonkeyPatch) -> object:
+    """sekron.jax's auto with an empty cache and a fake timer that logs the candidates and
+    reports ``jax_auto.fastest`` ten times faster than the rest (no timing in tests)."""
+    from sekron.jax import _auto
+
+    class Fake:
+        fastest = "dense"
+        log: list = []
+
+    def fake_time(fns: dict) -> dict:
+        Fake.log.append(tuple(fns))
+        return {n: [0.1 if n == Fake.fastest else 1.0] * 7 for n in fns}
+
+    monkeypatch.setattr(_auto, "_time", fake_time)
+    _auto.clear_cache()
+    yield Fake
+    _auto.clear_cache()
+
+
+@pytest.mark.parametrize("fastest", ["dense", "nhwc", "nhwc:1+2"])
+def test_auto_measures_once_per_shape_even_under_jit(jax_auto: object, fastest: str) -> None:
+    """The first call (here inside ``jax.jit``'s trace) times the candidates, later calls use
+    the cache; whatever is chosen equals the dense conv, gradients included."""
+    from sekron._conv_choice import DENSE, Choice
+    from sekron.jax import _auto
+
+    jax_auto.fastest = fastest  # type: ignore[attr-defined]
+    kern = random_sekron(
+        [(4, 4, 3, 1), (4, 4, 1, 3), (4, 4, 1, 1)],
+        (2, 2),
+        backend="jax",
+        dtype="float32",
+        random_state=0,
+    )
+    x = jnp.asarray(np.random.default_rng(1).standard_normal((2, 64, 7, 7)), dtype=jnp.float32)
+
+    def loss(x: jax.Array, factors: list, dense: bool) -> jax.Array:
+        k = SeKronTensor(factors)
+        y = _dense(x, k.to_tensor(), None, (1, 1), 1, (1, 1)) if dense else conv2d(x, k, padding=1)
+        return jnp.sum(y * y)
+
+    fs = list(kern.factors)
+    got = jax.jit(loss, static_argnums=2)(x, fs, False)
+    eager = loss(x, fs, False)  # from the cache
+    log = jax_auto.log  # type: ignore[attr-defined]
+    assert log[0][:4] == ("dense", "nhwc", "nhwc:1+2", "nhwc:2+1")[: len(log[0][:4])]
+    assert len(log) == (1 if fastest == "dense" else 2)  # a plan is confirmed once
+    want = {"dense": DENSE, "nhwc": Choice("factorized", "nhwc", (1, 1, 1))}.get(
+        fastest, Choice("merged", "nhwc", (1, 2))
+    )
+    assert list(_auto.cached_choices().values()) == [want]
+    ref = loss(x, fs, True)
+    assert rel_error(np.asarray(got), np.asarray(ref)) <= TOL
+    assert rel_error(np.asarray(eager), np.asarray(ref)) <= TOL
+    g = jax.grad(loss, argnums=1)(x, fs, False)
+    h = jax.grad(loss, argnums=1)(x, fs, True)
+    for a, b in zip(g, h, strict=True):
+        assert rel_error(np.asarray(a), np.asarray(b)) <= TOL
+
+
+def test_auto_measure_false_and_the_env_var_use_the_cost_model(
+    jax_auto: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sekron.jax import _auto
+
+    kern = random_sekron(
+        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="jax", dtype="float32", random_state=0
+    )
+    x = jnp.ones((1, 64, 9, 9), jnp.float32)
+    conv2d(x, kern, padding=1, measure=False)
+    monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
+    conv2d(x, kern, padding=1)
+    assert _auto.cached_choices() == {} and jax_auto.log == []  # type: ignore[attr-defined]

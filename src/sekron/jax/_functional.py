@@ -1,11 +1,9 @@
 """``sekron.jax.conv2d`` and ``conv1d``: :func:`sekron.torch.conv2d`'s semantics on JAX.
 
 The options are checked by the same backend-neutral validators as the torch path
-(:mod:`sekron._conv_args`), so both raise the same messages. ``method="auto"`` cannot time
-anything under ``jax.jit`` (the arrays are tracers), so it uses the cost model: the plan of
-lowest :func:`~sekron._conv_plan.plan_cost` among the fully factorized plan and its merged
-groupings (:mod:`sekron._conv_merge`) when it needs at most ``1 / MODEL_MAC_RATIO`` of the
-dense multiply-adds, else the dense conv on the rebuilt kernel.
+(:mod:`sekron._conv_args`), so both raise the same messages. The plans are the torch path's
+(:mod:`sekron._conv_plan`, :mod:`sekron._conv_merge`); ``method="auto"`` measures them once
+per shape (:mod:`sekron.jax._auto`).
 """
 
 from __future__ import annotations
@@ -16,33 +14,34 @@ import jax
 import jax.numpy as jnp
 
 from .._conv_args import ConvArgs, check_conv_args, check_input_shape, check_kernel
-from .._conv_macs import dense_macs
-from .._conv_merge import groupings, merge_factors, merged_signature
-from .._conv_plan import ConvKey, plan_cost
+from .._conv_choice import DENSE, Choice
+from .._conv_merge import merge_factors, merged_signature
+from .._conv_plan import ConvKey
 from .._typing import ConvMethod
-from .._validation import _type_name
+from .._validation import _type_name, check_bool
 from ..tensor import SeKronTensor
+from . import _auto
 from ._execute import dense_conv, run_plan
 
 __all__ = ["conv1d", "conv2d"]
-
-MODEL_MAC_RATIO = 4.0
 
 
 def _checked(
     x: object,
     st: object,
     bias: object,
-    options: tuple[object, object, object, object, object],
+    options: tuple[object, object, object, object, object, object],
     n_spatial: int,
     fn: str,
 ) -> tuple[Any, SeKronTensor, Any, ConvArgs]:
     """The checks of :func:`sekron.torch.conv2d` (same messages), once, at the boundary;
-    ``options`` is (stride, padding, dilation, groups, method)."""
+    ``options`` is (stride, padding, dilation, groups, method, measure)."""
     kern = check_kernel(st, n_spatial, fn, "jax")
     if not jnp.issubdtype(kern.factors[0].dtype, jnp.floating):
         raise TypeError(f"st has dtype {kern.dtype}; a convolution kernel must be floating point.")
-    stride, padding, dilation, groups, method = options
+    stride, padding, dilation, groups, method, measure = options
+    if measure is not None:
+        check_bool(measure, "measure")
     args = check_conv_args(stride, padding, dilation, groups, method, kern.shape[2:])
     return _check_x(x, kern, args, n_spatial, fn), kern, _check_bias(bias, kern), args
 
@@ -68,34 +67,38 @@ def _check_bias(bias: object, st: SeKronTensor) -> Any:
     return bias
 
 
-def _plan_choice(key: ConvKey, method: str) -> tuple[int, ...] | None:
-    """The grouping to run (``(1, .., 1)``: fully factorized), or None for the dense conv."""
-    full = (1,) * len(key.shapes)
-    if method == "factorized":
-        return full
-    if method == "reconstructed":
-        return None
-    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
-    best: tuple[float, tuple[int, ...]] | None = None
-    for g in groupings(len(key.shapes)):
-        shapes, ranks = merged_signature(key.shapes, key.ranks, key.form, g)
-        plan = key._replace(shapes=shapes, ranks=ranks).plan("nhwc")
-        if dense >= MODEL_MAC_RATIO * plan.macs and (best is None or plan_cost(plan) < best[0]):
-            best = (plan_cost(plan), g)
-    return None if best is None else best[1]
+def _run_choice(st: SeKronTensor, args: ConvArgs, key: ConvKey, choice: Choice) -> Any:
+    """A function of (x, factors) running one candidate: the dense conv on the rebuilt
+    kernel, or the (merged) factorized plan."""
+
+    def run(x: Any, factors: list[Any]) -> Any:
+        if choice.method == "reconstructed":
+            kernel = SeKronTensor._trusted(factors, st.form, st.shapes, st.ranks, backend="jax")
+            w = kernel.to_tensor()
+            return dense_conv(x, w, args.stride, args.pad4, args.dilation, args.groups)
+        g = choice.grouping
+        shapes, ranks = merged_signature(st.shapes, st.ranks, st.form, g)
+        merged = merge_factors(factors, st.shapes, st.ranks, st.form, g, jnp.einsum)
+        plan = key._replace(shapes=shapes, ranks=ranks).plan(choice.layout)
+        return run_plan(x, merged, plan, choice.layout)
+
+    return run
 
 
-def _run(x: Any, st: SeKronTensor, bias: Any, args: ConvArgs) -> Any:
+def _run(x: Any, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None) -> Any:
     """The convolution of a batched NCHW input on checked arguments."""
     n, c, h, w = x.shape
     key = ConvKey(st.shapes, st.ranks, st.form, (n, c, h, w), args.stride, args.pad4, args.dilation)
-    grouping = None if args.groups != 1 else _plan_choice(key, args.method)
-    if grouping is None:
-        out = dense_conv(x, st.to_tensor(), args.stride, args.pad4, args.dilation, args.groups)
+    if args.method == "reconstructed" or args.groups != 1:
+        choice = DENSE
+    elif args.method == "factorized":
+        choice = Choice("factorized", "nhwc", (1,) * len(st.shapes))
     else:
-        shapes, ranks = merged_signature(st.shapes, st.ranks, st.form, grouping)
-        factors = merge_factors(st.factors, st.shapes, st.ranks, st.form, grouping, jnp.einsum)
-        out = run_plan(x, factors, key._replace(shapes=shapes, ranks=ranks).plan("nhwc"), "nhwc")
+        shapes = tuple(tuple(f.shape) for f in st.factors)
+        choice = _auto.choose(
+            key, x.dtype, shapes, lambda ch, x_, fs: _run_choice(st, args, key, ch)(x_, fs), measure
+        )
+    out = _run_choice(st, args, key, choice)(x, list(st.factors))
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
@@ -109,6 +112,7 @@ def conv2d(
     groups: int = 1,
     *,
     method: ConvMethod = "auto",
+    measure: bool | None = None,
 ) -> Any:
     """2-D convolution with a SeKron kernel on JAX, without building it.
 
@@ -129,8 +133,12 @@ def conv2d(
         ``"valid"``; zero padding).
     method : {"auto", "factorized", "reconstructed"}
         ``"factorized"`` runs the stage plan (one grouped, dilated conv per factor; conv docs),
-        ``"reconstructed"`` one dense conv on the rebuilt kernel, ``"auto"`` the cost model's
-        choice (the module notes: no timing under ``jax.jit``).
+        ``"reconstructed"`` one dense conv on the rebuilt kernel, ``"auto"`` the fastest of
+        those and the plans with adjacent factors merged, measured once per shape (Notes).
+    measure : bool, optional
+        For ``method="auto"`` only: whether a new shape may be timed (as for
+        :func:`sekron.torch.conv2d`; ``None`` means yes unless ``SEKRON_AUTO_MEASURE=0``).
+        ``False`` uses the cost model (factorized when the MAC ratio is at least 4).
 
     Returns
     -------
@@ -150,7 +158,11 @@ def conv2d(
     -----
     Works under ``jax.jit`` (shapes are static, so the plan is made once per trace) and
     ``jax.grad`` (every step is differentiable). The plans are those of
-    :mod:`sekron._conv_plan`, shared with the torch backend.
+    :mod:`sekron._conv_plan`, shared with the torch backend. ``method="auto"`` times the
+    compiled candidates on zero arrays of the call's shapes (their speed does not depend on
+    the values), so it measures in eager calls and while ``jax.jit`` traces alike; the
+    choice is cached per (signature, input shape, stride, padding, dilation, dtype) and
+    :func:`sekron.jax._auto.clear_cache` forgets it. It measures the forward (inference).
 
     References
     ----------
@@ -173,12 +185,11 @@ def conv2d(
     >>> bool(jnp.allclose(y, ref, atol=1e-4))
     True
     """
-    x, st, bias, args = _checked(
-        x, st, bias, (stride, padding, dilation, groups, method), 2, "conv2d"
-    )
+    options = (stride, padding, dilation, groups, method, measure)
+    x, st, bias, args = _checked(x, st, bias, options, 2, "conv2d")
     if x.ndim == 3:
-        return _run(x[None], st, bias, args)[0]
-    return _run(x, st, bias, args)
+        return _run(x[None], st, bias, args, measure)[0]
+    return _run(x, st, bias, args, measure)
 
 
 def conv1d(
@@ -191,6 +202,7 @@ def conv1d(
     groups: int = 1,
     *,
     method: ConvMethod = "auto",
+    measure: bool | None = None,
 ) -> Any:
     """1-D convolution with a SeKron kernel on JAX: ``st`` of shape (F, C, K), ``x`` of shape
     (N, C * groups, L) or (C * groups, L); everything else as :func:`conv2d`, which runs it
@@ -210,12 +222,13 @@ def conv1d(
     >>> bool(jnp.allclose(y, ref, atol=1e-4))
     True
     """
-    x, st, bias, args = _checked(
-        x, st, bias, (stride, padding, dilation, groups, method), 1, "conv1d"
-    )
+    options = (stride, padding, dilation, groups, method, measure)
+    x, st, bias, args = _checked(x, st, bias, options, 1, "conv1d")
     factors = [f[..., None, :] for f in st.factors]
     shapes = tuple((f, c, 1, k) for f, c, k in st.shapes)
     st2 = SeKronTensor._trusted(factors, st.form, shapes, st.ranks, st.rel_error, backend="jax")
     x2 = x[..., None, :]
-    out = _run(x2[None], st2, bias, args)[0] if x.ndim == 2 else _run(x2, st2, bias, args)
+    batched = x2[None] if x.ndim == 2 else x2
+    out = _run(batched, st2, bias, args, measure)
+    out = out[0] if x.ndim == 2 else out
     return out[..., 0, :]
