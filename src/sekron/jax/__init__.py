@@ -12,6 +12,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without jax
     raise ImportError("sekron.jax needs JAX: pip install 'sekron[jax]' (or jax>=0.4.20).") from exc
 
+from ._auto import clear_cache
 from ._functional import conv1d, conv2d
 
-__all__ = ["conv1d", "conv2d"]
+__all__ = ["clear_cache", "conv1d", "conv2d"]

@@ -29,7 +29,14 @@ _CACHE: dict[tuple[Any, ...], Choice] = {}
 
 
 def clear_cache() -> None:
-    """Forget every choice of ``sekron.jax.conv2d(..., method="auto")``."""
+    """Forget every choice of ``sekron.jax.conv2d(..., method="auto")`` (cached per
+    signature, input shape, stride, padding, dilation and dtype).
+
+    Examples
+    --------
+    >>> import sekron.jax
+    >>> sekron.jax.clear_cache()
+    """
     _CACHE.clear()
 
 

@@ -162,7 +162,7 @@ def conv2d(
     compiled candidates on zero arrays of the call's shapes (their speed does not depend on
     the values), so it measures in eager calls and while ``jax.jit`` traces alike; the
     choice is cached per (signature, input shape, stride, padding, dilation, dtype) and
-    :func:`sekron.jax._auto.clear_cache` forgets it. It measures the forward (inference).
+    :func:`sekron.jax.clear_cache` forgets it. It measures the forward (inference).
 
     References
     ----------
