@@ -99,9 +99,9 @@ def _timed_calls(
 def _run_batched(
     x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None, train: bool
 ) -> torch.Tensor:
-    key = _key(x, st, args)
     if args.method == "reconstructed" or (args.method == "auto" and args.groups != 1):
         return _dense(x, st, bias, args)
+    key = _key(x, st, args)
     if args.method == "factorized":
         choice = Choice("factorized", "nhwc", (1,) * len(st.shapes))
     else:
