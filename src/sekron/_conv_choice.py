@@ -15,6 +15,7 @@ timed and how the timings decide (shared by :mod:`sekron.torch._auto` and
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ __all__ = [
     "Choice",
     "candidates",
     "decide",
+    "measuring_wanted",
     "model_choice",
     "paired_ratio",
     "time_interleaved",
@@ -84,6 +86,15 @@ def candidates(key: ConvKey, layouts: tuple[str, ...] = ("nhwc", "nchw")) -> dic
     for _, g in merged:
         out["nhwc:" + "+".join(map(str, g))] = Choice("merged", "nhwc", g)
     return out
+
+
+def measuring_wanted(measure: bool | None) -> bool:
+    """The ``measure`` switch: False never measures; None measures unless the environment
+    variable ``SEKRON_AUTO_MEASURE`` is ``0`` or ``false``."""
+    if measure is False:
+        return False
+    env = os.environ.get("SEKRON_AUTO_MEASURE", "1").strip().lower()
+    return not (measure is None and env in ("0", "false"))
 
 
 def model_choice(key: ConvKey) -> Choice:

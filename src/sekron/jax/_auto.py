@@ -12,7 +12,6 @@ uncached. :func:`clear_cache` forgets every choice.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -20,7 +19,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from .._conv_choice import DENSE, Choice, candidates, decide, model_choice, time_interleaved
+from .._conv_choice import (
+    DENSE,
+    Choice,
+    candidates,
+    decide,
+    measuring_wanted,
+    model_choice,
+    time_interleaved,
+)
 from .._conv_plan import ConvKey
 
 __all__ = ["cached_choices", "choose", "clear_cache"]
@@ -43,13 +50,6 @@ def clear_cache() -> None:
 def cached_choices() -> dict[tuple[Any, ...], Choice]:
     """A copy of the cache: ``(ConvKey, dtype name) -> Choice``."""
     return dict(_CACHE)
-
-
-def _measuring_allowed(measure: bool | None) -> bool:
-    if measure is False:
-        return False
-    env = os.environ.get("SEKRON_AUTO_MEASURE", "1").strip()
-    return not (measure is None and env in ("0", "false"))
 
 
 def _time(fns: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
@@ -79,7 +79,7 @@ def choose(
     if not plans:
         _CACHE[ckey] = DENSE
         return DENSE
-    if not _measuring_allowed(measure):
+    if not measuring_wanted(measure):
         return model_choice(key)
     with jax.ensure_compile_time_eval():
         x = jnp.zeros(key.in_shape, dtype)

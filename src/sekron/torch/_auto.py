@@ -34,13 +34,20 @@ The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` emp
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .._conv_choice import DENSE, Choice, candidates, decide, model_choice, time_interleaved
+from .._conv_choice import (
+    DENSE,
+    Choice,
+    candidates,
+    decide,
+    measuring_wanted,
+    model_choice,
+    time_interleaved,
+)
 from .._conv_plan import ConvKey
 
 __all__ = [
@@ -88,9 +95,7 @@ def regime(leaves: tuple[torch.Tensor, ...], train: bool) -> str:
 
 
 def _measuring_allowed(measure: bool | None) -> bool:
-    if measure is False:
-        return False
-    if measure is None and os.environ.get("SEKRON_AUTO_MEASURE", "1").strip() in ("0", "false"):
+    if not measuring_wanted(measure):
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
