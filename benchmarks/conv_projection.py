@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -430,7 +431,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"batch {meta['batch']}; float32; at least {meta['reps']} interleaved repetitions per "
         f"row (more for short layers, up to {MAX_REPS}: column `reps`), medians; "
         f"{meta.get('regime_reps', 0)} repetitions per regime row; jax {meta.get('jax')}; "
-        f"wall time {meta['wall_s']:.0f} s.",
+        f"wall time {meta['wall_s']:.0f} s." + _load_line(meta.get("load_average")),
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
         "plan), times in ms (medians); `auto (choice)` gives the method and layout auto "
@@ -492,6 +493,18 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"| {t.get('reconstructed', float('nan')):.2f} | {r['tltorch_vs_auto']:.2f} |"
         )
     return "\n".join(lines + _shortfall(fac, fac_ok) + regimes_markdown(rows)) + "\n"
+
+
+def _load_line(loads: list[float] | None) -> str:
+    """The machine's 5-minute load averages at the start of each (resumed) run: above the
+    thread count, other processes took cores and small multi-threaded ops wait for them."""
+    if not loads:
+        return ""
+    return (
+        f" Load average (5 min) at the start of each run: {', '.join(map(str, loads))} on "
+        f"{os.cpu_count()} cores (above the thread count, timings of small multi-threaded "
+        "ops are unreliable)."
+    )
 
 
 def _overhead_line(overhead: dict | None) -> str:
@@ -607,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         "jax": _jax_version(),
         "wall_s": old["meta"]["wall_s"],
         "python": sys.version.split()[0],
+        "load_average": [*old["meta"].get("load_average", []), round(os.getloadavg()[1], 1)],
         "overhead": old["meta"].get("overhead"),
     }
 
