@@ -254,3 +254,14 @@ def test_training_with_only_the_bias_trainable() -> None:
     assert [k[1] for k in _auto.cached_choices()] == ["training"]
     assert layer.bias.grad is not None
     assert rel_error(y, F.conv2d(x, layer.sekron.to_tensor(), layer.bias, padding=1)) <= EXACT32
+
+
+def test_a_plan_pruned_in_the_confirming_round_is_not_chosen() -> None:
+    """A plan that wins the first round but is hopeless in the second (a load change) is
+    pruned there (fewer timings than the dense conv): the dense conv is chosen, no error."""
+    plans = {"nhwc": Choice("factorized", "nhwc", (1, 1))}
+    first = {"dense": [1.0] * 7, "nhwc": [0.1] * 7}
+    pruned = {"dense": [1.0] * 7, "nhwc": [2.0] * _conv_choice.PRUNE_AFTER}
+    assert _conv_choice.decide(plans, first, lambda best: pruned) == DENSE
+    confirmed = {"dense": [1.0] * 7, "nhwc": [0.1] * 7}
+    assert _conv_choice.decide(plans, first, lambda best: confirmed) == plans["nhwc"]

@@ -166,6 +166,8 @@ def decide(
     if not wins(timings[best], timings["dense"]):
         return DENSE
     again = confirm(best)
+    if len(again[best]) != len(again["dense"]):  # pruned as hopeless in the second round
+        return DENSE
     if wins(timings[best] + again[best], timings["dense"] + again["dense"]):
         return plans[best]
     return DENSE
