@@ -177,7 +177,7 @@ def conv2d(
     >>> st = random_sekron(
     ...     [(4, 4, 3, 1), (4, 4, 1, 3)], 2, backend="jax", dtype="float32", random_state=0
     ... )
-    >>> x = jax.random.normal(jax.random.key(0), (2, 16, 10, 10))
+    >>> x = jax.random.normal(jax.random.key(0), (2, 16, 10, 10), dtype=jnp.float32)
     >>> y = conv2d(x, st, padding=1, method="factorized")
     >>> y.shape
     (2, 16, 10, 10)
@@ -216,7 +216,7 @@ def conv1d(
     >>> st = random_sekron(
     ...     [(4, 2, 3), (2, 4, 1)], 2, backend="jax", dtype="float32", random_state=0
     ... )
-    >>> x = jax.random.normal(jax.random.key(0), (3, 8, 20))
+    >>> x = jax.random.normal(jax.random.key(0), (3, 8, 20), dtype=jnp.float32)
     >>> y = conv1d(x, st, stride=2, method="factorized")
     >>> ref = jax.lax.conv(x[:, :, None], st.to_tensor()[:, :, None], (1, 2), "VALID")[:, :, 0]
     >>> bool(jnp.allclose(y, ref, atol=1e-4))
