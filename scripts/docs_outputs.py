@@ -11,8 +11,8 @@ A quoted output is a fenced ``text`` block preceded by a marker comment::
 
 For python outputs, options follow the colon, separated by ``;``: ``tol 0.02`` compares the
 numbers in the block with that absolute tolerance instead of exactly (for outputs that depend
-on floating point order, e.g. a few epochs of fine-tuning). A python block preceded by ``<!-- no-run -->``
-is not executed. Files without markers are not executed at all.
+on floating point order, e.g. a few epochs of fine-tuning). A python block preceded by
+``<!-- no-run -->`` is not executed. Files without markers are not executed at all.
 
 Usage::
 
