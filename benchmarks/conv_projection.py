@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -40,10 +41,17 @@ import torch.nn.functional as F
 
 import sekron
 from sekron import random_sekron
+from sekron._conv_macs import dense_macs
+from sekron._conv_plan import conv_plan, normalize_padding
 from sekron.torch import conv2d
-from sekron.torch._conv_plan import conv_plan, dense_macs, normalize_padding
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conv_regimes import choice_label, jax_times, regimes_markdown, torch_regimes  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+# layers whose rows are also run on sekron.jax (jit compiles every row: keep the run short)
+JAX_LAYERS = ("conv3x3 64@8", "conv3x3 128@28", "conv3x3 256@14")
+MAX_REPS = 20
 TL_RATIO = 0.1  # parameter ratio for the equal-parameter comparisons (CP, Tucker-2, TT)
 
 # (name, C_in = C_out, spatial size, kernel, stride)
@@ -72,6 +80,23 @@ def sekron_structures(ch: int, k: int) -> list[tuple[str, list[tuple[int, ...]],
         shapes3 = [(4, 4, 1, 1), (4, 4, 1, 1), (ch // 16, ch // 16, 1, 1)]
         out.append(("S=3 (4,4)(4,4)(C/16) R=(2,2)", shapes3, [2, 2], "nested"))
     return out
+
+
+# the rows of issue #16 (structures only SeKron has), at the layers they were measured on
+ISSUE_ROWS = {
+    "conv3x3 128@28": [
+        ("S=3 (4,4,3,1)(4,4,1,3)(8,8) R=(2,2)", [(4, 4, 3, 1), (4, 4, 1, 3), (8, 8, 1, 1)], [2, 2]),
+        ("S=2 (8,4,3,3)x(16,32) R=4", [(8, 4, 3, 3), (16, 32, 1, 1)], [4]),
+    ],
+    "conv3x3 256@14": [
+        ("S=2 (16,4,3,3)x(16,64) R=4", [(16, 4, 3, 3), (16, 64, 1, 1)], [4]),
+        ("S=2 (64,4,3,3)x(4,64) R=2", [(64, 4, 3, 3), (4, 64, 1, 1)], [2]),
+    ],
+}
+
+
+def issue_structures(name: str) -> list[tuple[str, list[tuple[int, ...]], list[int], str]]:
+    return [(label, shapes, ranks, "nested") for label, shapes, ranks in ISSUE_ROWS.get(name, [])]
 
 
 def embedded_structures(
@@ -206,16 +231,36 @@ TL_MATCH = {"CP": "cp", "Tucker-2": "tucker", "TT": "tt"}
 
 
 def run(
-    layers: list[tuple[str, int, int, int, int]], batch: int, reps: int, max_reps: int
+    layers: list[tuple[str, int, int, int, int]],
+    batch: int,
+    reps: int,
+    max_reps: int,
+    regime_reps: int = 0,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
+    """Every row of ``layers`` but the (layer, structure) pairs in ``skip``; ``on_row`` is
+    called with each row as soon as it is measured (to save partial results)."""
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
-        rows += run_layer(name, ch, size, k, stride, batch, reps, max_reps)
+        rows += run_layer(
+            name, ch, size, k, stride, batch, reps, max_reps, regime_reps, skip, on_row
+        )
     return rows
 
 
 def run_layer(
-    name: str, ch: int, size: int, k: int, stride: int, batch: int, reps: int, max_reps: int
+    name: str,
+    ch: int,
+    size: int,
+    k: int,
+    stride: int,
+    batch: int,
+    reps: int,
+    max_reps: int,
+    regime_reps: int = 0,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+    on_row: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     rows = []
     pad = k // 2
@@ -226,12 +271,16 @@ def run_layer(
     dmacs = dense_macs(((ch, ch, k, k), (1, 1, 1, 1)), in_shape, (stride, stride), pad4)
     budget = int(TL_RATIO * dense_params)
     tl_layers = tltorch_layers(ch, k, stride, pad)
-    structs = sekron_structures(ch, k) + embedded_structures(
-        ch, k, budget, tltorch_ranks(tl_layers)
+    structs = (
+        sekron_structures(ch, k)
+        + issue_structures(name)
+        + embedded_structures(ch, k, budget, tltorch_ranks(tl_layers))
     )
     with torch.no_grad():
         W_dense = torch.randn(ch, ch, k, k) / (ch * k)
         for label, shapes, ranks, form in structs:
+            if (name, label) in skip:
+                continue
             st = random_sekron(
                 shapes, ranks, form=form, backend="pytorch", dtype="float32", random_state=0
             )
@@ -240,9 +289,9 @@ def run_layer(
             ).macs
             conv2d(x, st, None, stride, pad, method="auto")  # first call: measure, cache
             choice = [
-                v
+                choice_label(v)
                 for key, v in sekron.torch._auto.cached_choices().items()
-                if key[0][:4] == (st.shapes, st.ranks, form, in_shape)
+                if key[0][:4] == (st.shapes, st.ranks, form, in_shape) and key[1] == "inference"
             ]
             fns = {
                 "dense": lambda: F.conv2d(x, W_dense, None, stride, pad),
@@ -274,7 +323,7 @@ def run_layer(
                 "reconstructed_ms": ms["reconstructed"],
                 "factorized_ms": ms["factorized"],
                 "auto_ms": ms["auto"],
-                "auto_choice": "/".join(choice[0]) if choice else "?",
+                "auto_choice": choice[0] if choice else "?",
                 "auto_vs_dense": median_ratio(times["dense"], times["auto"]),
                 "factorized_speedup": ms["dense"] / ms["factorized"],
                 "peak_act_ratio": peak_f / peak_d,
@@ -289,7 +338,13 @@ def run_layer(
                     "tltorch_vs_auto": median_ratio(times[best], times["auto"]),
                 }
                 row["tltorch_param_ratio"] = dense_params / row["tltorch_params"]
+            if regime_reps:
+                row |= regime_columns(
+                    st, x, shapes, ranks, form, stride, pad, regime_reps, name in JAX_LAYERS
+                )
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
             print(
                 f"{name:18s} {label:38s} p×{row['param_ratio']:5.1f} "
                 f"mac×{row['mac_ratio']:5.1f}"
@@ -300,6 +355,38 @@ def run_layer(
                 flush=True,
             )
     return rows
+
+
+def regime_columns(
+    st: Any,
+    x: torch.Tensor,
+    shapes: Any,
+    ranks: Any,
+    form: str,
+    stride: int,
+    pad: int,
+    reps: int,
+    jax: bool,
+) -> dict[str, Any]:
+    """The forward-with-autograd and fine-tuning-step regimes and JAX inference of one row."""
+    out: dict[str, Any] = {"regimes": torch_regimes(st, x, stride, pad, reps)}
+    jx = jax_times(shapes, ranks, form, x.numpy(), stride, pad, reps) if jax else None
+    if jx is not None:
+        out["jax"] = jx
+    r = out["regimes"]
+    fw, tr = r["forward"], r["training"]
+    print(
+        f"    forward a/d {fw['auto_vs_dense']:.2f} f/d {fw['fac_vs_dense']:.2f}"
+        f" | step a/d {tr['auto_vs_dense']:.2f} f/d {tr['fac_vs_dense']:.2f}"
+        f" ({', '.join(f'{k}: {v}' for k, v in r['choices'].items())})"
+        + (
+            f" | jax a/d {jx['auto_vs_dense']:.2f} f/d {jx['fac_vs_dense']:.2f}"
+            if jx is not None
+            else ""
+        ),
+        flush=True,
+    )
+    return out
 
 
 def call_overhead(calls: int = 2000, rounds: int = 7) -> dict[str, float]:
@@ -342,8 +429,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
         f"batch {meta['batch']}; float32; at least {meta['reps']} interleaved repetitions per "
-        f"row (more for short layers, up to 60: column `reps`), medians; wall time "
-        f"{meta['wall_s']:.0f} s.",
+        f"row (more for short layers, up to {MAX_REPS}: column `reps`), medians; "
+        f"{meta.get('regime_reps', 0)} repetitions per regime row; jax {meta.get('jax')}; "
+        f"wall time {meta['wall_s']:.0f} s." + _load_line(meta.get("load_average")),
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
         "plan), times in ms (medians); `auto (choice)` gives the method and layout auto "
@@ -366,11 +454,7 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"MAC ratio >= 4. Auto at least as fast as the best TensorLy-Torch implementation on "
         f"{len(tl_ok)} of {len(tl_rows)} CP/Tucker-2/TT rows.",
         "",
-        "Per-call overhead (tiny 1x256x2x2 input, 1x1 kernel, medians of "
-        f"{meta['overhead']['rounds']} rounds): F.conv2d "
-        f"{meta['overhead']['dense']:.1f} µs, sekron reconstructed "
-        f"{meta['overhead']['reconstructed']:.1f} µs, sekron auto "
-        f"{meta['overhead']['auto']:.1f} µs.",
+        _overhead_line(meta.get("overhead")),
         "",
         "| layer | structure | p× | mac× | reps | dense | reconstructed | factorized "
         "| auto (choice) | auto/dense | fac speedup | act |",
@@ -408,7 +492,30 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"| {t.get('factorized', float('nan')):.2f} "
             f"| {t.get('reconstructed', float('nan')):.2f} | {r['tltorch_vs_auto']:.2f} |"
         )
-    return "\n".join(lines + _shortfall(fac, fac_ok)) + "\n"
+    return "\n".join(lines + _shortfall(fac, fac_ok) + regimes_markdown(rows)) + "\n"
+
+
+def _load_line(loads: list[float] | None) -> str:
+    """The machine's 5-minute load averages at the start of each (resumed) run: above the
+    thread count, other processes took cores and small multi-threaded ops wait for them."""
+    if not loads:
+        return ""
+    return (
+        f" Load average (5 min) at the start of each run: {', '.join(map(str, loads))} on "
+        f"{os.cpu_count()} cores (above the thread count, timings of small multi-threaded "
+        "ops are unreliable)."
+    )
+
+
+def _overhead_line(overhead: dict | None) -> str:
+    if not overhead:
+        return "Per-call overhead: not measured yet (a partial run)."
+    return (
+        "Per-call overhead (tiny 1x256x2x2 input, 1x1 kernel, medians of "
+        f"{overhead['rounds']} rounds): F.conv2d {overhead['dense']:.1f} µs, sekron "
+        f"reconstructed {overhead['reconstructed']:.1f} µs, sekron auto "
+        f"{overhead['auto']:.1f} µs."
+    )
 
 
 def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
@@ -421,9 +528,20 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
         q = [r["factorized_speedup"] / r["mac_ratio"] for r in rs]
         return f"{min(q):.2f}-{max(q):.2f}" if q else "-"
 
+    issue = [
+        r for r in fac if any(r["structure"] == lab for v in ISSUE_ROWS.values() for lab, *_ in v)
+    ]
     return [
         "",
         "## Why `factorized` falls short of 0.5 x MAC ratio",
+        "",
+        "The rows of issue #16 (factorized speedup / MAC ratio; target 0.5): "
+        + "; ".join(
+            f"{r['layer']} {r['structure']}: {r['factorized_speedup']:.2f}x at MAC ratio "
+            f"{r['mac_ratio']:.1f} ({r['factorized_speedup'] / r['mac_ratio']:.2f})"
+            for r in issue
+        )
+        + ".",
         "",
         f"{len(miss)} of {len(fac)} rows with MAC ratio >= 4 miss (speedup / MAC ratio given).",
         "",
@@ -432,48 +550,91 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
         "the other factor's C/2 to C/8 channels; oneDNN runs such convolutions far below peak, "
         "and the rank-R intermediate is R times the input. Folding that batch into conv groups "
         "instead was 5x faster for 1-2 channels per group but slower from 4, so it was not "
-        "adopted. `auto` runs the reconstructed kernel on these rows where that is faster.",
+        "adopted; so were a block-diagonal first stage (no permuting copy between the two "
+        "stages, at c_0 times its multiply-adds: 0.5-1.0x the batch-fold plan in a first "
+        "measurement) and merging adjacent factors (fewer stages, more multiply-adds), which "
+        "`auto` has among its candidates. `auto` runs the reconstructed kernel on these rows "
+        "where that is faster.",
         f"- {len(small)} CP / Tucker-2 / TT rows ({span(small)}): at 64@56 and on the 1x1 layer "
         "the stages are memory bound (ranks of 13-28 over 3136 or 196 positions per image: the "
         "depthwise stages do 3 multiply-adds per element they read, the pointwise ones a few "
-        "per byte). Rows at 0.45 or more sit near the threshold and pass or miss from run to "
-        "run (CP/TT at 128@28 and 512@7).",
+        "per byte). Rows near 0.5 pass or miss from run to run.",
         "",
     ]
+
+
+def _save(out: Path, rows: list[dict], meta: dict) -> None:
+    order = {name: i for i, (name, *_) in enumerate(LAYERS)}
+    rows = sorted(rows, key=lambda r: order.get(r["layer"], len(order)))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "conv_projection.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (out / "conv_projection.md").write_text(to_markdown(rows, meta))
+
+
+def _jax_version() -> str | None:
+    try:
+        import jax
+    except ImportError:
+        return None
+    return f"{jax.__version__} ({jax.default_backend()})"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one small layer, few repetitions")
     parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--regime-reps", type=int, default=None, help="0: inference only")
+    parser.add_argument("--layers", default=None, help="comma-separated substrings of names")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows already in --out and measure only the missing ones (each row is "
+        "saved as soon as it is measured)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.quick:
         layers, batch, reps, max_reps = [("conv3x3 64@8", 64, 8, 3, 1)], 4, args.reps or 2, 0
     else:
-        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 15, 60
+        layers, batch, reps, max_reps = LAYERS, 32, args.reps or 7, MAX_REPS
+    if args.layers:
+        layers = [lay for lay in layers if any(s in lay[0] for s in args.layers.split(","))]
+    regime_reps = args.regime_reps if args.regime_reps is not None else (2 if args.quick else 4)
+    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+    old: dict = {"rows": [], "meta": {"wall_s": 0.0}}
+    if out is not None and args.resume and (out / "conv_projection.json").exists():
+        old = json.loads((out / "conv_projection.json").read_text())
+    done = frozenset(
+        (r["layer"], r["structure"]) for r in old["rows"] if "regimes" in r or not regime_reps
+    )
+    rows = [r for r in old["rows"] if (r["layer"], r["structure"]) in done]
     t0 = time.perf_counter()
-    rows = run(layers, batch, reps, max_reps)
-    overhead = call_overhead(calls=200 if args.quick else 2000) | {"rounds": 7}
-    print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
     meta = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "batch": batch,
         "reps": reps,
-        "wall_s": time.perf_counter() - t0,
+        "regime_reps": regime_reps,
+        "jax": _jax_version(),
+        "wall_s": old["meta"]["wall_s"],
         "python": sys.version.split()[0],
-        "overhead": overhead,
+        "load_average": [*old["meta"].get("load_average", []), round(os.getloadavg()[1], 1)],
+        "overhead": old["meta"].get("overhead"),
     }
-    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+
+    def on_row(row: dict) -> None:
+        rows.append(row)
+        if out is not None:
+            _save(out, rows, meta | {"wall_s": meta["wall_s"] + time.perf_counter() - t0})
+
+    run(layers, batch, reps, max_reps, regime_reps, done, on_row)
+    overhead = call_overhead(calls=200 if args.quick else 2000) | {"rounds": 7}
+    print("per-call µs: " + ", ".join(f"{k} {v:.1f}" for k, v in overhead.items()))
+    meta |= {"overhead": overhead, "wall_s": meta["wall_s"] + time.perf_counter() - t0}
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "conv_projection.json").write_text(
-            json.dumps({"meta": meta, "rows": rows}, indent=1)
-        )
-        (out / "conv_projection.md").write_text(to_markdown(rows, meta))
+        _save(out, rows, meta)
     print(f"done in {meta['wall_s']:.0f} s")
     return 0
 

@@ -12,8 +12,10 @@ Usage (repository root, sekron importable, e.g. ``PYTHONPATH=src``)::
 2. **Conv timings on the GPU**: dense ``F.conv2d`` against sekron ``auto`` and ``factorized`` on
    the layers and structures of ``conv_projection.py`` (batch 32, float32, CUDA events, paired
    per-repetition ratios): is ``auto`` never slower than dense there too?
-3. **Search of the trained 512x512x3x3 weight** on the GPU (a torch tensor, time-limited) and on
-   the machine's CPU cores (numpy, ``threads`` = all of them, complete), with progress logged.
+3. **Search of the trained 512x512x3x3 weight.** At equal work (``--search-configs`` most
+   balanced configurations, all evaluated) on the GPU in float64 and float32, where the batched
+   Grams and their eigenvalue problems run on the device, against numpy on every CPU core;
+   then time-limited on the GPU and complete on the CPU cores, with progress logged.
 
 Every step appends to ``DIR/gpu_check.json`` as it finishes, so a stopped run keeps its results.
 """
@@ -240,6 +242,37 @@ def search_cuda(dev: torch.device, seconds: float, log: Log) -> dict[str, Any]:
     }
 
 
+def search_equal_work(dev: torch.device, configs: int) -> dict[str, Any]:
+    """The same fixed work on the GPU and on the CPU: the trained 512 weight's ``configs`` most
+    balanced configurations, every one evaluated (``exhaustive``, greedy stage only). On CUDA
+    the batched Grams and their eigenvalue problems stay on the device (``torch.linalg``)."""
+    W = _wide_weight()
+    kw: dict[str, Any] = dict(
+        compression=4, max_configs=configs, exhaustive=True, refine=0, progress=False
+    )
+    out: dict[str, Any] = {"configs": configs}
+    runs = {
+        "numpy_cpu": lambda: sekron.search(W, **kw),
+        "cuda_float64": lambda: sekron.search(torch.from_numpy(W).to(dev), **kw),
+        "cuda_float32": lambda: sekron.search(torch.from_numpy(W).float().to(dev), **kw),
+    }
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        res = run()
+        out[name] = {
+            "seconds": time.perf_counter() - t0,
+            "kernel_seconds": res.kernel_seconds,
+            "evaluated": len(res.all),
+            "best": res.best.describe(),
+            "rel_error": res.best.rel_error,
+        }
+    ref = out["numpy_cpu"]["rel_error"]
+    for name in ("cuda_float64", "cuda_float32"):
+        out[name]["rel_error_vs_numpy"] = abs(out[name]["rel_error"] - ref)
+        out[name]["speedup_vs_numpy"] = out["numpy_cpu"]["seconds"] / out[name]["seconds"]
+    return out
+
+
 def search_numpy(log: Log) -> dict[str, Any]:
     """The trained 512 weight, complete, numpy on every CPU core of the machine."""
     W = _wide_weight()
@@ -273,6 +306,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--search-seconds", type=float, default=60.0)
+    ap.add_argument("--search-configs", type=int, default=300)
     ap.add_argument("--skip", nargs="*", default=[])
     ap.add_argument("--dry", action="store_true", help="CPU smoke run of the script itself")
     args = ap.parse_args()
@@ -292,6 +326,7 @@ def main() -> None:
     steps = [
         ("correctness", lambda: correctness(dev)),
         ("conv_timings", lambda: conv_timings(dev, args.reps, layers)),
+        ("search_equal_work", lambda: search_equal_work(dev, args.search_configs)),
         ("search_cuda", lambda: search_cuda(dev, args.search_seconds, log)),
         ("search_numpy", lambda: search_numpy(log)),
     ]

@@ -123,6 +123,8 @@ def bench_search(
     out["certified"] = res.certified
     out["n_open"] = res.n_open
     out["bound"] = None if not np.isfinite(res.bound) else res.bound
+    out["refined"] = len(res.refined)
+    out["greedy_best_error"] = res.greedy_best.rel_error
     out["best"] = {
         "shapes": [list(s) for s in res.best.shapes],
         "form": res.best.form,
@@ -179,6 +181,8 @@ def main() -> None:
     big_shape = (64, 64, 3, 3) if args.quick else (512, 512, 3, 3)
     every = [
         ("search_256", shape, {}),
+        # the greedy stage alone: search_256 / search_256_greedy is the joint stage's cost
+        ("search_256_greedy", shape, {"refine": 0}),
         ("search_256_exhaustive", shape, {"exhaustive": True}),
         ("search_256_exhaustive_1thread", shape, {"exhaustive": True, "threads": 1, "timed": True}),
         ("search_512_time_limited", big_shape, {"max_seconds": args.max_seconds_512}),

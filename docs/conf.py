@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import sekron
+
+# The API pages document sekron.torch (and sekron.jax): without torch, autodoc would warn and
+# leave them out silently. Say so once, with the command that fixes it.
+_missing = [m for m in ("torch", "jax") if importlib.util.find_spec(m) is None]
+if _missing:
+    raise RuntimeError(
+        f"the docs build needs {' and '.join(_missing)} for the sekron.torch/sekron.jax API "
+        'pages; install them first: pip install torch==2.13.0 && pip install -e ".[docs,torch,jax]"'
+    )
 
 project = "sekron"
 author = "sekron developers"

@@ -83,3 +83,19 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 def float_dtype(backend: Backend) -> str:
     """float64 where the backend supports it (jax without x64 does not), else float32."""
     return "float64" if backend.supports_float64 else "float32"
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Any:
+    """A Dask client on a LocalCluster of two single-threaded worker processes, shared by every
+    test that runs sekron on a cluster (starting one takes about a second). Its HTTP server
+    takes any free port (":0"): another cluster on this machine may hold Dask's 8787."""
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.wait_for_workers(2)  # shared objects are broadcast to the workers up by then
+        yield client

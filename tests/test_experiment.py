@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -181,6 +182,26 @@ def test_fine_tuned_state_dict_reloads_into_a_model_rebuilt_by_compress() -> Non
     assert torch.equal(rebuilt(x), small(x))
 
 
+_TOY_X = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+
+
+def _toy_task(evaluate: Any) -> harness.Task:
+    """The toy model as a task: fine-tuned towards zero output on 8 random inputs."""
+    return harness.Task(
+        name="toy",
+        load_model=_toy,
+        evaluate=evaluate,
+        loss=torch.nn.functional.mse_loss,
+        train_x=_TOY_X,
+        train_y=torch.zeros(8, 16, 8, 8),
+        skip=("0",),
+        example=_TOY_X[:2],
+        batch_size=4,
+        lr=1e-3,
+        epochs=1,
+    )
+
+
 def test_ctrl_c_keeps_the_finished_rows() -> None:
     calls = []
 
@@ -190,21 +211,45 @@ def test_ctrl_c_keeps_the_finished_rows() -> None:
             raise KeyboardInterrupt
         return {"accuracy": 0.5}
 
-    x = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    task = harness.Task(
-        name="toy",
-        load_model=_toy,
-        evaluate=evaluate,
-        loss=torch.nn.functional.mse_loss,
-        train_x=x,
-        train_y=torch.zeros(8, 16, 8, 8),
-        skip=("0",),
-        example=x[:2],
-        batch_size=4,
-        lr=1e-3,
-        epochs=1,
-    )
+    task = _toy_task(evaluate)
     cfg = harness.Config(families=("TT", "GKPD"), ratios=(2.0,), seeds=(0,), latency_reps=1)
     results = harness.run([task], cfg, progress=False)
     assert results["interrupted"] is True
     assert [r["family"] for r in results["tasks"]["toy"]["rows"]] == ["TT"]
+
+
+@torch.no_grad()
+def _toy_score(model: nn.Module) -> dict[str, float]:
+    model.eval()
+    return {"score": float(model(_TOY_X).square().mean())}
+
+
+def _untimed(results: dict) -> dict:
+    """The results without their timings (the only part that may differ between runs)."""
+    timed = {"compress_s", "fine_tune_s", "latency", "elapsed_s"}
+    if isinstance(results, dict):
+        return {k: _untimed(v) for k, v in results.items() if k not in timed}
+    if isinstance(results, list):
+        return [_untimed(v) for v in results]
+    return results
+
+
+@pytest.mark.xfail(
+    reason="since the conv projection's auto measures per regime (merge of c16), the fine-tuning "
+    "runs may take different conv plans in another process, so results differ in rounding; "
+    "open: pin method for the experiment's runs",
+    strict=False,
+)
+def test_jobs_on_a_dask_cluster_give_the_local_results(dask_client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    task = _toy_task(_toy_score)
+    cfg = harness.Config(families=("TT", "GKPD"), ratios=(2.0, 4.0), seeds=(0, 1), latency_reps=1)
+    local = _untimed(harness.run([task], cfg, progress=False))
+    assert len(local["tasks"]["toy"]["rows"]) == 4
+    assert (
+        _untimed(harness.run([task], cfg, progress=False, executor=dask_client.get_executor()))
+        == local
+    )
+    with ThreadPoolExecutor(2) as pool:
+        assert _untimed(harness.run([task], cfg, progress=False, executor=pool)) == local

@@ -55,3 +55,13 @@ def test_version_is_written_once_in_pyproject() -> None:
     assert sekron.__version__ == declared
     init = (ROOT / "src" / "sekron" / "__init__.py").read_text()
     assert declared not in init
+
+
+def test_readme_docs_command_installs_what_the_api_pages_import() -> None:
+    """The docs build imports sekron.torch (and sekron.jax): the documented command must install
+    a pinned CPU torch first and the torch/jax extras, and build with warnings as errors."""
+    line = next(ln for ln in README.splitlines() if "sphinx-build" in ln)
+    assert "pip install torch==2.13.0 &&" in line
+    assert '".[docs,torch,jax]"' in line and "sphinx-build -W" in line
+    conf = (ROOT / "docs" / "conf.py").read_text()
+    assert "find_spec(m) is None" in conf and "torch==2.13.0" in conf

@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "sekron.data",
     "sekron.decomposition",
     "sekron.interop",
+    "sekron.jax",
     "sekron.kron",
     "sekron.random",
     "sekron.refinement",
@@ -30,6 +31,8 @@ PUBLIC_MODULES = [
 def test_all_is_sorted_complete_and_resolves(name: str) -> None:
     if name == "sekron.torch":
         pytest.importorskip("torch")
+    if name == "sekron.jax":
+        pytest.importorskip("jax")
     mod = importlib.import_module(name)
     names = list(mod.__all__)
     assert names == sorted(names), f"{name}.__all__ is not sorted"

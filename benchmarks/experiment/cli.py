@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from pathlib import Path
 
 import torch
@@ -42,7 +44,35 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     p.add_argument("--no-progress", action="store_true")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="run the compressions and fine-tunings on the Dask cluster at ADDRESS",
+    )
+    where.add_argument(
+        "--workers", type=int, metavar="N", help="... on a Dask cluster of N local processes"
+    )
     return p.parse_args(argv)
+
+
+@contextlib.contextmanager
+def _executor(args: argparse.Namespace) -> Iterator[Executor | None]:
+    """The Dask executor ``--scheduler``/``--workers`` ask for, or None (run here)."""
+    if args.scheduler is None and args.workers is None:
+        yield None
+        return
+    import distributed
+
+    with contextlib.ExitStack() as stack:
+        if args.scheduler is not None:
+            client = stack.enter_context(distributed.Client(args.scheduler))
+        else:
+            cluster = distributed.LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, dashboard_address=":0"
+            )
+            client = stack.enter_context(distributed.Client(stack.enter_context(cluster)))
+        yield client.get_executor()
 
 
 def build_tasks(names: Sequence[str], *, smoke: bool) -> list[Task]:
@@ -85,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted before the first task; nothing written", file=sys.stderr)
         return 130
-    results = run(tasks, _config(args, mode), progress=not args.no_progress)
+    with _executor(args) as executor:
+        results = run(tasks, _config(args, mode), progress=not args.no_progress, executor=executor)
     results["mode"] = mode
     results["elapsed_s"] = time.perf_counter() - start
     stem = "experiment" if mode == "full" else f"experiment_{mode}"

@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +37,13 @@ __all__ = [
     "Progress",
     "Task",
     "compress_to_budget",
+    "compressed_row",
     "fine_tune",
+    "finish_row",
     "latency_ratio",
     "mean_loss",
     "run",
+    "seed_run",
 ]
 
 #: Family label -> ``structure=`` of :func:`sekron.torch.compress`.
@@ -316,16 +320,14 @@ def _mean_std(values: Sequence[float]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # the experiment
 # ----------------------------------------------------------------------------------------------
-def _row(
-    task: Task, model: nn.Module, family: str, ratio: float, cfg: Config, bar: Progress
-) -> dict[str, Any]:
-    """Compress, measure, fine-tune once per seed and measure again: one row of the results."""
-    tag = f"{task.name} {family} {ratio:g}x"
-    bar.show(f"{tag}: compress")
+def compressed_row(
+    task: Task, model: nn.Module, family: str, ratio: float, cfg: Config
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``model`` compressed by ``family`` at ``ratio`` and measured: the row of the results
+    before any fine-tuning."""
     start = time.perf_counter()
     small, summary = compress_to_budget(model, FAMILIES[family], ratio, task.skip)
     compress_s = time.perf_counter() - start
-    one = task.example[:1]
     row: dict[str, Any] = {
         "family": family,
         "structure": FAMILIES[family],
@@ -333,41 +335,65 @@ def _row(
         **summary,
         "compress_s": compress_s,
         "params": count_params(small),
-        "macs": count_macs(small, one),
+        "macs": count_macs(small, task.example[:1]),
         "latency": latency_ratio(model, small, task.example, cfg.latency_reps),
         "before": task.evaluate(small),
         "loss_before": mean_loss(small, task),
     }
-    bar.advance(f"{tag}: compressed in {compress_s:.1f} s")
-    runs: list[dict[str, Any]] = []
+    return small, row
+
+
+def seed_run(task: Task, small: nn.Module, seed: int, cfg: Config) -> dict[str, Any]:
+    """A copy of ``small`` fine-tuned with ``seed`` and measured."""
     epochs = task.epochs if cfg.epochs is None else cfg.epochs
-    for seed in cfg.seeds:
-        bar.show(f"{tag}: fine-tune seed {seed}")
-        tuned = copy.deepcopy(small)
-        start = time.perf_counter()
-        history = fine_tune(tuned, task, seed=seed, epochs=epochs, max_batches=cfg.max_batches)
-        seconds = time.perf_counter() - start
-        scores = task.evaluate(tuned)
-        runs.append(
-            {
-                "seed": seed,
-                **scores,
-                "loss": mean_loss(tuned, task),
-                "epoch_losses": history,
-                "fine_tune_s": seconds,
-            }
-        )
-        bar.advance(f"{tag}: seed {seed} done")
-    metrics = list(row["before"])
-    row["after"] = {m: _mean_std([r[m] for r in runs]) for m in metrics}
+    tuned = copy.deepcopy(small)
+    start = time.perf_counter()
+    history = fine_tune(tuned, task, seed=seed, epochs=epochs, max_batches=cfg.max_batches)
+    seconds = time.perf_counter() - start
+    return {
+        "seed": seed,
+        **task.evaluate(tuned),
+        "loss": mean_loss(tuned, task),
+        "epoch_losses": history,
+        "fine_tune_s": seconds,
+    }
+
+
+def finish_row(row: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``row`` with its seeds' runs and their mean and spread per metric."""
+    row["after"] = {m: _mean_std([r[m] for r in runs]) for m in row["before"]}
     row["runs"] = runs
     return row
 
 
-def run(tasks: Sequence[Task], cfg: Config, *, progress: bool = True) -> dict[str, Any]:
+def _row(
+    task: Task, model: nn.Module, family: str, ratio: float, cfg: Config, bar: Progress
+) -> dict[str, Any]:
+    """Compress, measure, fine-tune once per seed and measure again: one row of the results."""
+    tag = f"{task.name} {family} {ratio:g}x"
+    bar.show(f"{tag}: compress")
+    small, row = compressed_row(task, model, family, ratio, cfg)
+    bar.advance(f"{tag}: compressed in {row['compress_s']:.1f} s")
+    runs: list[dict[str, Any]] = []
+    for seed in cfg.seeds:
+        bar.show(f"{tag}: fine-tune seed {seed}")
+        runs.append(seed_run(task, small, seed, cfg))
+        bar.advance(f"{tag}: seed {seed} done")
+    return finish_row(row, runs)
+
+
+def run(
+    tasks: Sequence[Task], cfg: Config, *, progress: bool = True, executor: Executor | None = None
+) -> dict[str, Any]:
     """Run the experiment; returns the results (JSON-ready). A ``KeyboardInterrupt`` stops it
     after the row in progress is dropped: the rows done so far are returned with
-    ``"interrupted": True``."""
+    ``"interrupted": True``.
+
+    With ``executor`` (a ``concurrent.futures.Executor``; Dask's ``Client.get_executor()``),
+    each task's (family, ratio) compressions and then its (family, ratio, seed) fine-tunings
+    run as tasks on it (see :mod:`experiment.on_executor`); the results are the local run's,
+    timings aside.
+    """
     per_row = 1 + len(cfg.seeds)
     bar = Progress(len(tasks) * len(cfg.families) * len(cfg.ratios) * per_row, enabled=progress)
     results: dict[str, Any] = {"config": _config_dict(cfg, tasks), "tasks": {}}
@@ -390,6 +416,11 @@ def run(tasks: Sequence[Task], cfg: Config, *, progress: bool = True) -> dict[st
                 "rows": [],
             }
             results["tasks"][task.name] = out
+            if executor is not None:
+                from .on_executor import rows_on
+
+                rows_on(executor, task, model, cfg, bar, out["rows"])
+                continue
             for family in cfg.families:
                 for ratio in cfg.ratios:
                     out["rows"].append(_row(task, model, family, ratio, cfg, bar))

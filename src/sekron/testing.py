@@ -15,9 +15,11 @@ from ._backend import numpy_dtype, to_numpy
 from ._plan import Ranks, Shapes, full_ranks, tensor_shape
 
 __all__ = [
+    "ConvCase",
     "KronShapes",
     "Problem",
     "assert_close",
+    "conv_cases",
     "kron_shapes",
     "ranks_for",
     "rel_error",
@@ -127,5 +129,61 @@ def sekron_problems(
         seed = draw_(st.integers(0, 2**32 - 1))
         tensor = np.random.default_rng(seed).standard_normal(ks.tensor_shape)
         return Problem(ks.shapes, form, ranks, tensor)
+
+    return draw()
+
+
+class ConvCase(NamedTuple):
+    """A drawn convolution: a SeKron kernel signature (factor shapes ``(f, c, *window)``, form,
+    ranks, seed) and arguments that fit it; ``in_shape`` is ``(N, C, *spatial)`` or, unbatched,
+    ``(C, *spatial)``."""
+
+    shapes: Shapes
+    form: str
+    ranks: Ranks
+    seed: int
+    stride: tuple[int, ...]
+    padding: int | tuple[int, ...] | str
+    dilation: tuple[int, ...]
+    in_shape: tuple[int, ...]
+
+
+def conv_cases(*, n_spatial: int = 2, max_factors: int = 4, max_side: int = 3) -> Any:
+    """Strategy for :class:`ConvCase` (S = 2..``max_factors``, either form, ranks 1..3,
+    strides 1..3, dilations 1..2, padding an int, a tuple, ``"same"`` (stride 1) or
+    ``"valid"``, spatial sizes that fit the dilated kernel, batch None, 1 or 2); shared by
+    the torch and jax convolution tests."""
+    from hypothesis import strategies as st
+
+    @st.composite
+    def draw(draw_: Any) -> ConvCase:
+        ks = draw_(
+            kron_shapes(
+                min_factors=2, max_factors=max_factors, min_modes=4, max_modes=4, max_side=max_side
+            )
+        )
+        shapes = ks.shapes if n_spatial == 2 else tuple(s[:3] for s in ks.shapes)
+        form = draw_(st.sampled_from(("nested", "chain")))
+        ranks = tuple(draw_(st.integers(1, 3)) for _ in range(len(shapes) - 1))
+        seed = draw_(st.integers(0, 2**31 - 1))
+        window = tensor_shape(shapes)[2:]
+        stride = tuple(draw_(st.integers(1, 3)) for _ in window)
+        dilation = tuple(draw_(st.integers(1, 2)) for _ in window)
+        kind = draw_(st.sampled_from(("int", "tuple", "same", "valid")))
+        padding: int | tuple[int, ...] | str = kind
+        if kind == "int":
+            padding = draw_(st.integers(0, 2))
+        elif kind == "tuple":
+            padding = tuple(draw_(st.integers(0, 2)) for _ in window)
+        elif kind == "same":
+            stride = (1,) * n_spatial
+        size = tuple(
+            (k - 1) * d + 1 + draw_(st.integers(0, 4))
+            for k, d in zip(window, dilation, strict=True)
+        )
+        batch = draw_(st.sampled_from((None, 1, 2)))
+        channels = tensor_shape(shapes)[1]
+        in_shape = (channels, *size) if batch is None else (batch, channels, *size)
+        return ConvCase(shapes, form, ranks, seed, stride, padding, dilation, in_shape)
 
     return draw()

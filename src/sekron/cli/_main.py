@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ._cluster import add_cluster_options, cluster_executor
 from ._io import CLIError, load_tensors
 from ._out import check_output, layer_plot_paths, plot_formats, write_atomically
 from ._report import LayerResult, document, summary_table
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_input_options(cmp)
     _add_search_options(cmp)
+    add_cluster_options(cmp, _int_at_least("--workers", 1))
     return parser
 
 
@@ -317,6 +319,7 @@ def _run_layer(
     stop: _Stop,
     progress: _Progress,
     label: str,
+    executor: Any,
 ) -> None:
     """One compare call for every family (the search needs the family fits as warm starts).
     A Ctrl-C stops it with what finished (kept, then stop)."""
@@ -339,6 +342,7 @@ def _run_layer(
                 progress=progress,
                 refine=args.refine,
                 name=layer.name,
+                executor=executor,
             )
     except (ValueError, TypeError) as e:
         raise CLIError(f"{layer.name}: {str(e).splitlines()[0]}") from None
@@ -363,7 +367,7 @@ def _compare(args: argparse.Namespace) -> int:
     tensors, source = _inputs(args)
     js, plots = _outputs(args, [name for name, _ in tensors])
     layers: list[LayerResult] = []
-    with _catch_sigint() as stop:
+    with cluster_executor(args) as executor, _catch_sigint() as stop:
         progress = _Progress(not args.no_progress, stop)
         try:  # the first Ctrl-C ends the work wherever it lands; what finished is reported
             for name, W in tensors:
@@ -372,7 +376,7 @@ def _compare(args: argparse.Namespace) -> int:
                     print(f"{what}: shape {tuple(W.shape)}, {W.dtype}", flush=True)
                 layers.append(LayerResult(name, tuple(W.shape), str(W.dtype)))
                 label = f"[{len(layers)}/{len(tensors)}] {name}" if len(tensors) > 1 else name
-                _run_layer(layers[-1], W, args, stop, progress, label)
+                _run_layer(layers[-1], W, args, stop, progress, label, executor)
                 if stop.requested:
                     break
         except KeyboardInterrupt:

@@ -8,9 +8,11 @@ Families: the searched SeKron structure, TT, TR, CP, Tucker, Tucker-2 (4-way ten
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from math import prod
 from typing import Any, cast
 
+from .._executor import check_executor
 from .._typing import Form
 from .._validation import (
     _type_name,
@@ -91,6 +93,7 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
         name,
         check_progress(kw["progress"]),
         check_int(kw["refine"], "refine", at_least=0),
+        check_executor(kw["executor"]),
     )
 
 
@@ -108,6 +111,7 @@ def compare(
     threads: int | None = None,
     name: str | None = None,
     refine: int = 30,
+    executor: Executor | None = None,
 ) -> CompareTable:
     """Best relative error of each factorization family at each compression ratio.
 
@@ -140,6 +144,13 @@ def compare(
         search's joint-fit stage and after TT's TT-SVD, and the iterations of CP-ALS and HOOI
         (Tucker, Tucker-2). TR is TR-SVD, which does not iterate. ``0``: the greedy SeKron
         search, plain TT-SVD and the other families' default iterations.
+    executor : concurrent.futures.Executor, optional
+        Runs the family fits as tasks, one per family and ratio (for a Dask cluster,
+        ``Client(...).get_executor()``; the tensor is shipped to each worker once), and the
+        search's configurations as :func:`sekron.search` does. The table is the local one
+        (give ``random_state`` as an int or None: a Generator is drawn from in order locally
+        and copied into each task). With ``max_seconds`` each fit gets an equal share of the
+        fits' half. None (default): everything runs here.
 
     Returns
     -------
@@ -189,5 +200,6 @@ def compare(
         progress=progress,
         name=name,
         refine=refine,
+        executor=executor,
     )
     return _run(t, opts)

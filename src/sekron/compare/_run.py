@@ -5,10 +5,13 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
+from contextlib import closing
 from dataclasses import fields, is_dataclass, replace
 from typing import Any, NamedTuple
 
 from .._embeddings import tucker2_chain
+from .._executor import iter_completed
 from .._typing import Form
 from ..random import check_random_state
 from ..refinement import refine
@@ -36,6 +39,7 @@ class Options(NamedTuple):
     name: str | None
     progress: ProgressArg
     sweeps: int
+    executor: Executor | None = None
 
 
 class Clock:
@@ -205,6 +209,7 @@ def search_rows(
                 threads=opts.threads,
                 refine=sweeps,
                 warm_starts=_starts(opts, warm, c),
+                executor=opts.executor,
             )
         except ValueError:  # the budget is below every configuration's smallest structure
             one = None
@@ -234,6 +239,7 @@ def _shared_greedy(t: Any, opts: Options, bar: Progress) -> list[SearchResult | 
             exhaustive=False,
             progress=bar.search_callback,
             threads=opts.threads,
+            executor=opts.executor,
         )
     except ValueError:  # no configuration fits even the largest budget
         return [None] * len(opts.budgets)
@@ -269,33 +275,38 @@ def _record(
 
 
 def fit_row(
-    name: str, t: Any, c: float, budget: int, opts: Options, clock: Clock
+    name: str,
+    t: Any,
+    c: float,
+    budget: int,
+    sweeps: int,
+    random_state: Any,
+    seconds: float | None,
 ) -> tuple[Row, SeKronTensor | None]:
     """A family's own fit at one budget, or a row that says why there is none; and the fit as
     a warm start of the search's joint stage when it embeds at its own parameter count (TT,
     CP, Tucker-2 as a chain).
 
-    Effort: CP, Tucker and Tucker-2 run ``opts.sweeps`` iterations of their own algorithm
-    (their defaults with ``sweeps=0``); TT is TT-SVD followed by ``opts.sweeps`` ALS sweeps;
-    TR is TR-SVD, which does not iterate.
+    Effort: CP, Tucker and Tucker-2 run ``sweeps`` iterations of their own algorithm
+    (their defaults with ``sweeps=0``); TT is TT-SVD followed by ``sweeps`` ALS sweeps;
+    TR is TR-SVD, which does not iterate. ``seconds`` bounds the fit (None: unbounded).
     """
     shape = tuple(int(s) for s in t.shape)
-    seconds = clock.share("fit")
     if name == "tucker2" and len(shape) != 4:
         return _no_row(name, c, budget, f"{_LABELS[name]} needs a 4-way tensor"), None
     s = get_structure(name)
     if len(shape) < s.min_modes:
         return _no_row(name, c, budget, f"{_LABELS[name]} needs >= {s.min_modes} modes"), None
-    if opts.sweeps and is_dataclass(s) and "n_iter_max" in {f.name for f in fields(s)}:
-        s = replace(s, n_iter_max=opts.sweeps)
+    if sweeps and is_dataclass(s) and "n_iter_max" in {f.name for f in fields(s)}:
+        s = replace(s, n_iter_max=sweeps)
     try:
-        fit = s._fit_checked(t, budget=budget, random_state=opts.random_state, max_seconds=seconds)
+        fit = s._fit_checked(t, budget=budget, random_state=random_state, max_seconds=seconds)
     except BudgetTooSmall as e:
         why = f"{_LABELS[name]} needs {e.smallest:,} parameters at its smallest ranks"
         return _no_row(name, c, budget, why), None
     st, err = fit.embedding, fit.rel_error
-    if name == "tt" and opts.sweeps:
-        st = refine(t, st, sweeps=opts.sweeps)
+    if name == "tt" and sweeps:
+        st = refine(t, st, sweeps=sweeps)
         err = float(st.rel_error or 0.0)
     row = Row(
         name,
@@ -316,6 +327,69 @@ def fit_row(
     return row, st if name in ("tt", "cp") else None
 
 
+def _fit_task(
+    item: tuple[str, float, int, float | None], *, tensor: Any, sweeps: int, random_state: Any
+) -> tuple[Row, SeKronTensor | None]:
+    """One family's fit at one ratio, as a task on an executor."""
+    name, c, budget, seconds = item
+    return fit_row(name, tensor, c, budget, sweeps, random_state, seconds)
+
+
+def family_fits(
+    t: Any,
+    opts: Options,
+    clock: Clock,
+    bar: Progress,
+    fitted: list[str],
+    done: dict[tuple[str, float], Row],
+    warm: dict[float, list[SeKronTensor]],
+) -> None:
+    """Every fitted family at every ratio into ``done``, and the warm starts into ``warm``
+    (in family order). On an executor, one task per family and ratio (the tensor shipped
+    once), each given an equal share of the fits' time."""
+    pairs = [
+        (f, c, b) for f in fitted for c, b in zip(opts.compressions, opts.budgets, strict=True)
+    ]
+    if opts.executor is None:
+        for fam, c, b in pairs:
+            bar.begin(f"{_LABELS[fam]} at {c:g}x")
+            fit = fit_row(fam, t, c, b, opts.sweeps, opts.random_state, clock.share("fit"))
+            _keep(fam, c, b, fit, done, warm)
+            bar.step()
+        return
+    items = [(f, c, b, clock.share("fit")) for f, c, b in pairs]
+    bar.begin(f"{len(items)} family fits on the executor")
+    fits: dict[int, tuple[Row, SeKronTensor | None]] = {}
+    tasks = iter_completed(
+        _fit_task,
+        items,
+        executor=opts.executor,
+        shared={"tensor": t, "sweeps": opts.sweeps, "random_state": opts.random_state},
+        labels=[f"{_LABELS[f]} at {c:g}x" for f, c, _ in pairs],
+    )
+    try:
+        with closing(tasks):
+            for i, fit in tasks:
+                fits[i] = fit
+                bar.step()
+    finally:  # what finished, in the local order (also at Ctrl-C)
+        for i in sorted(fits):
+            _keep(*pairs[i], fits[i], done, warm)
+
+
+def _keep(
+    fam: str,
+    c: float,
+    b: int,
+    fit: tuple[Row, SeKronTensor | None],
+    done: dict[tuple[str, float], Row],
+    warm: dict[float, list[SeKronTensor]],
+) -> None:
+    done[fam, c], start = fit
+    if start is not None and start.n_params <= b:
+        warm[c].append(start)
+
+
 def run(t: Any, opts: Options) -> CompareTable:
     """Every family's fit at every ratio, then the searches (warm-started from those fits),
     as one table. A Ctrl-C stops the run: the table then holds what finished (the other rows
@@ -331,13 +405,7 @@ def run(t: Any, opts: Options) -> CompareTable:
     warm: dict[float, list[SeKronTensor]] = {c: [] for c in opts.compressions}
     interrupted = False
     try:
-        for fam in fitted:
-            for c, b in zip(opts.compressions, opts.budgets, strict=True):
-                bar.begin(f"{_LABELS[fam]} at {c:g}x")
-                done[fam, c], start = fit_row(fam, t, c, b, opts, clock)
-                if start is not None and start.n_params <= b:
-                    warm[c].append(start)
-                bar.step()
+        family_fits(t, opts, clock, bar, fitted, done, warm)
         if searching:
             search_rows(t, opts, clock, bar, warm, done, searches)
     except KeyboardInterrupt:

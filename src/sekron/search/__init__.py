@@ -28,6 +28,7 @@ full tensor is never rebuilt. The expensive parts are shared:
 Layout: ``_configs`` (configuration enumeration), ``_bounds`` (lower bounds, Pareto front),
 ``_kernels`` (the array work), ``_parallel`` (worker threads, BLAS limits), ``_results``
 (:class:`Candidate`, :class:`SearchResult`), ``_phases`` (one greedy run, phase by phase),
+``_remote`` (the deeper configurations as tasks on an executor, replayed in the local order),
 ``_joint`` (the joint-fit stage) and ``_api`` (:func:`search`).
 """
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import replace
+from functools import partial
 from math import prod
 from typing import Any, cast
 
 from .._backend import backend_name_of, get_backend, pow2_scale
+from .._executor import check_executor
 from .._svd import METHODS
 from .._typing import Form, SVDMethod
 from .._validation import (
@@ -29,7 +32,7 @@ from .._validation import (
 from ..random import check_random_state
 from ..tensor import SeKronTensor
 from ._joint import joint_stage
-from ._kernels import Kernels, Level1
+from ._kernels import Kernels, Level1, on_device
 from ._macs import mac_budget
 from ._parallel import workers
 from ._phases import (
@@ -42,6 +45,7 @@ from ._phases import (
     score_two_factor,
     spectra_needed,
 )
+from ._remote import evaluate_deep_on
 from ._results import Candidate, SearchResult
 
 __all__ = ["run_greedy", "search", "with_joint_fits"]
@@ -69,6 +73,7 @@ def search(
     warm_starts: Sequence[SeKronTensor] | None = None,
     max_macs: int | None = None,
     mac_compression: float | None = None,
+    executor: Executor | None = None,
 ) -> SearchResult:
     """Search factor shapes, form and ranks for the lowest SeKron error within a parameter budget
     (and, for a conv weight, a budget of multiply-accumulates).
@@ -121,7 +126,8 @@ def search(
         are spread over this many worker threads, each with a single-threaded BLAS: for the
         duration of the call BLAS is limited to one thread (threadpoolctl; the caller's setting
         is restored). ``threads=1`` runs everything in the calling thread. torch and jax inputs
-        run in the calling thread with their own threading.
+        run in the calling thread with their own threading (numpy's BLAS, which solves their
+        Grams' eigenvalue problems, is limited to one thread too).
     refine : int >= 0
         ALS sweeps of the joint-fit stage (default 20; 0: greedy only). Its shortlist: the 8
         best greedy candidates at their ranks; for the 8 best configurations with S >= 3,
@@ -148,6 +154,15 @@ def search(
         The MAC budget as a ratio: ``max_macs = floor(F*C*kh*kw / mac_compression)``; 1 means
         "no more MACs than the dense conv". At most one of ``max_macs`` and
         ``mac_compression``.
+    executor : concurrent.futures.Executor, optional
+        Where the configurations with S >= 3 are evaluated once the level-1 spectra are known:
+        one task per first factor (for a Dask cluster, ``Client(...).get_executor()``; the
+        tensor and spectra are shipped to each worker once). Each task prunes against the best
+        error known when it was sent, and the outcomes are replayed in the local order, so the
+        result is the local run's whatever the workers or the order tasks finish in (with
+        ``svd="randomized"`` each task draws from its own seed instead). ``threads`` then says
+        how each task splits its work (run in one thread: the same numbers as ``threads``
+        local threads). None (default): everything runs here.
 
     Returns
     -------
@@ -216,6 +231,7 @@ def search(
     seconds = check_max_seconds(max_seconds)
     rng = check_random_state(random_state)
     n_threads = check_threads(threads)
+    pool = check_executor(executor)
     start = time.perf_counter()
     found = run_greedy(
         t,
@@ -230,6 +246,7 @@ def search(
         max_seconds=seconds,
         threads=n_threads,
         max_macs=macs,
+        executor=pool,
     )[0]
     if found is None:
         raise ValueError(
@@ -348,6 +365,7 @@ def run_greedy(
     threads: int = 1,
     max_macs: int | None = None,
     max_deep_configs: int | None = None,
+    executor: Executor | None = None,
 ) -> list[SearchResult | None]:
     """Search a checked tensor at several budgets at once, sharing every SVD; one SearchResult
     per budget (None where no configuration fits it; ValueError when none fits the largest).
@@ -374,20 +392,18 @@ def run_greedy(
     pbar = Progress(len(jobs) + len(need), progress)
     interrupted = timed_out = False
     with workers(threads, backend) as pool:
-        kern = Kernels(get_backend(backend), svd, check_random_state(random_state), pool)
+        rng = check_random_state(random_state)
+        kern = Kernels(get_backend(backend), svd, rng, pool, on_device(t))
         level1 = Level1(scaled, kern, need, heads)
         try:
             level1.compute(pbar.update)
             score_two_factor(pending, level1, tallies, t, pbar)
             pending = deque(bound_and_order(list(pending), level1, budgets))
-            timed_out = evaluate_deep(
-                pending,
-                level1,
-                tallies,
-                t,
-                exhaustive=exhaustive,
-                deadline=deadline,
-                progress=pbar,
+            deep: Callable[..., bool] = evaluate_deep
+            if executor is not None:  # one task per first factor
+                deep = partial(evaluate_deep_on, executor, threads=threads)
+            timed_out = deep(
+                pending, level1, tallies, t, exhaustive=exhaustive, deadline=deadline, progress=pbar
             )
         except KeyboardInterrupt:
             interrupted = True

@@ -137,15 +137,16 @@ def shortlist(
     top: int = 8,
     split_top: int = 4,
     random_state: int = 0,
+    pool: Workers | None = None,
 ) -> list[Start]:
     """Warm starts from the greedy candidates (``shapes``, ``form``, ``ranks``, ``rel_error``):
     the ``top`` best at their ranks, and rank splits of the ``split_top`` best configurations
     of each number of factors S >= 3 (so a larger ``max_factors`` adds starts without pushing
-    out the 3-factor ones)."""
+    out the 3-factor ones). The starts are fitted on ``pool``'s worker threads when given, in
+    the same order and with the same values."""
     ranked = sorted(greedy, key=lambda c: (c.rel_error, c.n_params))
-    starts = [
-        Start(decompose(tensor, c.shapes, rank=c.ranks, form=c.form), "greedy", c.rel_error)
-        for c in ranked[:top]
+    jobs: list[tuple[Shapes, Form, Ranks, str, float | None]] = [
+        (c.shapes, c.form, tuple(c.ranks), "greedy", c.rel_error) for c in ranked[:top]
     ]
     seen: dict[int, set[tuple[Shapes, str]]] = {}
     for c in ranked:
@@ -155,31 +156,41 @@ def shortlist(
         configs.add((c.shapes, c.form))
         for ranks in rank_splits(c.shapes, c.form, budget):
             if ranks != tuple(c.ranks):
-                st = _start_at(tensor, c.shapes, c.form, ranks, random_state)
-                starts.append(Start(st, "split"))
-    return starts
+                jobs.append((c.shapes, c.form, ranks, "split", None))
+
+    def fit(job: tuple[Shapes, Form, Ranks, str, float | None]) -> Start:
+        shapes, form, ranks, source, error = job
+        if source == "greedy":
+            return Start(decompose(tensor, shapes, rank=ranks, form=form), source, error)
+        return Start(_start_at(tensor, shapes, form, ranks, random_state), source)
+
+    return list((pool or Workers()).map(fit, jobs))
 
 
-def family_starts(tensor: Any, budget: int, *, random_state: int = 0) -> dict[str, SeKronTensor]:
-    """CP, TT and Tucker-2 fits within the budget, embedded at their own parameter counts.
+def family_starts(
+    tensor: Any, budget: int, *, random_state: int = 0, pool: Workers | None = None
+) -> dict[str, SeKronTensor]:
+    """CP, TT and Tucker-2 fits within the budget, embedded at their own parameter counts
+    (fitted on ``pool``'s worker threads when given).
 
     A family that cannot meet the budget, or does not apply to the tensor's modes, is left out.
     """
     from .. import structures
 
-    out: dict[str, SeKronTensor] = {}
-    for name in ("cp", "tt", "tucker2"):
+    def fit(name: str) -> SeKronTensor | None:
         try:
             st = structures.get_structure(name).fit(
                 tensor, max_params=budget, random_state=random_state
             )
         except ValueError:
-            continue
+            return None
         if name == "tucker2":
             st = tucker2_chain(st)
-        if st.n_params <= budget:
-            out[name] = st
-    return out
+        return st if st.n_params <= budget else None
+
+    names = ("cp", "tt", "tucker2")
+    fits = (pool or Workers()).map(fit, names)
+    return {name: st for name, st in zip(names, fits, strict=True) if st is not None}
 
 
 def grouped_cp_starts(cp: SeKronTensor, budget: int) -> list[Start]:
@@ -303,19 +314,23 @@ def joint_stage(
     """The whole second stage: the shortlist of the greedy candidates, the families' fits (or
     the caller's ``warm_starts``), the grouped CP fit, refined by :func:`refine_starts`; with
     ``max_macs`` (per output position, a 4-way tensor), only the starts within it."""
-    starts = shortlist(tensor, greedy, budget, random_state=random_state)
-    if warm_starts is None:
-        family = family_starts(tensor, budget, random_state=random_state)
-        starts += [Start(st, name) for name, st in family.items()]
-        cp = family.get("cp")
-    else:
-        starts += [Start(st, "warm-start") for st in warm_starts]
-        cp = next((st for st in warm_starts if _is_cp(st)), None)
-    if cp is not None:
-        starts += grouped_cp_starts(cp, budget)
-    if max_macs is not None:
-        starts = [s for s in starts if conv_macs(s.st.shapes, s.st.ranks, s.st.form) <= max_macs]
+    # all of it under the search's BLAS limit: outside it, a loaded machine made the starts'
+    # SVDs and CP-ALS up to 25x slower (OpenBLAS threads competing with the worker threads)
     with workers(threads, backend_name_of(tensor) or "numpy") as pool:
+        starts = shortlist(tensor, greedy, budget, random_state=random_state, pool=pool)
+        if warm_starts is None:
+            family = family_starts(tensor, budget, random_state=random_state, pool=pool)
+            starts += [Start(st, name) for name, st in family.items()]
+            cp = family.get("cp")
+        else:
+            starts += [Start(st, "warm-start") for st in warm_starts]
+            cp = next((st for st in warm_starts if _is_cp(st)), None)
+        if cp is not None:
+            starts += grouped_cp_starts(cp, budget)
+        if max_macs is not None:
+            starts = [
+                s for s in starts if conv_macs(s.st.shapes, s.st.ranks, s.st.form) <= max_macs
+            ]
         return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline, pool=pool)
 
 

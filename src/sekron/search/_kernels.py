@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import _ranks
-from .._backend import eps, like, numpy_dtype, sq_norm, to_numpy
+from .._backend import backend_name_of, eps, like, numpy_dtype, sq_norm, to_numpy
 from .._plan import rearrange_plan
 from .._rearrange import rearrange_unchecked
 from .._svd import GRAM_RELIABLE, truncated_svd
@@ -30,7 +30,15 @@ from .._tree import NestedTree
 from .._typing import Ranks, Shapes, SVDMethod
 from ._parallel import Workers
 
-__all__ = ["Kernels", "Level1", "Spectrum", "chain_error2", "nested_values"]
+__all__ = [
+    "Kernels",
+    "Level1",
+    "Spectrum",
+    "chain_error2",
+    "level2_grams",
+    "nested_values",
+    "on_device",
+]
 
 #: Bytes of level-1 singular vectors kept from the spectra until their configurations are
 #: evaluated; beyond this they are recomputed.
@@ -59,11 +67,43 @@ def _eigvals_desc(G: np.ndarray) -> np.ndarray:
     return np.clip(np.linalg.eigvalsh(G)[:, ::-1], 0.0, None)
 
 
+def on_device(t: Any) -> bool:
+    """Whether a search of ``t`` solves its Gram eigenvalue problems on the tensor's device
+    (a torch tensor on a CUDA GPU): the Grams stay there, only eigenvalues come back."""
+    device = getattr(t, "device", None)
+    return backend_name_of(t) == "pytorch" and getattr(device, "type", "cpu") == "cuda"
+
+
+def _device_gram(B: Any, X: Any, rows: bool) -> Any:
+    """Grams of a stack X (P, m, n) on X's device, in float64 (the numpy path's precision)."""
+    import torch
+
+    Xt = B.transpose(X, (0, 2, 1))
+    G = B.matmul(X, Xt) if rows else B.matmul(Xt, X)
+    return G.to(dtype=torch.float64)
+
+
+def _device_eigvals_desc(G: Any) -> np.ndarray:
+    """:func:`_eigvals_desc` of a stack of torch Grams, solved on their device (batched
+    ``torch.linalg.eigvalsh``); the eigenvalues come back as float64 numpy."""
+    import torch
+
+    return np.clip(to_numpy(torch.linalg.eigvalsh(G)).astype(np.float64)[:, ::-1], 0.0, None)
+
+
 class Kernels:
     """The backend, SVD method and workers of one search, and the time spent in its kernels."""
 
-    def __init__(self, B: Any, svd: SVDMethod, rng: np.random.Generator, workers: Workers) -> None:
+    def __init__(
+        self,
+        B: Any,
+        svd: SVDMethod,
+        rng: np.random.Generator,
+        workers: Workers,
+        device: bool = False,
+    ) -> None:
         self.B, self.svd, self.rng, self.workers = B, svd, rng, workers
+        self.device = device  # Grams and their eigenvalues on the tensors' device (on_device)
         self.seconds = 0.0  # wall time inside SVD / Gram / eigenvalue kernels
         self._depth = 0
 
@@ -119,8 +159,13 @@ class Kernels:
         ``"auto"``/``"gram"``: eigenvalues of the smaller Gram matrix; otherwise a thin SVD.
         """
         if self.svd in ("auto", "gram"):
+            tall = X.shape[1] > X.shape[2]
+            if self.device:
+                with self.timed():
+                    D = _device_gram(self.B, X, not tall)
+                    return _device_eigvals_desc(D), (to_numpy(D) if tall else None)
             G = self.grams(X)
-            return self.eigvals(G), (G if X.shape[1] > X.shape[2] else None)
+            return self.eigvals(G), (G if tall else None)
         with self.timed():
             return _svd_values2(self.B, X), None
 
@@ -162,12 +207,17 @@ class Level1:
     """
 
     def __init__(
-        self, t: Any, kern: Kernels, need: dict[tuple[int, ...], int], heads: set[Any]
+        self,
+        t: Any,
+        kern: Kernels,
+        need: dict[tuple[int, ...], int],
+        heads: set[Any],
+        norm2: float | None = None,
     ) -> None:
         self.t, self.kern, self.need, self.heads = t, kern, need, heads
         self.shape = tuple(int(s) for s in t.shape)
         self.numel = prod(self.shape)
-        self.norm2 = float(sq_norm(t))
+        self.norm2 = float(sq_norm(t)) if norm2 is None else norm2
         self.spectra: dict[tuple[int, ...], Spectrum] = {}
         self._vecs: dict[tuple[int, ...], tuple[bool, Any, np.ndarray]] = {}
         self._vec_bytes = 0
@@ -204,6 +254,8 @@ class Level1:
         if svd == "exact":
             return _svd_values2(B, X)[0], 0.0, None
         m, n = X.shape[1], X.shape[2]
+        if self.kern.device:
+            return self._device_spectrum(a, X, cap)
         G = _gram(B, X, m <= n)[0]
         if a not in self.heads:
             return _eigvals_desc(G[None])[0], 0.0, None
@@ -217,6 +269,24 @@ class Level1:
             return sig2, 0.0, None
         return sig2, 0.0, (m <= n, like(np.ascontiguousarray(V[:, ::-1][:, :k]), X), sig2[:k])
 
+    def _device_spectrum(self, a: tuple[int, ...], X: Any, cap: int) -> tuple[Any, ...]:
+        """:meth:`_spectrum_work`'s Gram kernel on the tensor's device: the Gram and its
+        eigenproblem stay there; the kept vectors too (in the tensor's dtype)."""
+        import torch
+
+        m, n = X.shape[1], X.shape[2]
+        G = _device_gram(self.kern.B, X, m <= n)
+        if a not in self.heads:
+            return _device_eigvals_desc(G)[0], 0.0, None
+        w, V = torch.linalg.eigh(G[0])
+        sig2 = np.clip(to_numpy(w).astype(np.float64)[::-1], 0.0, None)
+        size = sig2.shape[0]
+        k = min(cap, size)
+        if k < size and sig2[k:].sum() < GRAM_RELIABLE * size * eps(X) * sig2.sum():
+            return sig2, 0.0, None
+        kept = V.flip(-1)[:, :k].to(dtype=X.dtype).contiguous()
+        return sig2, 0.0, (m <= n, kept, sig2[:k])
+
     def _store(self, a: tuple[int, ...], work: tuple[Any, ...]) -> None:
         sig2, rest2, kept = work
         self.spectra[a] = Spectrum(sig2, rest2)
@@ -225,6 +295,16 @@ class Level1:
             if self._vec_bytes + nbytes <= VEC_CACHE_BYTES:
                 self._vecs[a] = kept
                 self._vec_bytes += nbytes
+
+    def kept_vectors(self, a: tuple[int, ...]) -> tuple[bool, Any, np.ndarray] | None:
+        """The Gram eigenvectors kept with the spectrum of ``a`` (None if there are none)."""
+        return self._vecs.get(a)
+
+    def restore(
+        self, spectra: dict[tuple[int, ...], Spectrum], vecs: dict[tuple[int, ...], Any]
+    ) -> None:
+        """Take the spectra (and kept vectors) computed by another Level1 of the same tensor."""
+        self.spectra, self._vecs = spectra, dict(vecs)
 
     def remainders(self, a: tuple[int, ...], rank: int) -> Any:
         """``Y = Uᵀ X`` (rank, numel / |a|): the level-1 remainders, rows as tensors of w / a.
@@ -320,6 +400,15 @@ def nested_values(
             Ms.append(M)
             X = B.reshape(level.Y, (level.Y.shape[0] * M, d[k + 1], prod(d[k + 2 :])))
     return NestedTree([], None, sig2s, rest2s, tuple(Ms), level1.norm2), col_grams
+
+
+def level2_grams(level1: Level1, shapes: Shapes, d: Sequence[int], M1: int, rows: int) -> Any:
+    """The column Grams of the first ``rows`` level-2 branches of an S = 3 nested tree of
+    ``M1`` level-1 branches, computed exactly as :func:`nested_values` computes them when it
+    gives up after that many (chunk by chunk)."""
+    Y = level1.remainders(shapes[0], M1)
+    tail1 = level1.spectra[shapes[0]].tail(M1)
+    return _level2_values(level1.kern, Y, shapes, d, tail1, lambda _, sv2: sv2.shape[0] >= rows)[1]
 
 
 def _level2_values(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any, cast
@@ -39,13 +39,17 @@ from ._results import Candidate, SearchResult
 
 __all__ = [
     "Job",
+    "Outcome",
     "Progress",
     "Tally",
+    "apply_outcome",
     "bound_and_order",
     "evaluate_deep",
     "finish",
+    "live_budgets",
     "plan_jobs",
     "relative",
+    "run_job",
     "score_two_factor",
     "spectra_needed",
 ]
@@ -320,6 +324,30 @@ def _evaluate_config(
     return False
 
 
+@dataclass
+class Outcome:
+    """One job evaluated at some of the run's budgets (indices into them)."""
+
+    live: tuple[int, ...]  # the budgets it was evaluated at
+    caps: Ranks  # nested: the caps of its tree (the elementwise largest of the live budgets')
+    found: dict[int, tuple[Ranks, float]]  # budget -> best ranks and squared error, where any fit
+    bounds: dict[int, float] | None  # a nested tree given up part-way: its bound per budget
+    # S = 3 nested with give-up: the bound per live budget after each chunk but the last
+    chunk_bounds: list[dict[int, float]] | None = None
+    grams: np.ndarray | None = None  # nested: the level-2 column Grams, for the chain
+    grams_in: int | None = None  # chain: the rows of the nested job's Grams it was given
+
+
+def live_budgets(job: Job, best2: Sequence[float], exhaustive: bool) -> list[int]:
+    """The budgets at which ``job`` has caps and its bound can still beat the best (all of
+    them when ``exhaustive``)."""
+    return [
+        i
+        for i, (caps, low) in enumerate(zip(job.caps, job.lower2, strict=True))
+        if caps and (exhaustive or low < best2[i] * _SLACK)
+    ]
+
+
 def _evaluate_job(
     job: Job,
     level1: Level1,
@@ -331,45 +359,66 @@ def _evaluate_job(
     """Evaluate ``job`` at the budgets where its bound can still beat the best (all of them
     when ``exhaustive``). A nested job returns its level-2 column Grams (or None); a chain
     job takes those of its configuration's nested job as ``col_grams``."""
-    live = []
-    for tally, caps, low in zip(tallies, job.caps, job.lower2, strict=True):
-        if caps and (exhaustive or low < tally.best2 * _SLACK):
-            live.append((tally, caps))
-        elif caps:
-            tally.skip(low)
+    live = live_budgets(job, [tally.best2 for tally in tallies], exhaustive)
+    for i, (tally, caps) in enumerate(zip(tallies, job.caps, strict=True)):
+        if caps and i not in live:
+            tally.skip(job.lower2[i])
     if not live:
         return None
+    out = run_job(job, level1, live, tallies, exhaustive, col_grams)
+    apply_outcome(out, job, tallies, level1, t)
+    return out.grams
+
+
+def apply_outcome(out: Outcome, job: Job, tallies: list[Tally], level1: Level1, t: Any) -> None:
+    """Record ``out``'s candidates in the tallies, or its bounds as pruned."""
+    if out.bounds is not None:
+        for i, low in out.bounds.items():
+            tallies[i].skip(low)
+        return
+    for i, (ranks, err2) in out.found.items():
+        _record(tallies[i], job, ranks, err2, level1, t)
+
+
+def run_job(
+    job: Job,
+    level1: Level1,
+    live: list[int],
+    tallies: Sequence[Tally],
+    exhaustive: bool,
+    col_grams: np.ndarray | None,
+) -> Outcome:
+    """Evaluate ``job`` at the ``live`` budgets (tallies' best errors as they stand)."""
+    found: dict[int, tuple[Ranks, float]] = {}
     if job.form == "chain":
-        for tally, caps in live:
+        for i in live:
+            caps, tally = job.caps[i], tallies[i]
             tails = [level1.spectra[prefix(job.shapes, k + 1)].tail(c) for k, c in enumerate(caps)]
             ranks = choose_chain_budget(tails, job.d, tally.budget, tally.fits(job))
             if ranks is not None:
-                err2 = chain_error2(level1, job.shapes, job.d, ranks, col_grams)
-                _record(tally, job, ranks, err2, level1, t)
-        return None
+                found[i] = ranks, chain_error2(level1, job.shapes, job.d, ranks, col_grams)
+        rows = None if col_grams is None else int(col_grams.shape[0])
+        return Outcome(tuple(live), (), found, None, grams_in=rows)
     # one tree at the elementwise-largest caps serves every budget
-    caps = tuple(max(c[k] for _, c in live) for k in range(len(job.d) - 1))
-    bounds: dict[int, float] = {}
+    caps = tuple(max(job.caps[i][k] for i in live) for k in range(len(job.d) - 1))
+    chunks: list[dict[int, float]] = []
 
     def give_up(tail1: np.ndarray, sv2: np.ndarray) -> bool:
-        for i, (tally, _) in enumerate(live):
-            bounds[i] = _bounds.partial_nested_bound2(tail1, sv2, job.d, tally.budget)
-            if bounds[i] < tally.best2 * _SLACK:
-                return False
-        return True
+        b = {i: _bounds.partial_nested_bound2(tail1, sv2, job.d, tallies[i].budget) for i in live}
+        chunks.append(b)
+        return all(b[i] >= tallies[i].best2 * _SLACK for i in live)
 
     use_give_up = not exhaustive and len(job.d) == 3
     tree, grams = nested_values(level1, job.shapes, job.d, caps, give_up if use_give_up else None)
+    out = Outcome(tuple(live), caps, found, None, chunks if use_give_up else None, grams)
     if tree is None:  # given up part-way: pruned by a tighter bound
-        for i, low in bounds.items():
-            live[i][0].skip(low)
-        return grams
-    for tally, _ in live:
-        ranks = choose_nested(tree, job.d, None, tally.budget, tally.fits(job))
+        out.bounds = chunks[-1]
+        return out
+    for i in live:
+        ranks = choose_nested(tree, job.d, None, tallies[i].budget, tallies[i].fits(job))
         if ranks is not None:
-            err2 = _ranks.nested_error2(tree.sig2, tree.rest2, ranks)
-            _record(tally, job, ranks, err2, level1, t)
-    return grams
+            found[i] = ranks, _ranks.nested_error2(tree.sig2, tree.rest2, ranks)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,21 +1,30 @@
-"""The ``method="auto"`` choice between the factorized and the reconstructed convolution.
+"""The ``method="auto"`` choice among the dense conv and the plans of the plan space.
 
 This module only decides: :func:`lookup` answers from the cache or the cost model, and
 :func:`record` times the candidates the caller built and caches the choice. A choice is made
-per key ``(signature, input shape, stride, padding, dilation, dtype, device)``:
+per key ``(signature, input shape, stride, padding, dilation, regime, dtype, device)``.
 
-1. Cost model first: if the factorized plan needs more than ``1 / MIN_MAC_RATIO`` of the dense
-   multiply-adds it cannot win by enough, and "reconstructed" is chosen (and cached) at once.
-2. Otherwise, when measuring is allowed, the candidates (the factorized plan with
-   channels-last stages, the same plan with channels-first stages, and kernel-building + dense
-   conv) are timed ``_REPEATS`` times, interleaved, after a warm-up; the factorized layout
-   with the lower median of per-repetition time ratios (factorized / dense) is cached as the
-   choice only if that median and the ratio of the best times are both below ``MARGIN``, in
-   this round and again with a second round added. The margin is wide on purpose: a wrong
-   "factorized" costs more than a missed one, and a single measurement on a shared machine is
-   noisy.
-   Measuring is allowed only with autograd off, outside tracing/scripting/compiling, and
-   when neither the ``measure=False`` argument nor ``SEKRON_AUTO_MEASURE=0`` forbids it.
+The regime is what the call will cost (:func:`regime`):
+
+- ``"inference"``: autograd does not record (``torch.no_grad()``, inference mode, or nothing
+  requires grad): the forward alone is timed, without autograd;
+- ``"forward"``: autograd records but the caller says no backward follows (a
+  ``SeKronConv2d`` in eval mode): the forward is timed with autograd recording;
+- ``"training"``: autograd records (the functional ``conv2d``, a layer in train mode): the
+  forward plus the backward to every input that requires grad is timed.
+
+The candidates, their timing and the decision are backend-neutral
+(:mod:`sekron._conv_choice`, shared with :mod:`sekron.jax`):
+
+1. No plan needs less than ``1 / MIN_MAC_RATIO`` of the dense multiply-adds: "reconstructed"
+   is chosen (and cached) at once.
+2. Otherwise, when measuring is allowed, the candidates are timed (interleaved, hopeless ones
+   pruned) and a plan is cached only if it beats the dense conv by ``MARGIN`` twice (see
+   :mod:`sekron._conv_choice`). Timing runs on detached copies of the inputs (with the same
+   ``requires_grad``) and takes gradients with ``torch.autograd.grad``: no ``.grad`` is
+   written, no hook fires, and the call's result is computed afterwards as usual.
+   Measuring is allowed outside tracing, scripting, compiling and functorch transforms, when
+   neither the ``measure=False`` argument nor ``SEKRON_AUTO_MEASURE=0`` forbids it.
 3. When measuring is not allowed, the cost model decides (factorized when the MAC ratio is at
    least ``MODEL_MAC_RATIO``); that guess is not cached, so a later measurable call still
    measures.
@@ -25,43 +34,41 @@ The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` emp
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ._conv_plan import ConvKey, dense_macs, factorized_macs
+from .._conv_choice import (
+    DENSE,
+    Choice,
+    candidates,
+    decide,
+    measuring_wanted,
+    model_choice,
+    time_interleaved,
+)
+from .._conv_plan import ConvKey
 
 __all__ = [
-    "CANDIDATES",
-    "MARGIN",
-    "MIN_MAC_RATIO",
-    "MODEL_MAC_RATIO",
+    "REGIMES",
     "cached_choices",
     "clear_cache",
     "lookup",
     "record",
+    "regime",
 ]
 
-MIN_MAC_RATIO = 2.0
-MODEL_MAC_RATIO = 4.0
-_REPEATS = 7
-# timed candidates: the reconstructed kernel's dense conv and the plan in both layouts
-CANDIDATES = ("dense", "nhwc", "nchw")
-# the factorized plan must beat the dense conv by this factor to be chosen (timing noise)
-MARGIN = 0.8
-_CACHE: dict[tuple[Any, ...], tuple[str, str]] = {}
+REGIMES = ("inference", "forward", "training")
+_CACHE: dict[tuple[Any, ...], Choice] = {}
 
 
 def clear_cache() -> None:
     """Forget every choice of ``method="auto"`` (measured or from the cost model).
 
-    :func:`sekron.torch.conv2d` with ``method="auto"`` caches its choice between the
-    factorized plan and the reconstructed kernel per (signature, input shape, stride, padding,
-    dilation, dtype, device). Clear it after the machine's load changed a lot, or to measure
+    :func:`sekron.torch.conv2d` with ``method="auto"`` caches its choice among the dense
+    conv and its factorized plans per (signature, input shape, stride, padding, dilation,
+    regime, dtype, device). Clear it after the machine's load changed a lot, or to measure
     again (e.g. before a benchmark).
 
     Examples
@@ -72,106 +79,84 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def cached_choices() -> dict[tuple[Any, ...], tuple[str, str]]:
-    """A copy of the cache: key -> (method, layout)."""
+def cached_choices() -> dict[tuple[Any, ...], Choice]:
+    """A copy of the cache: ``(ConvKey, regime, dtype, device, channels_last) -> Choice``."""
     return dict(_CACHE)
 
 
+def regime(leaves: tuple[torch.Tensor, ...], train: bool) -> str:
+    """``"inference"``, ``"forward"`` or ``"training"`` for a call on ``leaves`` (x, the
+    factors, the bias), ``train`` False when no backward will follow (see the module notes)."""
+    if not torch.is_grad_enabled() or torch.is_inference_mode_enabled():
+        return "inference"
+    if not any(t.requires_grad for t in leaves):
+        return "inference"
+    return "training" if train else "forward"
+
+
 def _measuring_allowed(measure: bool | None) -> bool:
-    if measure is False:
-        return False
-    if measure is None and os.environ.get("SEKRON_AUTO_MEASURE", "1").strip() in ("0", "false"):
-        return False
-    if torch.is_grad_enabled():
+    if not measuring_wanted(measure):
         return False
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling():
         return False
-    return True
+    functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return not (functorch_active is not None and functorch_active())
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(candidates: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:
-    """``_REPEATS`` timings of each candidate, interleaved (every repetition runs each once,
-    in rotating order), after one warm-up each."""
-    for fn in candidates.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
-    names = list(candidates)
-    for rep in range(_REPEATS):
-        for name in names[rep % len(names) :] + names[: rep % len(names)]:
-            _sync(device)
-            t0 = time.perf_counter()
-            candidates[name]()
-            _sync(device)
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
-def _paired_ratio(num: list[float], den: list[float]) -> float:
-    """Median over repetitions of ``num[i] / den[i]``: runs of the same repetition are close
-    in time, so a load change on a shared machine affects both."""
-    return statistics.median(a / max(b, 1e-12) for a, b in zip(num, den, strict=True))
-
-
-Choice = tuple[str, str]  # (method, layout)
-
-
-def _cache_key(key: ConvKey, x: torch.Tensor) -> tuple[Any, ...]:
+def _cache_key(key: ConvKey, x: torch.Tensor, regime_: str) -> tuple[Any, ...]:
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
-    return (key, x.dtype, x.device, channels_last)
+    return (key, regime_, x.dtype, x.device, channels_last)
 
 
-def lookup(key: ConvKey, x: torch.Tensor, measure: bool | None) -> Choice | None:
-    """The choice for a call with plan key ``key`` on input ``x``, or None when it should be
-    measured (then time the candidates and call :func:`record`).
+def lookup(key: ConvKey, x: torch.Tensor, measure: bool | None, regime_: str) -> Choice | None:
+    """The choice for a call with plan key ``key`` on input ``x`` in ``regime_``, or None
+    when it should be measured (then time the candidates and call :func:`record`).
 
-    A cached choice first; then the cost model: a factorized plan that cannot save
-    ``MIN_MAC_RATIO`` of the multiply-adds is "reconstructed" (cached); when measuring is
-    not allowed, the model's guess (not cached).
+    A cached choice first; then: with no plan among :func:`candidates`, "reconstructed"
+    (cached); when measuring is not allowed, the cost model's guess (not cached).
     """
-    ckey = _cache_key(key, x)
+    ckey = _cache_key(key, x, regime_)
     hit = _CACHE.get(ckey)
     if hit is not None:
         return hit
-    fact = factorized_macs(*key)
-    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
-    ratio = dense / max(fact, 1)
-    if ratio < MIN_MAC_RATIO:
-        _CACHE[ckey] = ("reconstructed", "nchw")
-        return _CACHE[ckey]
+    if not candidates(key):
+        _CACHE[ckey] = DENSE
+        return DENSE
     if not _measuring_allowed(measure):
-        return ("factorized", "nhwc") if ratio >= MODEL_MAC_RATIO else ("reconstructed", "nchw")
+        return model_choice(key)
     return None
 
 
-def record(key: ConvKey, x: torch.Tensor, candidates: dict[str, Callable[[], Any]]) -> Choice:
-    """Time ``candidates`` (``CANDIDATES`` -> zero-argument callables: "dense" runs the
-    reconstructed kernel's conv, "nhwc"/"nchw" the factorized plan in that layout), cache and
-    return the choice (see the module notes)."""
-    with torch.no_grad():
-        timings = _time(candidates, x.device)
-    ratios = {lay: _paired_ratio(timings[lay], timings["dense"]) for lay in ("nhwc", "nchw")}
-    layout = min(ratios, key=ratios.__getitem__)
-    fast = _wins(timings[layout], timings["dense"])
-    if fast:  # confirm with a second, independent round before caching "factorized"
-        with torch.no_grad():
-            again = _time({n: candidates[n] for n in ("dense", layout)}, x.device)
-        fast = _wins(timings[layout] + again[layout], timings["dense"] + again["dense"])
-    choice = ("factorized", layout) if fast else ("reconstructed", "nchw")
-    _CACHE[_cache_key(key, x)] = choice
+def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:
+    """:func:`sekron._conv_choice.time_interleaved`, synchronizing ``device``."""
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    return time_interleaved(fns, sync)
+
+
+def record(
+    key: ConvKey,
+    x: torch.Tensor,
+    regime_: str,
+    fns: dict[str, Callable[[], Any]],
+) -> Choice:
+    """Time ``fns`` ("dense" and the names of :func:`~sekron._conv_choice.candidates` ->
+    zero-argument callables that run one call in ``regime_``, backward included for
+    "training"), cache and return the choice (see the module notes)."""
+    grad = torch.enable_grad if regime_ != "inference" else torch.no_grad
+
+    def timed(fns_: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
+        with grad():
+            return _time(fns_, x.device)
+
+    choice = decide(
+        candidates(key), timed(fns), lambda best: timed({n: fns[n] for n in ("dense", best)})
+    )
+    _CACHE[_cache_key(key, x, regime_)] = choice
     return choice
-
-
-def _wins(fact: list[float], dense: list[float]) -> bool:
-    """Whether the factorized times beat the dense ones by ``MARGIN``, both paired (robust to
-    a load change during the measurement) and at their best (a dense conv that happened to be
-    slow throughout the measurement, as some memory-bound layers are at times, must not make
-    the factorized plan look faster than it is)."""
-    return _paired_ratio(fact, dense) < MARGIN and min(fact) < MARGIN * min(dense)

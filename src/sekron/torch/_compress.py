@@ -13,6 +13,7 @@ import dataclasses
 import fnmatch
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from math import prod
 from typing import Any, NamedTuple, TypeVar
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from .._executor import check_executor, map_ordered
 from .._typing import Allocation, ConvMethod, Form
 from .._validation import _type_name, check_bool, check_choice, check_int
 from ._checks import METHODS, check_weight_dtype
@@ -30,7 +32,6 @@ from ._counting import (
     layer_macs,
     sekron_conv_macs,
 )
-from ._executor_shim import check_executor, map_ordered
 from ._global import allocate_globally, check_allocation
 from ._layers import SeKronConv2d
 from ._policy import (
@@ -96,7 +97,7 @@ class _Job(NamedTuple):
     x_name: str  # the argument x came from
     allocation: str
     weights: Mapping[str, float] | None
-    executor: Any
+    executor: Executor | None
 
 
 class _Task(NamedTuple):
@@ -201,7 +202,7 @@ def compress(
     inplace: bool = False,
     method: ConvMethod = "auto",
     progress: bool = True,
-    executor: Any = None,
+    executor: Executor | None = None,
 ) -> tuple[nn.Module, CompressionReport]:
     """Replace a model's ``nn.Conv2d`` layers by :class:`SeKronConv2d` layers.
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._conv_macs import factorized_macs
+from .._conv_plan import Pad4, normalize_padding
 from .._plan import Ranks, Shapes
 from .._validation import (
     _type_name,
@@ -26,7 +28,6 @@ from .._validation import (
     check_shapes,
     is_int,
 )
-from ._conv_plan import Pad4, factorized_macs, normalize_padding
 
 __all__ = ["count_macs", "count_params", "dense_conv_macs", "sekron_conv_macs"]
 
@@ -141,7 +142,7 @@ def sekron_conv_macs(
     -------
     int
         With ``in_hw``, the exact count of the stage plan that :func:`sekron.torch.conv2d`
-        executes (``sekron.torch._conv_plan.factorized_macs``): stages that run before the
+        executes (``sekron._conv_macs.factorized_macs``): stages that run before the
         stride or before later windows shrink the map are charged their larger maps.
 
     Examples

@@ -1,4 +1,4 @@
-"""Executing a factorized plan of :mod:`sekron.torch._conv_plan` on a batched 4-D input.
+"""Executing a factorized plan of :mod:`sekron._conv_plan` on a batched 4-D input.
 
 Internal: the input and factors are checked by the caller. The plan's sizes are plain ints
 computed for one input shape; under ``torch.jit.trace`` they come from the plan's shape
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ._conv_plan import BATCH, HEIGHT, WIDTH, ConvPlan, Stage, conv_output_size
+from .._conv_plan import BATCH, HEIGHT, WIDTH, ConvPlan, Stage, conv_output_size
 
 __all__ = ["run_plan"]
 

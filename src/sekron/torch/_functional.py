@@ -2,20 +2,25 @@
 
 Three methods compute the same thing, ``F.conv2d(x, st.to_tensor(), ...)``:
 
-- ``"factorized"`` runs the stage plan of :mod:`sekron.torch._conv_plan` (one pad, then one
+- ``"factorized"`` runs the stage plan of :mod:`sekron._conv_plan` (one pad, then one
   grouped, dilated conv or one matrix product per factor; :mod:`sekron.torch._execute`);
 - ``"reconstructed"`` builds the kernel (a few µs) and runs one dense conv;
-- ``"auto"`` picks one of them per (signature, input shape, dtype, device): see
+- ``"auto"`` picks one of them, or a plan with adjacent factors merged first
+  (:mod:`sekron._conv_merge`), per (signature, input shape, regime, dtype, device): see
   :mod:`sekron.torch._auto`, which decides; this module builds and runs the candidates.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from .._conv_choice import DENSE, Choice, candidates
+from .._conv_merge import merge_factors, merged_signature
+from .._conv_plan import ConvKey
 from .._typing import ConvMethod
 from .._validation import check_bool
 from ..tensor import SeKronTensor
@@ -28,7 +33,6 @@ from ._checks import (
     check_st,
     check_x,
 )
-from ._conv_plan import ConvKey
 from ._execute import run_plan
 
 __all__ = ["conv1d", "conv2d", "run_conv"]
@@ -55,45 +59,76 @@ def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
     return ConvKey(st.shapes, st.ranks, st.form, in_shape, args.stride, args.pad4, args.dilation)
 
 
-def _candidates(x: torch.Tensor, st: SeKronTensor, args: ConvArgs, key: ConvKey) -> dict[str, Any]:
-    """Zero-argument callables computing each candidate of ``_auto.CANDIDATES`` (no bias)."""
-    out: dict[str, Any] = {"dense": lambda: _dense(x, st, None, args)}
-    for layout in _auto.CANDIDATES[1:]:
-        plan = key.plan(layout)
-        out[layout] = lambda plan=plan, layout=layout: run_plan(x, st.factors, plan, layout)
-    return out
-
-
-def _run_batched(
-    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None
+def _run_choice(
+    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, key: ConvKey, choice: Choice
 ) -> torch.Tensor:
-    method, layout = args.method, "nhwc"
-    if method == "auto":
-        if args.groups != 1:
-            method = "reconstructed"
-        else:
-            key = _key(x, st, args)
-            choice = _auto.lookup(key, x, measure)
-            if choice is None:
-                choice = _auto.record(key, x, _candidates(x, st, args, key))
-            method, layout = choice
-    if method == "reconstructed":
+    """Run one candidate of the plan space: the dense conv or a (merged) factorized plan."""
+    if choice.method == "reconstructed":
         return _dense(x, st, bias, args)
-    out = run_plan(x, st.factors, _key(x, st, args).plan(layout), layout)
+    factors: Any = st.factors
+    if choice.method == "merged":
+        shapes, ranks = merged_signature(st.shapes, st.ranks, st.form, choice.grouping)
+        factors = merge_factors(
+            factors, st.shapes, st.ranks, st.form, choice.grouping, torch.einsum
+        )
+        key = key._replace(shapes=shapes, ranks=ranks)
+    out = run_plan(x, factors, key.plan(choice.layout), choice.layout)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
+def _timed_calls(
+    x: torch.Tensor, st: SeKronTensor, args: ConvArgs, key: ConvKey, regime: str
+) -> dict[str, Any]:
+    """Zero-argument callables running "dense" and each of ``candidates(key)`` once as
+    ``regime`` costs it, on detached copies of ``x`` and the factors (no ``.grad`` written,
+    no hook of the caller's tensors fired)."""
+    xm = x.detach().requires_grad_(x.requires_grad)
+    factors = [f.detach().requires_grad_(f.requires_grad) for f in st.factors]
+    stm = SeKronTensor._trusted(factors, st.form, st.shapes, st.ranks)
+    leaves = [t for t in (xm, *factors) if t.requires_grad]
+    choices = {"dense": DENSE} | candidates(key)
+
+    def call(choice: Choice) -> Any:
+        y = _run_choice(xm, stm, None, args, key, choice)
+        if regime == "training" and leaves:  # (only the bias may require grad)
+            torch.autograd.grad(y, leaves, torch.ones_like(y))
+
+    return {name: partial(call, choice) for name, choice in choices.items()}
+
+
+def _run_batched(
+    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None, train: bool
+) -> torch.Tensor:
+    if args.method == "reconstructed" or (args.method == "auto" and args.groups != 1):
+        return _dense(x, st, bias, args)
+    key = _key(x, st, args)
+    if args.method == "factorized":
+        choice = Choice("factorized", "nhwc", (1,) * len(st.shapes))
+    else:
+        leaves = (x, *st.factors) if bias is None else (x, *st.factors, bias)
+        regime = _auto.regime(leaves, train)
+        hit = _auto.lookup(key, x, measure, regime)
+        choice = hit or _auto.record(key, x, regime, _timed_calls(x, st, args, key, regime))
+    return _run_choice(x, st, bias, args, key, choice)
+
+
 def run_conv(
-    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, measure: bool | None
+    x: torch.Tensor,
+    st: SeKronTensor,
+    bias: Any,
+    args: ConvArgs,
+    measure: bool | None,
+    train: bool = True,
 ) -> torch.Tensor:
     """The convolution on checked arguments (internal: :func:`conv2d` and ``SeKronConv2d``).
 
-    ``x`` is (N, C, H, W) or unbatched (C, H, W).
+    ``x`` is (N, C, H, W) or unbatched (C, H, W). ``train`` False says no backward follows a
+    call that autograd records (a layer in eval mode): ``auto`` then times forwards only.
     """
     check_no_inference(x, st, bias)
     if x.ndim == 3:
-        return _run_batched(x.unsqueeze(0), st, bias, args, measure).squeeze(0)
-    return _run_batched(x, st, bias, args, measure)
+        return _run_batched(x.unsqueeze(0), st, bias, args, measure, train).squeeze(0)
+    return _run_batched(x, st, bias, args, measure, train)
 
 
 def conv2d(
@@ -125,11 +160,12 @@ def conv2d(
     method : {"auto", "factorized", "reconstructed"}
         ``"factorized"`` never builds the kernel: it pads once and runs one grouped, dilated
         conv (or, for a 1x1 window, one matrix product) per factor. ``"reconstructed"`` builds
-        the kernel and runs one dense conv. ``"auto"`` picks the faster one per (signature,
-        input shape, dtype, device) and caches the choice; see Notes.
+        the kernel and runs one dense conv. ``"auto"`` picks the fastest of those and of the
+        plans with adjacent factors merged, per (signature, input shape, regime, dtype,
+        device), and caches the choice; see Notes.
     measure : bool, optional
-        For ``method="auto"`` only: whether the first call with a new shape may time both
-        candidates (a few runs each) to choose. ``None`` (default) means yes unless the
+        For ``method="auto"`` only: whether the first call with a new shape (and regime) may
+        time the candidates (a few runs each) to choose. ``None`` (default) means yes unless the
         environment variable ``SEKRON_AUTO_MEASURE=0`` is set. ``False`` uses the cost model.
 
     Returns
@@ -162,18 +198,23 @@ def conv2d(
     ``method="auto"`` (the default) and its measuring:
 
     - With ``groups > 1`` it always runs ``"reconstructed"``.
-    - If the factorized path needs at least half the dense multiply-adds it runs
-      ``"reconstructed"`` without measuring.
-    - Otherwise, the first call for a new (signature, input shape, stride, padding, dilation,
-      dtype, device) times the dense conv and the factorized plan with channels-last and with
-      channels-first stages, 7 times each, interleaved, and caches the factorized layout
-      with the lower median of per-repetition time ratios (factorized / dense) only if that
-      median and the ratio of the best times are both below 0.8, and again so after a second
-      round of that layout against the dense conv. It
-      only measures when that is meaningful and safe: autograd off (``torch.no_grad()`` or
-      inference mode, because a forward-only timing says nothing about training), not while
-      tracing, scripting or compiling, and ``measure`` not False. Otherwise it uses the cost
-      model (factorized when the multiply-add ratio is large) without caching that guess.
+    - The candidates are the dense conv, the fully factorized plan (channels-last and
+      channels-first stages) and up to two merged plans (adjacent factors merged into their
+      Kronecker product first, conv docs), each only if it needs at most half the dense
+      multiply-adds; with none, it runs ``"reconstructed"`` without measuring.
+    - The choice is per regime: ``"inference"`` (autograd not recording), ``"forward"``
+      (recording, no backward follows: a ``SeKronConv2d`` in eval mode) and ``"training"``
+      (recording: this function, or a layer in train mode), timed as that regime costs:
+      the forward, the forward with autograd, or the forward plus the backward.
+    - The first call for a new (signature, input shape, stride, padding, dilation, regime,
+      dtype, device) times the candidates 7 times each, interleaved, on detached copies of
+      the inputs (no ``.grad`` written, results unchanged), and caches the plan with the
+      lowest median of per-repetition time ratios (plan / dense) only if that median and the
+      ratio of the best times are both below 0.8, and again so after a second round of that
+      plan against the dense conv; otherwise ``"reconstructed"``. It does not measure while
+      tracing, scripting, compiling or under a functorch transform, nor with ``measure``
+      False: then it uses the cost model (factorized when the multiply-add ratio is at least
+      4) without caching that guess.
     - :func:`sekron.torch.clear_cache` forgets every cached choice.
 
     References

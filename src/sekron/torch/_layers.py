@@ -62,8 +62,9 @@ class SeKronConv2d(nn.Module):
     padding_mode : {"zeros", "reflect", "replicate", "circular"}
         As in ``nn.Conv2d``: modes other than zeros pad the input with ``F.pad`` first.
     method : {"auto", "factorized", "reconstructed"}
-        Passed to :func:`sekron.torch.conv2d` (``"auto"`` picks the faster of the factorized
-        stage plan and one dense conv on the rebuilt kernel).
+        Passed to :func:`sekron.torch.conv2d` (``"auto"`` picks the fastest of the dense conv
+        on the rebuilt kernel and the factorized or merged plans, per regime: in eval mode
+        with autograd on it times forwards, in train mode forwards plus backwards).
 
     The options are checked once, here (as :func:`sekron.torch.conv2d` checks them); the
     forward then runs the same convolution on the checked values.
@@ -348,7 +349,7 @@ class SeKronConv2d(nn.Module):
         if self._mode_pad is not None:
             _check_mode_padding(x, self._mode_pad, self.padding_mode)
             x = F.pad(x, self._mode_pad, mode=self.padding_mode)
-        return run_conv(x, st, self.bias, self._conv_args, None)
+        return run_conv(x, st, self.bias, self._conv_args, None, self.training)
 
     def extra_repr(self) -> str:
         text = (

@@ -243,16 +243,17 @@ def factorize_weight(
         from ..decomposition import decompose
 
         assert shapes is not None
-        return Factorized(
-            decompose(
-                weight,
-                shapes,
-                options.rank,
-                form=options.form,
-                tol=options.tol,
-                max_params=budget,
+        with _one_blas_thread():
+            return Factorized(
+                decompose(
+                    as_float64_array(weight),
+                    shapes,
+                    options.rank,
+                    form=options.form,
+                    tol=options.tol,
+                    max_params=budget,
+                )
             )
-        )
     if options.structure == "search":
         assert budget is not None
         w64 = as_float64_array(weight)
@@ -264,9 +265,10 @@ def factorize_weight(
         return Factorized(best, *search_note(result, options.max_seconds))
     from ..structures import get_structure
 
-    fitted: SeKronTensor = get_structure(options.structure).fit(
-        weight, rank=options.rank, max_params=budget
-    )
+    with _one_blas_thread():
+        fitted: SeKronTensor = get_structure(options.structure).fit(
+            as_float64_array(weight), rank=options.rank, max_params=budget
+        )
     if structure_name(options.structure) == "tucker2":
         # the equal-count chain (U_F)(core)(U_C): the nested embedding stores U_C once per
         # r_1, more numbers than Tucker-2 itself and than the budget allows
@@ -274,6 +276,15 @@ def factorize_weight(
 
         fitted = tucker2_chain(fitted)
     return Factorized(fitted)
+
+
+def _one_blas_thread() -> Any:
+    """numpy's BLAS limited to one thread (restored on exit): a layer's fit is then the same to
+    the bit wherever it runs, here or on a cluster worker (whose BLAS has one thread), and a
+    busy machine does not slow it down by thread contention."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def as_float64_array(weight: torch.Tensor) -> Any:

@@ -1,7 +1,8 @@
 """Stage plans for convolution with a SeKron kernel (conv docs), and their MAC counts.
 
-Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``;
-arrays are only touched by :mod:`sekron.torch._functional` when it executes a plan.
+Everything here is a pure function of tuples of ints, cached with ``functools.lru_cache``,
+shared by both backends: arrays are only touched when :mod:`sekron.torch` or :mod:`sekron.jax`
+executes a plan. This module imports neither torch nor jax.
 
 Notation. The kernel W has shape (F, C, Kh, Kw); factor k (1-based in the maths, 0-based here)
 has shape ``(f_k, c_k, h_k, w_k)``, with ``f_1`` the most significant digit of F, and so on.
@@ -34,7 +35,7 @@ from itertools import permutations
 from math import prod
 from typing import NamedTuple
 
-from .._typing import Pad4, Pair, Ranks, Shapes
+from ._typing import Pad4, Pair, Ranks, Shapes
 
 __all__ = [
     "BATCH",
@@ -47,12 +48,9 @@ __all__ = [
     "best_order",
     "conv_output_size",
     "conv_plan",
-    "dense_macs",
-    "factorized_macs",
     "normalize_padding",
     "plan_cost",
     "spec_order",
-    "stage_macs",
 ]
 
 LAYOUTS = ("nchw", "nhwc")
@@ -442,73 +440,3 @@ def best_order(
         if cost < best_cost:
             best, best_cost = order, cost
     return best
-
-
-def factorized_macs(
-    shapes: Shapes,
-    ranks: Ranks,
-    form: str,
-    in_shape: tuple[int, int, int, int],
-    stride: Pair = (1, 1),
-    padding: Pad4 = (0, 0, 0, 0),
-    dilation: Pair = (1, 1),
-    order: tuple[int, ...] | None = None,
-) -> int:
-    """Multiply-accumulates of the factorized convolution (the sum over its stages).
-
-    ``order`` is the execution order of the factors (0-based); ``None`` means the order the
-    planner picks (the one :func:`sekron.torch.conv2d` runs), ``spec_order(S)`` the docs'
-    stage algorithm's.
-
-    Stage k costs ``B_k * L_k * g_k * o_k * kk_k * h_k * w_k``: batch fold, output positions
-    of that stage, groups, outputs and inputs per group, window. With stride 1 and every stage
-    at the same L this is conv docs:
-    ``N L (P_{S-1} f_S C h_S w_S + Σ_{k<S} P_k F_{≥k} C_{≤k} h_k w_k)`` (nested).
-    Earlier stages see more positions than the final output (they run before the later
-    stages' windows shrink the map), which this count includes.
-
-    Examples
-    --------
-    >>> from sekron.torch._conv_plan import dense_macs, factorized_macs
-    >>> shapes = ((8, 8, 3, 3), (8, 8, 1, 1))
-    >>> dense_macs(shapes, (1, 64, 8, 8), padding=(1, 1, 1, 1))
-    2359296
-    >>> factorized_macs(shapes, (1,), "nested", (1, 64, 8, 8), padding=(1, 1, 1, 1))
-    327680
-    """
-    return conv_plan(shapes, ranks, form, in_shape, stride, padding, dilation, "nhwc", order).macs
-
-
-def stage_macs(
-    shapes: Shapes,
-    ranks: Ranks,
-    form: str,
-    in_shape: tuple[int, int, int, int],
-    stride: Pair = (1, 1),
-    padding: Pad4 = (0, 0, 0, 0),
-    dilation: Pair = (1, 1),
-    order: tuple[int, ...] | None = None,
-) -> tuple[int, ...]:
-    """MACs of every stage, in execution order."""
-    plan = conv_plan(shapes, ranks, form, in_shape, stride, padding, dilation, "nhwc", order)
-    return tuple(s.macs for s in plan.stages)
-
-
-def dense_macs(
-    shapes: Shapes,
-    in_shape: tuple[int, int, int, int],
-    stride: Pair = (1, 1),
-    padding: Pad4 = (0, 0, 0, 0),
-    dilation: Pair = (1, 1),
-    groups: int = 1,
-) -> int:
-    """MACs of one dense ``F.conv2d`` with the kernel the factors describe: ``N L F C Kh Kw``.
-
-    With ``groups > 1`` the kernel has shape (F, C / groups, Kh, Kw) and the count is per that.
-    """
-    fo, ci, kh, kw = (prod(s[n] for s in shapes) for n in range(4))
-    n_batch, _, height, width = in_shape
-    out_h = conv_output_size(height, kh, stride[0], padding[0] + padding[1], dilation[0])
-    out_w = conv_output_size(width, kw, stride[1], padding[2] + padding[3], dilation[1])
-    del groups
-    return n_batch * out_h * out_w * fo * ci * kh * kw

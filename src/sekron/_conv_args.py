@@ -1,0 +1,123 @@
+"""Backend-neutral checks of convolution options (shared by :mod:`sekron.torch` and
+:mod:`sekron.jax`, so both raise the same messages): no torch or jax import here.
+
+:func:`check_conv_args` turns ``stride``/``padding``/``dilation``/``groups``/``method`` into a
+:class:`ConvArgs` once; :func:`check_input_shape` checks an input's shape against a kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, get_args
+
+from ._conv_plan import conv_output_size, normalize_padding
+from ._typing import ConvMethod, Pad4, Pair
+from ._validation import _type_name, check_choice, check_ints, check_positive_int
+from .tensor import SeKronTensor
+
+__all__ = ["METHODS", "ConvArgs", "check_conv_args", "check_input_shape", "check_kernel"]
+
+_LIBRARY = {"pytorch": ("torch", "torch tensors"), "jax": ("jax", "jax arrays")}
+
+METHODS: tuple[str, ...] = get_args(ConvMethod)
+
+
+class ConvArgs(NamedTuple):
+    """Checked convolution options, 2-D (a 1-D conv has unit height)."""
+
+    stride: Pair
+    pad4: Pad4  # zero padding (top, bottom, left, right)
+    dilation: Pair
+    groups: int
+    method: str
+
+
+def check_kernel(st: object, n_spatial: int, fn: str, backend: str) -> SeKronTensor:
+    """A SeKronTensor of ``backend``'s arrays with ``2 + n_spatial`` modes (the floating
+    dtype is the caller's check)."""
+    if not isinstance(st, SeKronTensor):
+        raise TypeError(f"st must be a sekron.SeKronTensor; got {_type_name(st)}.")
+    if st.backend != backend:
+        lib, arrays = _LIBRARY[backend]
+        raise TypeError(
+            f"st must have {lib} factors (backend {backend!r}); got backend {st.backend!r}. "
+            f"Build it with backend={backend!r} or from {arrays}."
+        )
+    want = 2 + n_spatial
+    if st.ndim != want:
+        layout = "(F, C, K)" if n_spatial == 1 else "(F, C, Kh, Kw)"
+        raise ValueError(f"{fn} needs st of shape {layout} ({want} modes); got shape {st.shape}.")
+    return st
+
+
+def _check_padding(padding: Any, n_spatial: int, stride: tuple[int, ...]) -> Any:
+    if not isinstance(padding, str):
+        return check_ints(padding, "padding", n_spatial, at_least=0)
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be an int, a pair, 'same' or 'valid'; got {padding!r}.")
+    if padding == "same" and any(s != 1 for s in stride):
+        raise ValueError(f"padding='same' needs stride 1 (like F.conv2d); got stride {stride}.")
+    return padding
+
+
+def check_conv_args(
+    stride: object,
+    padding: object,
+    dilation: object,
+    groups: object,
+    method: object,
+    kernel: tuple[int, ...],
+) -> ConvArgs:
+    """Check the options of a convolution with ``kernel`` (1 or 2 spatial sizes)."""
+    method = check_choice(method, "method", METHODS)
+    groups = check_positive_int(groups, "groups")
+    if groups > 1 and method == "factorized":
+        raise ValueError(
+            f"method='factorized' supports groups=1 only; got groups={groups}. "
+            "Use method='reconstructed' or 'auto' for grouped convolutions."
+        )
+    n = len(kernel)
+    stride_t = check_ints(stride, "stride", n, at_least=1)
+    dilation_t = check_ints(dilation, "dilation", n, at_least=1)
+    padding_c = _check_padding(padding, n, stride_t)
+    if n == 1:  # a 1-D conv runs as a 2-D one of unit height
+        kernel = (1, *kernel)
+        stride_t, dilation_t = (1, *stride_t), (1, *dilation_t)
+        if not isinstance(padding_c, str):
+            padding_c = (0, *padding_c)
+    stride_p, dilation_p = (stride_t[0], stride_t[1]), (dilation_t[0], dilation_t[1])
+    pad4 = normalize_padding(padding_c, (kernel[0], kernel[1]), dilation_p)
+    return ConvArgs(stride_p, pad4, dilation_p, groups, method)
+
+
+def check_input_shape(
+    shape: tuple[int, ...], kernel_shape: tuple[int, ...], args: ConvArgs, n_spatial: int, fn: str
+) -> None:
+    """An input of ``shape`` for a kernel of ``kernel_shape``: ``n_spatial + 1`` or ``+ 2``
+    dims, ``C * groups`` channels, ``groups`` dividing F, room for the dilated kernel."""
+    if len(shape) not in (n_spatial + 1, n_spatial + 2):
+        raise ValueError(
+            f"{fn}: x must have {n_spatial + 2} dims (N, C, *spatial) or {n_spatial + 1} "
+            f"(C, *spatial); got shape {tuple(shape)}."
+        )
+    channels = shape[-n_spatial - 1]
+    groups = args.groups
+    want = kernel_shape[1] * groups
+    if channels != want:
+        raise ValueError(
+            f"x has {channels} channels but st of shape {kernel_shape} with groups={groups} "
+            f"needs C * groups = {want}."
+        )
+    if kernel_shape[0] % groups:
+        raise ValueError(
+            f"groups={groups} must divide the output channels, st.shape[0] == {kernel_shape[0]}."
+        )
+    kernel = kernel_shape[2:] if n_spatial == 2 else (1, kernel_shape[2])
+    size = shape[-2:] if n_spatial == 2 else (1, shape[-1])
+    pads = (args.pad4[0] + args.pad4[1], args.pad4[2] + args.pad4[3])
+    for i in range(2):
+        if conv_output_size(size[i], kernel[i], 1, pads[i], args.dilation[i]) < 1:
+            raise ValueError(
+                f"x of shape {tuple(shape)} is too small: the spatial size {size[i]} plus "
+                f"padding {pads[i]} is less than the dilated kernel "
+                f"{args.dilation[i] * (kernel[i] - 1) + 1}."
+            )

@@ -1,0 +1,173 @@
+"""The backend-neutral half of ``method="auto"``: which plans are candidates, how they are
+timed and how the timings decide (shared by :mod:`sekron.torch._auto` and
+:mod:`sekron.jax._auto`; no torch or jax import here).
+
+- :func:`candidates`: the fully factorized plan (both layouts) and up to ``MAX_MERGED``
+  merged groupings (:mod:`sekron._conv_merge`) of lowest plan cost, each only if it needs at
+  most ``1 / MIN_MAC_RATIO`` of the dense multiply-adds;
+- :func:`time_interleaved`: ``REPEATS`` runs of each, interleaved in rotating order after a
+  warm-up; a plan more than ``PRUNE_RATIO`` times slower than the dense conv after
+  ``PRUNE_AFTER`` repetitions stops being timed (it cannot win);
+- :func:`decide`: the plan with the lowest median of per-repetition ratios (plan / dense)
+  wins only if that median and the ratio of the best times are both below ``MARGIN``, in
+  this round and again with a confirming second round added.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from ._conv_macs import dense_macs
+from ._conv_merge import groupings, merged_signature
+from ._conv_plan import ConvKey, plan_cost
+
+__all__ = [
+    "DENSE",
+    "MARGIN",
+    "MAX_MERGED",
+    "MIN_MAC_RATIO",
+    "MODEL_MAC_RATIO",
+    "PRUNE_AFTER",
+    "PRUNE_RATIO",
+    "REPEATS",
+    "Choice",
+    "candidates",
+    "decide",
+    "measuring_wanted",
+    "model_choice",
+    "paired_ratio",
+    "time_interleaved",
+    "wins",
+]
+
+MIN_MAC_RATIO = 2.0
+MODEL_MAC_RATIO = 4.0
+MAX_MERGED = 2
+REPEATS = 7
+PRUNE_AFTER, PRUNE_RATIO = 3, 1.5
+# a plan must beat the dense conv by this factor to be chosen (timing noise)
+MARGIN = 0.8
+
+
+class Choice(NamedTuple):
+    """What ``auto`` runs: ``method`` "reconstructed" (the dense conv), "factorized" (every
+    factor its own stage) or "merged" (adjacent factors merged by ``grouping``, lengths of
+    consecutive runs), with the plan's ``layout``."""
+
+    method: str
+    layout: str
+    grouping: tuple[int, ...] = ()
+
+
+DENSE = Choice("reconstructed", "nchw")
+
+
+def candidates(key: ConvKey, layouts: tuple[str, ...] = ("nhwc", "nchw")) -> dict[str, Choice]:
+    """The plans worth timing for ``key`` besides the dense conv, by candidate name: the
+    fully factorized plan in ``layouts`` ("nhwc", "nchw"), and the ``MAX_MERGED`` merged
+    groupings of lowest plan cost in the channels-last layout ("nhwc:1+2"), each only if it
+    needs at most ``1 / MIN_MAC_RATIO`` of the dense multiply-adds."""
+    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
+    scored = []
+    for g in groupings(len(key.shapes)):
+        shapes, ranks = merged_signature(key.shapes, key.ranks, key.form, g)
+        plan = key._replace(shapes=shapes, ranks=ranks).plan("nhwc")
+        if dense >= MIN_MAC_RATIO * plan.macs:
+            scored.append((plan_cost(plan), g))
+    out: dict[str, Choice] = {}
+    full = (1,) * len(key.shapes)
+    if any(g == full for _, g in scored):
+        out |= {lay: Choice("factorized", lay, full) for lay in layouts}
+    merged = sorted((c, g) for c, g in scored if g != full)[:MAX_MERGED]
+    for _, g in merged:
+        out["nhwc:" + "+".join(map(str, g))] = Choice("merged", "nhwc", g)
+    return out
+
+
+def measuring_wanted(measure: bool | None) -> bool:
+    """The ``measure`` switch: False never measures; None measures unless the environment
+    variable ``SEKRON_AUTO_MEASURE`` is ``0`` or ``false``."""
+    if measure is False:
+        return False
+    env = os.environ.get("SEKRON_AUTO_MEASURE", "1").strip().lower()
+    return not (measure is None and env in ("0", "false"))
+
+
+def model_choice(key: ConvKey) -> Choice:
+    """The cost model's guess: the fully factorized plan when its MAC ratio is at least
+    ``MODEL_MAC_RATIO``, else the dense conv."""
+    plan = key.plan("nhwc")
+    dense = dense_macs(key.shapes, key.in_shape, key.stride, key.padding, key.dilation)
+    if dense >= MODEL_MAC_RATIO * plan.macs:
+        return Choice("factorized", "nhwc", (1,) * len(key.shapes))
+    return DENSE
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], sync: Callable[[], None]
+) -> dict[str, list[float]]:
+    """``REPEATS`` timings (s) of each candidate, interleaved (every repetition runs each
+    once, in rotating order), after one warm-up each; ``sync`` waits for queued work. After
+    ``PRUNE_AFTER`` repetitions a candidate whose paired ratio to "dense" exceeds
+    ``PRUNE_RATIO`` stops being timed: its list stays short, and it is not chosen."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for rep in range(REPEATS):
+        if rep == PRUNE_AFTER and "dense" in times:
+            names = [n for n in names if n == "dense" or not _hopeless(times, n)]
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
+            sync()
+            t0 = time.perf_counter()
+            fns[name]()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def _hopeless(times: dict[str, list[float]], name: str) -> bool:
+    return paired_ratio(times[name], times["dense"]) > PRUNE_RATIO
+
+
+def paired_ratio(num: list[float], den: list[float]) -> float:
+    """Median over repetitions of ``num[i] / den[i]``: runs of the same repetition are close
+    in time, so a load change on a shared machine affects both."""
+    return statistics.median(a / max(b, 1e-12) for a, b in zip(num, den, strict=True))
+
+
+def wins(fact: list[float], dense: list[float]) -> bool:
+    """Whether the plan's times beat the dense ones by ``MARGIN``, both paired (robust to
+    a load change during the measurement) and at their best (a dense conv that happened to be
+    slow throughout the measurement, as some memory-bound layers are at times, must not make
+    the plan look faster than it is)."""
+    return paired_ratio(fact, dense) < MARGIN and min(fact) < MARGIN * min(dense)
+
+
+def decide(
+    plans: dict[str, Choice],
+    timings: dict[str, list[float]],
+    confirm: Callable[[str], dict[str, list[float]]],
+) -> Choice:
+    """The choice from ``timings`` of "dense" and ``plans``; ``confirm(name)`` times "dense"
+    and that plan once more (a second, independent round before a plan is chosen)."""
+    ratios = {
+        name: paired_ratio(timings[name], timings["dense"])
+        for name in plans
+        if len(timings[name]) == len(timings["dense"])  # not pruned
+    }
+    if not ratios:
+        return DENSE
+    best = min(ratios, key=ratios.__getitem__)
+    if not wins(timings[best], timings["dense"]):
+        return DENSE
+    again = confirm(best)
+    if len(again[best]) != len(again["dense"]):  # pruned as hopeless in the second round
+        return DENSE
+    if wins(timings[best] + again[best], timings["dense"] + again["dense"]):
+        return plans[best]
+    return DENSE

@@ -1,0 +1,267 @@
+"""sekron.torch's ``method="auto"``: per-regime choices among the dense conv and the plan
+space (fully factorized, merged factors), never changing results, never timing in tests."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+
+import sekron  # noqa: E402
+from sekron import _conv_choice, random_sekron  # noqa: E402
+from sekron._conv_choice import DENSE, Choice  # noqa: E402
+from sekron.testing import rel_error, tolerance  # noqa: E402
+from sekron.torch import SeKronConv2d, _auto, conv2d  # noqa: E402
+
+EXACT32 = tolerance("float32", exact=True)
+
+
+def _kern(shapes: list | None = None, ranks: object = 1, grad: bool = False) -> sekron.SeKronTensor:
+    kern = random_sekron(
+        shapes or [(8, 8, 3, 3), (8, 8, 1, 1)],
+        ranks,
+        backend="pytorch",
+        dtype="float32",
+        random_state=0,
+    )
+    for f in kern.factors:
+        f.requires_grad_(grad)
+    return kern
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> object:
+    sekron.torch.clear_cache()
+    yield
+    sekron.torch.clear_cache()
+
+
+def _fake_timer(fastest: str, log: list, run: bool = False) -> object:
+    """A stand-in for ``_auto._time``: logs the candidate names (and, with ``run``, calls each
+    once), and reports ``fastest`` ten times faster than the rest."""
+
+    def fake_time(fns: dict, device: object) -> dict:
+        log.append(tuple(fns))
+        if run:
+            for fn in fns.values():
+                fn()
+        return {name: [0.1 if name == fastest else 1.0] * 7 for name in fns}
+
+    return fake_time
+
+
+def test_auto_measures_in_every_regime_unless_forbidden() -> None:
+    kern = _kern(grad=True)
+    x = torch.randn(1, 64, 12, 12)
+    conv2d(x, kern, padding=1, measure=False)  # the cost model: nothing cached
+    with torch.no_grad():
+        conv2d(x, kern, padding=1, measure=False)
+    assert _auto.cached_choices() == {}
+    y = conv2d(x, kern, padding=1)  # autograd records: the training regime is measured
+    with torch.no_grad():
+        conv2d(x, kern, padding=1)
+    regimes = sorted(key[1] for key in _auto.cached_choices())
+    assert regimes == ["inference", "training"]
+    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+
+
+def test_the_regime_is_part_of_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One input shape, three regimes: three cached choices, each measured once; a layer in
+    eval mode with autograd on is the "forward" regime, in train mode "training"."""
+    log: list = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer("dense", log))
+    layer = SeKronConv2d(_kern(), padding=1)
+    x = torch.randn(2, 64, 9, 9)
+    for _ in range(2):
+        with torch.no_grad():
+            layer(x)
+        layer.train()
+        layer(x)
+        layer.eval()
+        layer(x)
+    keys = _auto.cached_choices()
+    assert sorted(k[1] for k in keys) == ["forward", "inference", "training"]
+    assert len({k[0] for k in keys}) == 1  # the same plan key
+    assert len(log) == 3  # each regime measured once, then served from the cache
+
+
+def test_training_regime_times_the_backward_without_touching_grads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Measuring under autograd runs a backward per candidate (counted), on detached copies:
+    no ``.grad`` appears on the caller's tensors, and the result and gradients equal the
+    dense conv's."""
+    grads: list[int] = []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args: object, **kwargs: object) -> object:
+        grads.append(1)
+        return real_grad(*args, **kwargs)
+
+    log: list = []
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    monkeypatch.setattr(_auto, "_time", _fake_timer("nhwc", log, run=True))
+    kern = _kern(grad=True)
+    x = torch.randn(2, 64, 9, 9, requires_grad=True)
+    y = conv2d(x, kern, padding=1)
+    assert len(grads) == sum(len(names) for names in log) > 0
+    assert x.grad is None and all(f.grad is None for f in kern.factors)
+    ((key, regime, *_), choice), *_ = _auto.cached_choices().items()
+    assert regime == "training" and choice == Choice("factorized", "nhwc", (1, 1))
+    # the forward regime (no backward follows) times forwards only
+    grads.clear()
+    layer = SeKronConv2d(kern, padding=1).eval()
+    layer(x)
+    assert grads == []
+    w = kern.to_tensor()
+    ref = F.conv2d(x, w, padding=1)
+    assert rel_error(y, ref) <= EXACT32
+    g = torch.randn_like(y)
+    got = real_grad(y, [x, *kern.factors], g)
+    want = real_grad(ref, [x, *kern.factors], g)
+    for a, b in zip(got, want, strict=True):
+        assert rel_error(a, b) <= EXACT32
+
+
+@pytest.mark.parametrize("fastest", ["nhwc", "nchw", "dense"])
+def test_auto_caches_the_fastest_measured_candidate(
+    monkeypatch: pytest.MonkeyPatch, fastest: str
+) -> None:
+    """Both factorized layouts are candidates; the cached one runs and equals the dense conv."""
+    kern = _kern()
+    x = torch.randn(2, 64, 9, 9)
+    timed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer(fastest, timed))
+    with torch.no_grad():
+        y = conv2d(x, kern, padding=1)
+        y2 = conv2d(x, kern, padding=1)  # from the cache
+    # a plan is confirmed by a second round of it against dense
+    confirm = [] if fastest == "dense" else [("dense", fastest)]
+    assert timed == [("dense", "nhwc", "nchw"), *confirm]
+    want = DENSE if fastest == "dense" else Choice("factorized", fastest, (1, 1))
+    assert list(_auto.cached_choices().values()) == [want]
+    expected = F.conv2d(x, kern.to_tensor(), padding=1)
+    assert rel_error(y, expected) <= EXACT32 and rel_error(y2, expected) <= EXACT32
+
+
+def test_auto_may_choose_a_merged_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S = 3: merged groupings are candidates; a cached merged plan equals the dense conv,
+    gradients included."""
+    kern = _kern([(4, 4, 3, 1), (4, 4, 1, 3), (4, 4, 1, 1)], (2, 2), grad=True)
+    x = torch.randn(2, 64, 7, 7, requires_grad=True)
+    timed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer("nhwc:1+2", timed))
+    y = conv2d(x, kern, padding=1)
+    assert timed[0][:4] == ("dense", "nhwc", "nchw", "nhwc:1+2")
+    assert list(_auto.cached_choices().values()) == [Choice("merged", "nhwc", (1, 2))]
+    ref = F.conv2d(x, kern.to_tensor(), padding=1)
+    assert rel_error(y, ref) <= EXACT32
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *kern.factors], g)
+    want = torch.autograd.grad(ref, [x, *kern.factors], g)
+    for a, b in zip(got, want, strict=True):
+        assert rel_error(a, b) <= EXACT32
+
+
+def test_auto_compares_paired_ratios() -> None:
+    """The choice uses the median of per-repetition ratios, not a ratio of medians."""
+    assert _conv_choice.paired_ratio([1.0, 2.0, 3.0], [1.0, 1.0, 10.0]) == pytest.approx(1.0)
+    assert _conv_choice.paired_ratio([0.7, 3.5, 0.7], [1.0, 5.0, 1.0]) == pytest.approx(0.7)
+
+
+def test_auto_needs_factorized_to_win_paired_and_at_best() -> None:
+    """A dense conv slow in most repetitions but fast once must not lose to a plan that is
+    never as fast as its best; a real win passes both criteria."""
+    dense = [1.0] * 6 + [0.5]
+    assert _conv_choice.paired_ratio([0.6] * 7, dense) < _conv_choice.MARGIN
+    assert not _conv_choice.wins([0.6] * 7, dense)
+    assert _conv_choice.wins([0.3] * 7, dense)
+    assert not _conv_choice.wins([0.9] * 7, [1.0] * 7)
+
+
+def test_auto_env_var_disables_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
+    with torch.no_grad():
+        conv2d(torch.randn(1, 64, 10, 10), _kern(), padding=1)
+    conv2d(torch.randn(1, 64, 10, 10), _kern(grad=True), padding=1)
+    assert _auto.cached_choices() == {}
+
+
+def test_auto_skips_factorized_when_macs_do_not_pay() -> None:
+    # full-ish rank: the factorized plan costs more than the dense conv
+    kern = random_sekron([(2, 2, 3, 3), (2, 2, 1, 1)], 4, backend="pytorch", random_state=0)
+    with torch.no_grad():
+        conv2d(torch.randn(1, 4, 6, 6, dtype=torch.float64), kern)
+    assert list(_auto.cached_choices().values()) == [DENSE]
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_auto_under_jit_trace() -> None:
+    kern = _kern()
+    x = torch.randn(2, 64, 8, 8)
+    traced = torch.jit.trace(lambda t: conv2d(t, kern, padding=1), (x,), check_trace=False)
+    assert _auto.cached_choices() == {}
+    assert rel_error(traced(x), F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo:UserWarning")  # graph-break notes, not errors
+def test_auto_under_torch_compile() -> None:
+    kern = _kern([(4, 4, 3, 3), (4, 4, 1, 1)])
+    x = torch.randn(2, 16, 8, 8)
+    compiled = torch.compile(lambda t: conv2d(t, kern, padding=1), backend="eager")
+    with torch.no_grad():
+        y = compiled(x)
+    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+
+
+def test_hopeless_candidates_stop_being_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a fake clock: a plan twice as slow as the dense conv is timed for ``_PRUNE_AFTER``
+    repetitions only (and cannot be chosen); the others for all ``_REPEATS``."""
+    clock = [0.0]
+    calls = {"dense": 0, "slow": 0, "fast": 0}
+
+    def runner(name: str, cost: float) -> object:
+        def run() -> None:
+            calls[name] += 1
+            clock[0] += cost
+
+        return run
+
+    monkeypatch.setattr(_conv_choice.time, "perf_counter", lambda: clock[0])
+    fns = {"dense": runner("dense", 1.0), "slow": runner("slow", 2.0), "fast": runner("fast", 0.5)}
+    times = _auto._time(fns, torch.device("cpu"))
+    assert (
+        len(times["slow"]) == _conv_choice.PRUNE_AFTER < len(times["fast"]) == _conv_choice.REPEATS
+    )
+    assert calls == {
+        "dense": 1 + _conv_choice.REPEATS,
+        "slow": 1 + _conv_choice.PRUNE_AFTER,
+        "fast": 8,
+    }
+
+
+def test_training_with_only_the_bias_trainable() -> None:
+    """Frozen factors, a trainable bias: the training regime is measured without a backward
+    to the factors (none requires grad), and the bias still gets its gradient."""
+    layer = SeKronConv2d(_kern(), torch.zeros(64), padding=1)
+    for f in layer.factors:
+        f.requires_grad_(False)
+    x = torch.randn(2, 64, 9, 9)
+    y = layer(x)
+    y.sum().backward()
+    assert [k[1] for k in _auto.cached_choices()] == ["training"]
+    assert layer.bias.grad is not None
+    assert rel_error(y, F.conv2d(x, layer.sekron.to_tensor(), layer.bias, padding=1)) <= EXACT32
+
+
+def test_a_plan_pruned_in_the_confirming_round_is_not_chosen() -> None:
+    """A plan that wins the first round but is hopeless in the second (a load change) is
+    pruned there (fewer timings than the dense conv): the dense conv is chosen, no error."""
+    plans = {"nhwc": Choice("factorized", "nhwc", (1, 1))}
+    first = {"dense": [1.0] * 7, "nhwc": [0.1] * 7}
+    pruned = {"dense": [1.0] * 7, "nhwc": [2.0] * _conv_choice.PRUNE_AFTER}
+    assert _conv_choice.decide(plans, first, lambda best: pruned) == DENSE
+    confirmed = {"dense": [1.0] * 7, "nhwc": [0.1] * 7}
+    assert _conv_choice.decide(plans, first, lambda best: confirmed) == plans["nhwc"]
