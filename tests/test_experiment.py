@@ -155,6 +155,7 @@ def test_compress_to_budget_holds_every_layer_to_the_budget(structure: str) -> N
     assert set(summary["layers"]) == {"2", "5"}
     for name, layer in summary["layers"].items():
         assert isinstance(small.get_submodule(name), SeKronConv2d)
+        assert small.get_submodule(name).method == harness.METHOD == "reconstructed"
         assert layer["factors"] <= layer["weights"] / 2.0
         assert layer["compression_arg"] >= 2.0
     assert summary["achieved_ratio"] >= 2.0
@@ -162,6 +163,20 @@ def test_compress_to_budget_holds_every_layer_to_the_budget(structure: str) -> N
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     for key in ("0.weight", "0.bias", "3.weight", "3.running_mean", "3.running_var"):
         assert torch.equal(small.state_dict()[key], before[key])
+
+
+def test_with_method_rebuilds_the_layers_with_the_same_factors() -> None:
+    small, _ = harness.compress_to_budget(_toy(), "tt", 2.0, skip=("0",))
+    before = copy.deepcopy(small.state_dict())
+    fast = harness.with_method(small, "auto")
+    assert fast.state_dict().keys() == before.keys()
+    assert all(torch.equal(v, before[k]) for k, v in fast.state_dict().items())
+    for name in ("2", "5"):
+        assert fast.get_submodule(name).method == "auto"
+        assert small.get_submodule(name).method == harness.METHOD  # the original is untouched
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), small(x))
 
 
 def test_fine_tuned_state_dict_reloads_into_a_model_rebuilt_by_compress() -> None:
@@ -234,12 +249,6 @@ def _untimed(results: dict) -> dict:
     return results
 
 
-@pytest.mark.xfail(
-    reason="since the conv projection's auto measures per regime (merge of c16), the fine-tuning "
-    "runs may take different conv plans in another process, so results differ in rounding; "
-    "open: pin method for the experiment's runs",
-    strict=False,
-)
 def test_jobs_on_a_dask_cluster_give_the_local_results(dask_client) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
