@@ -4,7 +4,7 @@ One command runs everything (about 20 minutes on 2 cores, estimated from --quick
 
     python benchmarks/experiment.py            # full: 6 families x 3 ratios x 3 seeds, 2 tasks
     python benchmarks/experiment.py --quick    # 1 seed, ratio 4, 1 epoch (about 2 minutes)
-    python benchmarks/experiment.py --smoke    # TT only, tiny fine-tuning set (the CI test)
+    python benchmarks/experiment.py --smoke    # TT only, tiny fine-tuning set (seconds)
     python benchmarks/experiment.py --tasks classification --families SeKron TT --ratios 2 4
 
 For each task (the digits CNN, the x2 super-resolution CNN), family (SeKron searched, GKPD, TT,

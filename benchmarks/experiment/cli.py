@@ -35,7 +35,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="one seed, ratio 4, one epoch")
-    mode.add_argument("--smoke", action="store_true", help="TT only, a tiny fine-tuning set (CI)")
+    mode.add_argument(
+        "--smoke", action="store_true", help="TT only, a tiny fine-tuning set (seconds)"
+    )
     p.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     p.add_argument("--families", nargs="+", choices=list(FAMILIES), default=None)
     p.add_argument("--ratios", nargs="+", type=float, default=None)

@@ -13,6 +13,15 @@ every layer that budget; a family whose stored embedding is larger than its own 
 larger ``compression`` values until it fits (doubling, then three geometric bisections: the
 value used is within a factor 2**(1/8) of the smallest that fits, among those tried). The
 values used are reported (``calibrated``).
+
+Conv method. Every compressed layer runs with ``method="reconstructed"`` (:data:`METHOD`,
+passed to ``compress``): its kernel is rebuilt from the factors and one dense conv runs. Every
+metric, loss and fine-tuning step therefore computes the same numbers in any process, for any
+order of jobs. ``method="auto"`` would time the candidate conv plans per regime (inference,
+forward, training) and could pick another plan in another process (a Dask worker), so the
+results would differ in rounding between a local and a cluster run. Only the latency is
+measured with ``"auto"``, the method a user's compressed model runs by default, on a copy
+rebuilt with :class:`~sekron.torch.SeKronConv2d` (:func:`with_method`).
 """
 
 from __future__ import annotations
@@ -24,15 +33,16 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 import torch
 from torch import nn
 
-from sekron.torch import compress, count_macs, count_params
+from sekron.torch import SeKronConv2d, compress, count_macs, count_params
 
 __all__ = [
     "FAMILIES",
+    "METHOD",
     "Config",
     "Progress",
     "Task",
@@ -44,6 +54,7 @@ __all__ = [
     "mean_loss",
     "run",
     "seed_run",
+    "with_method",
 ]
 
 #: Family label -> ``structure=`` of :func:`sekron.torch.compress`.
@@ -55,6 +66,9 @@ FAMILIES: dict[str, str] = {
     "CP": "cp",
     "Tucker-2": "tucker2",
 }
+
+#: ``method=`` of every compressed layer the harness fine-tunes and measures (module docstring).
+METHOD: Final = "reconstructed"
 
 #: Largest ``compression`` a layer is retried with, as a multiple of the target ratio.
 MAX_CALIBRATION = 64.0
@@ -166,7 +180,9 @@ def _calibrate(
     bisections (within a factor 2**(1/8) of the smallest that fits)."""
 
     def attempt(c: float) -> nn.Module | None:
-        trial, _ = compress(model, structure=structure, compression=c, skip=rest, progress=False)
+        trial, _ = compress(
+            model, structure=structure, compression=c, skip=rest, method=METHOD, progress=False
+        )
         layer = trial.get_submodule(name)
         return layer if _fits(layer, budget) else None
 
@@ -205,7 +221,9 @@ def compress_to_budget(
     dense = _convs(model, skip)
     others = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and n not in dense]
     budgets = {n: m.weight.numel() / ratio for n, m in dense.items()}
-    small, _ = compress(model, structure=structure, compression=ratio, skip=others, progress=False)
+    small, _ = compress(
+        model, structure=structure, compression=ratio, skip=others, method=METHOD, progress=False
+    )
     used = {n: ratio for n in dense}
     for name in [n for n in dense if not _fits(small.get_submodule(n), budgets[n])]:
         rest = others + [n for n in dense if n != name]
@@ -312,6 +330,28 @@ def latency_ratio(
     return {"original_s": med_o, "compressed_s": med_c, "ratio": med_c / med_o}
 
 
+def with_method(
+    model: nn.Module, method: Literal["auto", "factorized", "reconstructed"]
+) -> nn.Module:
+    """A copy of ``model`` whose :class:`~sekron.torch.SeKronConv2d` layers run with ``method``
+    (rebuilt by the public constructor from the same factors, bias and options); ``model`` is
+    untouched."""
+    out = copy.deepcopy(model)
+    for name, layer in list(out.named_modules()):
+        if isinstance(layer, SeKronConv2d):
+            new = SeKronConv2d(
+                layer.sekron,
+                layer.bias,
+                stride=layer.stride,
+                padding=layer.padding,
+                dilation=layer.dilation,
+                padding_mode=layer.padding_mode,
+                method=method,
+            )
+            _set_layer(out, name, new.train(layer.training))
+    return out
+
+
 def _mean_std(values: Sequence[float]) -> dict[str, Any]:
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"mean": statistics.fmean(values), "std": std, "values": list(values)}
@@ -336,7 +376,7 @@ def compressed_row(
         "compress_s": compress_s,
         "params": count_params(small),
         "macs": count_macs(small, task.example[:1]),
-        "latency": latency_ratio(model, small, task.example, cfg.latency_reps),
+        "latency": latency_ratio(model, with_method(small, "auto"), task.example, cfg.latency_reps),
         "before": task.evaluate(small),
         "loss_before": mean_loss(small, task),
     }
@@ -439,6 +479,8 @@ def _config_dict(cfg: Config, tasks: Sequence[Task]) -> dict[str, Any]:
         "seeds": list(cfg.seeds),
         "max_batches": cfg.max_batches,
         "latency_reps": cfg.latency_reps,
+        "conv_method": METHOD,
+        "latency_method": "auto",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "schedule": {

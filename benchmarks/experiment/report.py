@@ -71,7 +71,9 @@ def markdown(results: dict[str, Any]) -> str:
         "`ratio`: target compression of the compressed layers' weights; `achieved`: dense "
         "weights / factor parameters over those layers; `params`: whole model; `MACs` and "
         "`latency`: compressed / original (latency: interleaved medians, one batch, CPU); "
-        "`after`: mean ± std over the seeds after fine-tuning.",
+        "`after`: mean ± std over the seeds after fine-tuning. The compressed layers run "
+        f"with `method={cfg.get('conv_method', 'auto')!r}` for every metric and fine-tuning "
+        f"step, with `method={cfg.get('latency_method', 'auto')!r}` for the latency.",
         "",
     ]
     for name, res in results["tasks"].items():
