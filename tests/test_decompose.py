@@ -171,8 +171,7 @@ def test_chain_error_can_rise_with_an_earlier_rank() -> None:
     small = sekron.decompose(W, shapes, [1, 2, 1], form="chain")
     more = sekron.decompose(W, shapes, [2, 2, 1], form="chain")
     assert (small.ranks, more.ranks) == ((1, 2, 1), (2, 2, 1))
-    assert round(small.rel_error, 4) == 0.5002
-    assert round(more.rel_error, 4) == 0.5288
+    assert more.rel_error > small.rel_error + 0.01  # one more rank, a larger error
     eps = unfolding_errors(W, shapes, small.ranks)
     assert more.rel_error <= np.sqrt(np.sum(np.square(eps)))
     nested = [sekron.decompose(W, shapes, r).rel_error for r in ([1, 2, 1], [2, 2, 1])]
