@@ -265,3 +265,72 @@ def test_a_plan_pruned_in_the_confirming_round_is_not_chosen() -> None:
     assert _conv_choice.decide(plans, first, lambda best: pruned) == DENSE
     confirmed = {"dense": [1.0] * 7, "nhwc": [0.1] * 7}
     assert _conv_choice.decide(plans, first, lambda best: confirmed) == plans["nhwc"]
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list:
+    builds: list = []
+    to_tensor = sekron.SeKronTensor.to_tensor
+
+    def counting(self: sekron.SeKronTensor) -> object:
+        builds.append(1)
+        return to_tensor(self)
+
+    monkeypatch.setattr(sekron.SeKronTensor, "to_tensor", counting)
+    return builds
+
+
+def test_auto_reuses_the_dense_kernel_while_the_factors_keep_their_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inference on the dense choice builds the kernel once; any change of the values (a
+    ``.data`` write, no version bump) builds it again; ``clear_cache`` forgets it."""
+    layer = SeKronConv2d(_kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4), padding=1)  # no plan pays: dense
+    x = torch.randn(2, 16, 7, 7)
+    builds = _count_builds(monkeypatch)
+    with torch.no_grad():
+        first = [layer(x) for _ in range(3)]
+        assert len(builds) == 1
+        layer.factor1.data.mul_(2.0)
+        second = layer(x)
+        assert len(builds) == 2
+        sekron.torch.clear_cache()
+        layer(x)
+        assert len(builds) == 3
+        expected = F.conv2d(x, layer.sekron.to_tensor(), padding=1)
+    assert all(torch.equal(y, first[0]) for y in first)
+    assert rel_error(second, expected) <= EXACT32
+    assert rel_error(second, first[0]) > 0.1
+
+
+def test_auto_rebuilds_the_kernel_where_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With autograd recording, every call builds the kernel in the graph: the factors get
+    their gradients (the oracle's), and nothing is kept for them."""
+    kern = _kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4, grad=True)
+    x = torch.randn(2, 16, 7, 7)
+    builds = _count_builds(monkeypatch)
+    for _ in range(2):
+        conv2d(x, kern, padding=1).square().sum().backward()
+    assert len(builds) == 2 and not _auto._KERNELS
+    ref = [f.detach().clone().requires_grad_() for f in kern.factors]
+    F.conv2d(x, sekron.SeKronTensor(ref).to_tensor(), padding=1).square().sum().backward()
+    for f, r in zip(kern.factors, ref, strict=True):
+        assert rel_error(f.grad, 2 * r.grad) <= EXACT32
+
+
+def test_the_kernel_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels beyond ``KERNEL_CACHE_ELEMENTS`` elements drop the oldest first; a kernel
+    larger than the bound is not kept."""
+    monkeypatch.setattr(_auto, "KERNEL_CACHE_ELEMENTS", 2 * 16 * 16 * 9)
+    x = torch.randn(1, 16, 5, 5)
+    kerns = [_kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4) for _ in range(3)]
+    with torch.no_grad():
+        for kern in kerns:
+            conv2d(x, kern, padding=1)
+        assert len(_auto._KERNELS) == 2
+        assert [k[-1] for k in _auto._KERNELS] == [
+            tuple(f.data_ptr() for f in kern.factors) for kern in kerns[1:]
+        ]
+        monkeypatch.setattr(_auto, "KERNEL_CACHE_ELEMENTS", 16 * 16 * 9 - 1)
+        sekron.torch.clear_cache()
+        conv2d(x, kerns[0], padding=1)
+    assert not _auto._KERNELS

@@ -38,17 +38,21 @@ from ._execute import run_plan
 __all__ = ["conv1d", "conv2d", "run_conv"]
 
 
-def _dense(x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs) -> torch.Tensor:
-    """The reconstructed method: build the kernel, one dense conv.
+def _dense(
+    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, kernel: Any = None
+) -> torch.Tensor:
+    """The reconstructed method: build the kernel (unless ``kernel`` is given), one dense conv.
 
-    The kernel is rebuilt on every call (no cache: a cache keyed on the factors cannot see
-    ``.data`` writes, which bump no version counter, so it could serve a stale kernel).
+    ``method="reconstructed"`` rebuilds the kernel on every call; ``auto`` passes the one
+    :func:`sekron.torch._auto.kernel` gives (reused while the factors keep their values and
+    autograd does not record; a version counter cannot tell, ``.data`` writes bump none).
     """
     top, bottom, left, right = args.pad4
     if top != bottom or left != right:
         x = F.pad(x, (left, right, top, bottom))
         top = left = 0
-    return F.conv2d(x, st.to_tensor(), bias, args.stride, (top, left), args.dilation, args.groups)
+    w = st.to_tensor() if kernel is None else kernel
+    return F.conv2d(x, w, bias, args.stride, (top, left), args.dilation, args.groups)
 
 
 def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
@@ -64,7 +68,7 @@ def _run_choice(
 ) -> torch.Tensor:
     """Run one candidate of the plan space: the dense conv or a (merged) factorized plan."""
     if choice.method == "reconstructed":
-        return _dense(x, st, bias, args)
+        return _dense(x, st, bias, args, _auto.kernel(st))
     factors: Any = st.factors
     if choice.method == "merged":
         shapes, ranks = merged_signature(st.shapes, st.ranks, st.form, choice.grouping)
@@ -215,7 +219,10 @@ def conv2d(
       tracing, scripting, compiling or under a functorch transform, nor with ``measure``
       False: then it uses the cost model (factorized when the multiply-add ratio is at least
       4) without caching that guess.
-    - :func:`sekron.torch.clear_cache` forgets every cached choice.
+    - Running the dense conv on the CPU where autograd does not record, it reuses the
+      kernel built by an earlier call from factors equal (value for value) to the current
+      ones; elsewhere it builds the kernel on every call.
+    - :func:`sekron.torch.clear_cache` forgets every cached choice and kernel.
 
     References
     ----------
