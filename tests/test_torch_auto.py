@@ -334,3 +334,29 @@ def test_the_kernel_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         sekron.torch.clear_cache()
         conv2d(x, kerns[0], padding=1)
     assert not _auto._KERNELS
+
+
+def test_the_forward_regime_reuses_the_kernel_and_keeps_its_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An eval-mode layer with autograd on (the "forward" regime) reuses the kernel, and a
+    backward through it still gives the oracle's gradients, second order included."""
+    kern = random_sekron(
+        [(2, 2, 3, 3), (4, 4, 1, 1)], 4, backend="pytorch", dtype="float64", random_state=1
+    )
+    layer = SeKronConv2d(kern, torch.zeros(8, dtype=torch.float64), padding=1).eval()
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    builds = _count_builds(monkeypatch)
+    outs = [layer(x) for _ in range(2)]
+    assert len(builds) == 1 and [k[1] for k in _auto.cached_choices()] == ["forward"]
+    grads = torch.autograd.grad(outs[1].square().sum(), [x, *layer.factors])
+    ref = [f.detach().clone().requires_grad_() for f in layer.factors]
+    y_ref = F.conv2d(x, sekron.SeKronTensor(ref).to_tensor(), padding=1)
+    expected = torch.autograd.grad(y_ref.square().sum(), [x, *ref])
+    assert rel_error(outs[1], y_ref) <= tolerance("float64", exact=True)
+    for g, e in zip(grads, expected, strict=True):
+        assert rel_error(g, e) <= tolerance("float64", exact=True)
+    factors = list(layer.factors)
+    assert torch.autograd.gradgradcheck(
+        lambda *fs: _auto.kernel(sekron.SeKronTensor(list(fs)), "forward"), factors
+    )

@@ -31,8 +31,8 @@ The candidates, their timing and the decision are backend-neutral
 
 The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` empties it.
 
-When ``auto`` runs the dense conv on the CPU and autograd does not record the call (the
-"inference" regime), :func:`kernel` reuses the kernel built by an earlier call from factors
+When ``auto`` runs the dense conv on the CPU in the "inference" or "forward" regime,
+:func:`kernel` reuses the kernel built by an earlier call from factors
 equal (value for value) to the current ones: a ``.data`` write, an in-place update or a load
 changes the values and so rebuilds it. The kernel build is a few small multi-threaded ops (a
 matrix product and a permuting copy), each waiting for every thread: a few hundredths of the
@@ -41,7 +41,11 @@ a load of 5: 0.7 ms, median 60 ms, for a (128, 128, 3, 3) kernel), so a rebuilt 
 ``auto`` slower than the dense conv there. On a GPU the build is queued asynchronously while
 the comparison would synchronize: the kernel is rebuilt there. ``_KERNELS`` holds at most
 ``KERNEL_CACHE_ELEMENTS`` kernel elements (oldest dropped first);
-:func:`sekron.torch.clear_cache` empties it too.
+:func:`sekron.torch.clear_cache` empties it too. Where autograd records (the "forward"
+regime), the kept kernel enters the graph through a function whose backward rebuilds the
+kernel from the factors and takes its vector-Jacobian product, so gradients (of any order)
+are those of the rebuilt kernel. The "training" regime builds the kernel in the graph on
+every call: its factors change at every step.
 """
 
 from __future__ import annotations
@@ -184,14 +188,55 @@ def record(
     return choice
 
 
-def kernel(st: Any) -> torch.Tensor:
-    """``st.to_tensor()``, reused from an earlier call when autograd does not record and the
-    factors equal those it was built from (see the module notes)."""
+def kernel(st: Any, regime_: str) -> torch.Tensor:
+    """``st.to_tensor()`` for a call in ``regime_``, reused from an earlier call in the
+    "inference" and "forward" regimes when the factors equal those it was built from (see the
+    module notes)."""
+    factors = st.factors
+    if regime_ == "training" or factors[0].device.type != "cpu" or not _eager():
+        return st.to_tensor()
+    built = _kept(st)
+    if torch.is_grad_enabled() and any(f.requires_grad for f in factors):
+        return _Reused.apply(built, st, *factors)
+    return built
+
+
+class _Reused(torch.autograd.Function):
+    """The kept kernel as a function of the factors: its backward rebuilds the kernel from the
+    saved factors and takes the vector-Jacobian product (differentiable again under
+    ``create_graph``)."""
+
+    @staticmethod
+    def forward(ctx: Any, built: torch.Tensor, st: Any, *factors: torch.Tensor) -> torch.Tensor:
+        ctx.st = st
+        ctx.save_for_backward(*factors)
+        return built.detach()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
+        factors = ctx.saved_tensors
+        st = ctx.st
+        wanted = [i for i, need in enumerate(ctx.needs_input_grad[2:]) if need]
+        with torch.enable_grad():
+            rebuilt = type(st)._trusted(list(factors), st.form, st.shapes, st.ranks).to_tensor()
+            grads = torch.autograd.grad(
+                rebuilt,
+                [factors[i] for i in wanted],
+                grad,
+                create_graph=torch.is_grad_enabled(),
+                allow_unused=True,
+            )
+        out: list[Any] = [None] * len(factors)
+        for i, g in zip(wanted, grads, strict=True):
+            out[i] = g
+        return (None, None, *out)
+
+
+def _kept(st: Any) -> torch.Tensor:
+    """The kernel of ``st`` built without autograd, kept in ``_KERNELS`` with copies of the
+    factors and reused while the factors equal them."""
     factors = st.factors
     f0 = factors[0]
-    recording = torch.is_grad_enabled() and any(f.requires_grad for f in factors)
-    if recording or f0.device.type != "cpu" or not _eager():
-        return st.to_tensor()
     key = (
         st.shapes,
         st.ranks,
