@@ -360,3 +360,19 @@ def test_the_forward_regime_reuses_the_kernel_and_keeps_its_gradients(
     assert torch.autograd.gradgradcheck(
         lambda *fs: _auto.kernel(sekron.SeKronTensor(list(fs)), "forward"), factors
     )
+
+
+def test_frozen_factors_keep_their_kernel_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training with frozen factors (only the input needs a gradient): the kernel is a
+    constant, built once, and the input's gradient is the oracle's."""
+    kern = _kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4)  # no plan pays: dense
+    builds = _count_builds(monkeypatch)
+    for _ in range(2):
+        x = torch.randn(2, 16, 7, 7, requires_grad=True)
+        (gx,) = torch.autograd.grad(conv2d(x, kern, padding=1).square().sum(), [x])
+    assert len(builds) == 1 and [k[1] for k in _auto.cached_choices()] == ["training"]
+    xr = x.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        F.conv2d(xr, kern.to_tensor(), padding=1).square().sum(), [xr]
+    )
+    assert rel_error(gx, expected) <= EXACT32

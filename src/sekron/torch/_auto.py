@@ -45,7 +45,7 @@ the comparison would synchronize: the kernel is rebuilt there. ``_KERNELS`` hold
 regime), the kept kernel enters the graph through a function whose backward rebuilds the
 kernel from the factors and takes its vector-Jacobian product, so gradients (of any order)
 are those of the rebuilt kernel. The "training" regime builds the kernel in the graph on
-every call: its factors change at every step.
+every call (its factors change at every step) unless no factor requires grad.
 """
 
 from __future__ import annotations
@@ -190,15 +190,16 @@ def record(
 
 def kernel(st: Any, regime_: str) -> torch.Tensor:
     """``st.to_tensor()`` for a call in ``regime_``, reused from an earlier call in the
-    "inference" and "forward" regimes when the factors equal those it was built from (see the
-    module notes)."""
+    "inference" and "forward" regimes (and in "training" when no factor requires grad) when
+    the factors equal those it was built from (see the module notes)."""
     factors = st.factors
-    if regime_ == "training" or factors[0].device.type != "cpu" or not _eager():
+    if factors[0].device.type != "cpu" or not _eager():
         return st.to_tensor()
-    built = _kept(st)
-    if torch.is_grad_enabled() and any(f.requires_grad for f in factors):
-        return _Reused.apply(built, st, *factors)
-    return built
+    if not (torch.is_grad_enabled() and any(f.requires_grad for f in factors)):
+        return _kept(st)  # a constant kernel, whatever the regime (e.g. frozen factors)
+    if regime_ == "training":
+        return st.to_tensor()
+    return _Reused.apply(_kept(st), st, *factors)
 
 
 class _Reused(torch.autograd.Function):
