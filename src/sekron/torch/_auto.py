@@ -79,7 +79,7 @@ __all__ = [
 
 REGIMES = ("inference", "forward", "training")
 _CACHE: dict[tuple[Any, ...], Choice] = {}
-# kernels of the dense choice in the inference regime: key -> (factor copies, kernel)
+# kernels kept for the dense choice (see the module notes): key -> (factor copies, kernel)
 KERNEL_CACHE_ELEMENTS = 1 << 25
 _KERNELS: dict[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
 
