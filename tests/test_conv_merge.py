@@ -83,7 +83,7 @@ def test_every_merged_plan_equals_the_dense_conv(p: dict) -> None:
     full = (1,) * len(kern.shapes)
     method = "factorized" if p["grouping"] == full else "merged"
     choice = Choice(method, p["layout"], p["grouping"])
-    y = _run_choice(x, kern, None, args, _key(x, kern, args), choice)
+    y = _run_choice(x, kern, None, args, _key(x, kern, args), choice, "training")
     ref = F.conv2d(x, kern.to_tensor(), None, p["stride"], p["padding"], p["dilation"])
     # float64 sums of up to C * Kh * Kw = 729 products in another order: a few eps per term
     # (a wrong plan is off by O(1))

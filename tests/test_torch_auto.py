@@ -265,3 +265,114 @@ def test_a_plan_pruned_in_the_confirming_round_is_not_chosen() -> None:
     assert _conv_choice.decide(plans, first, lambda best: pruned) == DENSE
     confirmed = {"dense": [1.0] * 7, "nhwc": [0.1] * 7}
     assert _conv_choice.decide(plans, first, lambda best: confirmed) == plans["nhwc"]
+
+
+def _count_builds(monkeypatch: pytest.MonkeyPatch) -> list:
+    builds: list = []
+    to_tensor = sekron.SeKronTensor.to_tensor
+
+    def counting(self: sekron.SeKronTensor) -> object:
+        builds.append(1)
+        return to_tensor(self)
+
+    monkeypatch.setattr(sekron.SeKronTensor, "to_tensor", counting)
+    return builds
+
+
+def test_auto_reuses_the_dense_kernel_while_the_factors_keep_their_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Inference on the dense choice builds the kernel once; any change of the values (a
+    ``.data`` write, no version bump) builds it again; ``clear_cache`` forgets it."""
+    layer = SeKronConv2d(_kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4), padding=1)  # no plan pays: dense
+    x = torch.randn(2, 16, 7, 7)
+    builds = _count_builds(monkeypatch)
+    with torch.no_grad():
+        first = [layer(x) for _ in range(3)]
+        assert len(builds) == 1
+        layer.factor1.data.mul_(2.0)
+        second = layer(x)
+        assert len(builds) == 2
+        sekron.torch.clear_cache()
+        layer(x)
+        assert len(builds) == 3
+        expected = F.conv2d(x, layer.sekron.to_tensor(), padding=1)
+    assert all(torch.equal(y, first[0]) for y in first)
+    assert rel_error(second, expected) <= EXACT32
+    assert rel_error(second, first[0]) > 0.1
+
+
+def test_auto_rebuilds_the_kernel_where_autograd_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With autograd recording, every call builds the kernel in the graph: the factors get
+    their gradients (the oracle's), and nothing is kept for them."""
+    kern = _kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4, grad=True)
+    x = torch.randn(2, 16, 7, 7)
+    builds = _count_builds(monkeypatch)
+    for _ in range(2):
+        conv2d(x, kern, padding=1).square().sum().backward()
+    assert len(builds) == 2 and not _auto._KERNELS
+    ref = [f.detach().clone().requires_grad_() for f in kern.factors]
+    F.conv2d(x, sekron.SeKronTensor(ref).to_tensor(), padding=1).square().sum().backward()
+    for f, r in zip(kern.factors, ref, strict=True):
+        assert rel_error(f.grad, 2 * r.grad) <= EXACT32
+
+
+def test_the_kernel_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kernels beyond ``KERNEL_CACHE_ELEMENTS`` elements drop the oldest first; a kernel
+    larger than the bound is not kept."""
+    monkeypatch.setattr(_auto, "KERNEL_CACHE_ELEMENTS", 2 * 16 * 16 * 9)
+    x = torch.randn(1, 16, 5, 5)
+    kerns = [_kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4) for _ in range(3)]
+    with torch.no_grad():
+        for kern in kerns:
+            conv2d(x, kern, padding=1)
+        assert len(_auto._KERNELS) == 2
+        assert [k[-1] for k in _auto._KERNELS] == [
+            tuple(f.data_ptr() for f in kern.factors) for kern in kerns[1:]
+        ]
+        monkeypatch.setattr(_auto, "KERNEL_CACHE_ELEMENTS", 16 * 16 * 9 - 1)
+        sekron.torch.clear_cache()
+        conv2d(x, kerns[0], padding=1)
+    assert not _auto._KERNELS
+
+
+def test_the_forward_regime_reuses_the_kernel_and_keeps_its_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An eval-mode layer with autograd on (the "forward" regime) reuses the kernel, and a
+    backward through it still gives the oracle's gradients, second order included."""
+    kern = random_sekron(
+        [(2, 2, 3, 3), (4, 4, 1, 1)], 4, backend="pytorch", dtype="float64", random_state=1
+    )
+    layer = SeKronConv2d(kern, torch.zeros(8, dtype=torch.float64), padding=1).eval()
+    x = torch.randn(2, 8, 5, 5, dtype=torch.float64, requires_grad=True)
+    builds = _count_builds(monkeypatch)
+    outs = [layer(x) for _ in range(2)]
+    assert len(builds) == 1 and [k[1] for k in _auto.cached_choices()] == ["forward"]
+    grads = torch.autograd.grad(outs[1].square().sum(), [x, *layer.factors])
+    ref = [f.detach().clone().requires_grad_() for f in layer.factors]
+    y_ref = F.conv2d(x, sekron.SeKronTensor(ref).to_tensor(), padding=1)
+    expected = torch.autograd.grad(y_ref.square().sum(), [x, *ref])
+    assert rel_error(outs[1], y_ref) <= tolerance("float64", exact=True)
+    for g, e in zip(grads, expected, strict=True):
+        assert rel_error(g, e) <= tolerance("float64", exact=True)
+    factors = list(layer.factors)
+    assert torch.autograd.gradgradcheck(
+        lambda *fs: _auto.kernel(sekron.SeKronTensor(list(fs)), "forward"), factors
+    )
+
+
+def test_frozen_factors_keep_their_kernel_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training with frozen factors (only the input needs a gradient): the kernel is a
+    constant, built once, and the input's gradient is the oracle's."""
+    kern = _kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4)  # no plan pays: dense
+    builds = _count_builds(monkeypatch)
+    for _ in range(2):
+        x = torch.randn(2, 16, 7, 7, requires_grad=True)
+        (gx,) = torch.autograd.grad(conv2d(x, kern, padding=1).square().sum(), [x])
+    assert len(builds) == 1 and [k[1] for k in _auto.cached_choices()] == ["training"]
+    xr = x.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        F.conv2d(xr, kern.to_tensor(), padding=1).square().sum(), [xr]
+    )
+    assert rel_error(gx, expected) <= EXACT32

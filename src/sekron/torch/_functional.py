@@ -38,17 +38,21 @@ from ._execute import run_plan
 __all__ = ["conv1d", "conv2d", "run_conv"]
 
 
-def _dense(x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs) -> torch.Tensor:
-    """The reconstructed method: build the kernel, one dense conv.
+def _dense(
+    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, kernel: Any = None
+) -> torch.Tensor:
+    """The reconstructed method: build the kernel (unless ``kernel`` is given), one dense conv.
 
-    The kernel is rebuilt on every call (no cache: a cache keyed on the factors cannot see
-    ``.data`` writes, which bump no version counter, so it could serve a stale kernel).
+    ``method="reconstructed"`` rebuilds the kernel on every call; ``auto`` passes the one
+    :func:`sekron.torch._auto.kernel` gives (reused while the factors keep their values and
+    autograd does not record; a version counter cannot tell, ``.data`` writes bump none).
     """
     top, bottom, left, right = args.pad4
     if top != bottom or left != right:
         x = F.pad(x, (left, right, top, bottom))
         top = left = 0
-    return F.conv2d(x, st.to_tensor(), bias, args.stride, (top, left), args.dilation, args.groups)
+    w = st.to_tensor() if kernel is None else kernel
+    return F.conv2d(x, w, bias, args.stride, (top, left), args.dilation, args.groups)
 
 
 def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
@@ -60,11 +64,18 @@ def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
 
 
 def _run_choice(
-    x: torch.Tensor, st: SeKronTensor, bias: Any, args: ConvArgs, key: ConvKey, choice: Choice
+    x: torch.Tensor,
+    st: SeKronTensor,
+    bias: Any,
+    args: ConvArgs,
+    key: ConvKey,
+    choice: Choice,
+    regime: str,
 ) -> torch.Tensor:
-    """Run one candidate of the plan space: the dense conv or a (merged) factorized plan."""
+    """Run one candidate of the plan space in ``regime``: the dense conv (on the kernel
+    :func:`sekron.torch._auto.kernel` gives) or a (merged) factorized plan."""
     if choice.method == "reconstructed":
-        return _dense(x, st, bias, args)
+        return _dense(x, st, bias, args, _auto.kernel(st, regime))
     factors: Any = st.factors
     if choice.method == "merged":
         shapes, ranks = merged_signature(st.shapes, st.ranks, st.form, choice.grouping)
@@ -89,7 +100,7 @@ def _timed_calls(
     choices = {"dense": DENSE} | candidates(key)
 
     def call(choice: Choice) -> Any:
-        y = _run_choice(xm, stm, None, args, key, choice)
+        y = _run_choice(xm, stm, None, args, key, choice, regime)
         if regime == "training" and leaves:  # (only the bias may require grad)
             torch.autograd.grad(y, leaves, torch.ones_like(y))
 
@@ -104,12 +115,12 @@ def _run_batched(
     key = _key(x, st, args)
     if args.method == "factorized":
         choice = Choice("factorized", "nhwc", (1,) * len(st.shapes))
-    else:
-        leaves = (x, *st.factors) if bias is None else (x, *st.factors, bias)
-        regime = _auto.regime(leaves, train)
-        hit = _auto.lookup(key, x, measure, regime)
-        choice = hit or _auto.record(key, x, regime, _timed_calls(x, st, args, key, regime))
-    return _run_choice(x, st, bias, args, key, choice)
+        return _run_choice(x, st, bias, args, key, choice, "training")
+    leaves = (x, *st.factors) if bias is None else (x, *st.factors, bias)
+    regime = _auto.regime(leaves, train)
+    hit = _auto.lookup(key, x, measure, regime)
+    choice = hit or _auto.record(key, x, regime, _timed_calls(x, st, args, key, regime))
+    return _run_choice(x, st, bias, args, key, choice, regime)
 
 
 def run_conv(
@@ -215,7 +226,11 @@ def conv2d(
       tracing, scripting, compiling or under a functorch transform, nor with ``measure``
       False: then it uses the cost model (factorized when the multiply-add ratio is at least
       4) without caching that guess.
-    - :func:`sekron.torch.clear_cache` forgets every cached choice.
+    - Running the dense conv on the CPU in the "inference" and "forward" regimes, it reuses
+      the kernel built by an earlier call from factors equal (value for value) to the current
+      ones (gradients, if a backward does follow, are those of the rebuilt kernel); in the
+      "training" regime and on a GPU it builds the kernel on every call.
+    - :func:`sekron.torch.clear_cache` forgets every cached choice and kernel.
 
     References
     ----------
