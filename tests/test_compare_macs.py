@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import permutations
 from math import prod
 
 import numpy as np
@@ -15,18 +16,24 @@ from hypothesis import strategies as st
 
 from sekron.cli import main
 from sekron.compare import compare
+from sekron.search import search
 from sekron.torch import sekron_conv_macs
 
 FAMS = ("sekron", "gkpd", "tt", "cp", "tucker2")
 
 
 def _plan_macs(family, shapes, ranks, form, own_ranks) -> int:
-    """A row's plan, counted by sekron.torch (Tucker-2 as its chain (F)(kh, kw)(C))."""
+    """A row's plan, counted by sekron.torch (Tucker-2 as its chain (F)(kh, kw)(C), CP in its
+    cheapest factor order)."""
     if family == "tucker2":
         f, c, h, w = (prod(s[i] for s in shapes) for i in range(4))
         chain = ((f, 1, 1, 1), (1, 1, h, w), (1, c, 1, 1))
         return sekron_conv_macs(chain, tuple(own_ranks), "chain")
-    return sekron_conv_macs(tuple(map(tuple, shapes)), tuple(ranks), form)
+    shapes = tuple(map(tuple, shapes))
+    if family == "cp":  # its terms are outer products: the cheapest factor order
+        orders = permutations(shapes)
+        return min(sekron_conv_macs(order, tuple(ranks), "nested") for order in orders)
+    return sekron_conv_macs(shapes, tuple(ranks), form)
 
 
 @settings(max_examples=6, deadline=None)
@@ -193,3 +200,22 @@ def test_cli_mac_budget_errors_are_one_line_exit_2(tmp_path, capsys, extra, need
     assert len(lines) == 1 and lines[0].startswith("sekron: error: "), err
     for n in needles:
         assert n in lines[0], (n, lines[0])
+
+
+def test_cheapest_cp_order_is_the_same_tensor_at_cp_s_own_cost() -> None:
+    from sekron.search._joint import cheapest_cp
+    from sekron.structures import CP
+
+    W = np.random.default_rng(5).standard_normal((16, 8, 3, 3))
+    cp = CP().fit(W, max_params=400, random_state=0)
+    cheap = cheapest_cp(cp)
+    r = cp.ranks[0]
+    assert cheap.n_params == cp.n_params and cheap.ranks == cp.ranks
+    np.testing.assert_allclose(cheap.to_tensor(), cp.to_tensor(), atol=1e-12)
+    assert sekron_conv_macs(cheap.shapes, cheap.ranks, "nested") == r * (16 + 8 + 3 + 3)
+    assert sekron_conv_macs(cp.shapes, cp.ranks, "nested") > r * (16 + 8 + 3 + 3)
+    # the search alone, within a MAC budget only the cheap order meets: that start is in it
+    budget = sekron_conv_macs(cheap.shapes, cheap.ranks, "nested")
+    res = search(W, max_params=400, max_macs=budget, progress=False, refine=2, threads=1)
+    assert any(c.source == "cp" for c in res.refined)
+    assert all(c.macs <= budget for c in (*res.all, *res.refined))

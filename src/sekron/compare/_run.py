@@ -17,6 +17,7 @@ from ..random import check_random_state
 from ..refinement import refine
 from ..search import Candidate, SearchResult, search
 from ..search._api import run_greedy, with_joint_fits
+from ..search._joint import cheapest_cp
 from ..search._macs import conv_macs
 from ..structures import BudgetTooSmall, get_structure
 from ..tensor import SeKronTensor
@@ -326,6 +327,10 @@ def fit_row(
     Effort: CP, Tucker and Tucker-2 run ``sweeps`` iterations of their own algorithm
     (their defaults with ``sweeps=0``); TT is TT-SVD followed by ``sweeps`` ALS sweeps;
     TR is TR-SVD, which does not iterate. ``seconds`` bounds the fit (None: unbounded).
+
+    For a conv weight the row's ``macs`` are those of the family's cheapest exact SeKron plan:
+    Tucker-2 as its chain, CP in the factor order that costs least
+    (:func:`sekron.search._joint.cheapest_cp`), the others their embedding.
     """
     shape = tuple(int(s) for s in t.shape)
     if name == "tucker2" and len(shape) != 4:
@@ -360,7 +365,8 @@ def fit_row(
     )
     plan = tucker2_chain(st) if name == "tucker2" else st  # Tucker-2: 1x1, kh x kw, 1x1
     if len(shape) == 4:
-        row = replace(row, macs=int(conv_macs(plan.shapes, plan.ranks, plan.form)))
+        cheap = cheapest_cp(st) if name == "cp" else plan
+        row = replace(row, macs=int(conv_macs(cheap.shapes, cheap.ranks, cheap.form)))
     return row, plan if name in ("tt", "cp", "tucker2") else None
 
 

@@ -49,8 +49,10 @@ class Row:
     ``macs`` (a 4-way conv weight ``(F, C, kh, kw)`` only; None otherwise) is the MACs per
     output position of the factorized plan that :func:`sekron.torch.conv2d` runs for the
     row's SeKron embedding, as :func:`sekron.torch.sekron_conv_macs` counts them with
-    ``in_hw=None`` (Tucker-2 as the chain (F)(H, W)(C), its 1x1 -> kh x kw -> 1x1 plan); the
-    dense conv costs ``F*C*kh*kw``. ``over_mac_budget`` says that ``macs`` exceeds the
+    ``in_hw=None``; for two families, of an equally exact embedding that costs less: Tucker-2
+    as the chain (F)(H, W)(C) (its 1x1 -> kh x kw -> 1x1 plan), CP in the factor order
+    (F)(kh)(kw)(C) or whichever costs least (``R (F + C + kh + kw)``). The dense conv costs
+    ``F*C*kh*kw``. ``over_mac_budget`` says that ``macs`` exceeds the
     table's ``max_macs`` (a family fitted by parameters alone, reported as it comes).
     """
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from itertools import permutations
 from math import prod
 from typing import Any, NamedTuple
 
@@ -327,11 +328,34 @@ def joint_stage(
             cp = next((st for st in warm_starts if _is_cp(st)), None)
         if cp is not None:
             starts += grouped_cp_starts(cp, budget)
+            cheap = cheapest_cp(cp) if max_macs is not None else cp
+            if cheap is not cp:  # the CP fit in the factor order its conv plan costs least
+                starts.append(Start(cheap, "cp" if warm_starts is None else "warm-start"))
         if max_macs is not None:
             starts = [
                 s for s in starts if conv_macs(s.st.shapes, s.st.ranks, s.st.form) <= max_macs
             ]
         return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline, pool=pool)
+
+
+def cheapest_cp(cp: SeKronTensor) -> SeKronTensor:
+    """A CP embedding (:func:`_is_cp`) of a 4-way conv weight in the factor order whose conv
+    plan costs the fewest MACs (``cp`` itself when its own order does): the same tensor and
+    parameters, since each term is an outer product of its factors, in any order. The order
+    (F)(kh)(kw)(C) costs ``R (F + kh + kw + C)`` per output position, CP's own plan, where
+    (F)(C)(kh)(kw) runs both spatial stages over all C channels."""
+    n, rank = len(cp.shapes), cp.ranks[0]
+    order = min(
+        permutations(range(n)),
+        key=lambda p: (conv_macs(tuple(cp.shapes[k] for k in p), cp.ranks, "nested"), p),
+    )
+    if order == tuple(range(n)):
+        return cp
+    factors = [
+        cp.factors[k].reshape((rank,) + (1,) * (min(pos + 1, n - 1) - 1) + tuple(cp.shapes[k]))
+        for pos, k in enumerate(order)
+    ]
+    return SeKronTensor(factors, "nested", rel_error=cp.rel_error)
 
 
 def _is_cp(st: SeKronTensor) -> bool:
