@@ -219,3 +219,10 @@ def test_cheapest_cp_order_is_the_same_tensor_at_cp_s_own_cost() -> None:
     res = search(W, max_params=400, max_macs=budget, progress=False, refine=2, threads=1)
     assert any(c.source == "cp" for c in res.refined)
     assert all(c.macs <= budget for c in (*res.all, *res.refined))
+    # a MAC budget below the CP fit's plan: its largest terms, as many as fit, are a start
+    half = budget // 2
+    res = search(W, max_params=400, max_macs=half, progress=False, refine=2, threads=1)
+    [start] = [c for c in res.refined if c.source == "cp"]
+    assert start.ranks[0] == half // (16 + 8 + 3 + 3) and start.macs <= half
+    truncated = cheapest_cp(cp, half)
+    assert truncated.ranks[0] == start.ranks[0] and truncated.n_params < cp.n_params

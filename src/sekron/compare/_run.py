@@ -365,7 +365,7 @@ def fit_row(
     )
     plan = tucker2_chain(st) if name == "tucker2" else st  # Tucker-2: 1x1, kh x kw, 1x1
     if len(shape) == 4:
-        cheap = cheapest_cp(st) if name == "cp" else plan
+        cheap = (cheapest_cp(st) if name == "cp" else None) or plan
         row = replace(row, macs=int(conv_macs(cheap.shapes, cheap.ranks, cheap.form)))
     return row, plan if name in ("tt", "cp", "tucker2") else None
 
