@@ -292,17 +292,21 @@ def _record(
     seconds: float,
     macs: int | None,
 ) -> None:
-    """The SeKron and GKPD rows of one ratio's search (within the MAC budget ``macs``)."""
+    """The SeKron and GKPD rows of one ratio's search; within a MAC budget ``macs``, the
+    SeKron row only (GKPD's come from :func:`_gkpd_as_it_comes`)."""
     if res is not None and res.interrupted:  # Ctrl-C in the search: stop the whole run
         raise KeyboardInterrupt
     searches.append(res)
     if res is None:
         why = "no SeKron structure fits" + (" both budgets" if macs is not None else "")
         done["sekron", c] = _no_row("sekron", c, b, why, seconds)
-        done["gkpd", c] = _no_row("gkpd", c, b, why, seconds)
+        if macs is None:
+            done["gkpd", c] = _no_row("gkpd", c, b, why, seconds)
         return
     greedy = res.greedy_best.rel_error
     done["sekron", c] = _candidate_row("sekron", c, b, res.best, seconds, greedy)
+    if macs is not None:
+        return
     two = [x for x in res.all if x.n_factors == 2]  # greedy S = 2 is optimal
     best = min(two, key=lambda x: (x.rel_error, x.n_params), default=None)
     if best is None:
