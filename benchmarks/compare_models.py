@@ -185,6 +185,11 @@ def markdown(report: dict[str, Any]) -> str:
         f"peak resident memory {cmd['peak_rss_mb']:.0f} MB.",
         "",
     ]
+    if report.get("notes"):  # findings written with a run, kept in the JSON
+        lines += ["## Findings", ""]
+        for note in report["notes"]:
+            lines += [f"- {note}"]
+        lines.append("")
     for layer in report["layers"]:
         lines += [f"## {layer['layer']} {tuple(layer['shape'])}", ""]
         lines += _error_table(layer)
