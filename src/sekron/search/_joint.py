@@ -340,10 +340,12 @@ def joint_stage(
 
 
 def _terms_by_norm(cp: SeKronTensor) -> Any:
-    """The indexes of a CP embedding's terms, largest norm first."""
+    """The indexes of a CP embedding's terms, largest norm first (by the sum of the log norms
+    of its factors: their product overflows for entries near the float range's ends)."""
     vecs = [to_numpy(f).reshape(cp.ranks[0], -1) for f in cp.factors]
-    norms = np.prod([np.linalg.norm(v, axis=1) for v in vecs], axis=0)
-    return np.argsort(-norms, kind="stable")
+    with np.errstate(divide="ignore"):  # a zero term: log 0 = -inf, last
+        logs = np.sum([np.log(np.linalg.norm(v, axis=1)) for v in vecs], axis=0)
+    return np.argsort(-logs, kind="stable")
 
 
 def cheapest_cp(cp: SeKronTensor, max_macs: int | None = None) -> SeKronTensor | None:
@@ -367,7 +369,9 @@ def cheapest_cp(cp: SeKronTensor, max_macs: int | None = None) -> SeKronTensor |
         return None
     if order == tuple(range(n)) and keep == rank:
         return cp
-    terms = np.sort(np.asarray(_terms_by_norm(cp)[:keep], dtype=np.int64))
+    terms: Any = slice(None)  # every term, or the largest ones
+    if keep < rank:
+        terms = np.sort(np.asarray(_terms_by_norm(cp)[:keep], dtype=np.int64))
     factors = [
         cp.factors[k][terms].reshape((keep,) + (1,) * (min(pos + 1, n - 1) - 1) + cp.shapes[k])
         for pos, k in enumerate(order)
