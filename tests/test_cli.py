@@ -313,6 +313,8 @@ def test_json_provenance(tmp_path, capsys, weight) -> None:
         "max_configs": 50,
         "max_seconds": None,
         "threads": None,
+        "max_macs": None,
+        "mac_compression": None,
     }
     [layer] = doc["layers"]
     assert layer["key"] == "w" and layer["shape"] == [8, 4, 3, 3] and layer["dtype"] == "float32"

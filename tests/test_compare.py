@@ -91,8 +91,11 @@ def test_json_schema(table, tmp_path) -> None:
         "seconds",
         "refined",
         "greedy_error",
+        "macs",
+        "over_mac_budget",
     }
     assert data["effort"] == tab.effort()
+    assert data["max_macs"] is None
     for row in data["rows"]:
         assert set(row) == keys
         assert row["family"] in FAMILIES

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ._budget import add_mac_options, check_mac_inputs, mac_options
 from ._cluster import add_cluster_options, cluster_executor
 from ._io import CLIError, load_tensors
 from ._out import check_output, layer_plot_paths, plot_formats, write_atomically
@@ -54,6 +55,9 @@ def _int_at_least(flag: str, least: int) -> Any:
 
 _compression = _number_above("compression", 1.0)
 _seconds = _number_above("--max-seconds", 0.0)
+_mac_ratio = _arg_type(
+    "--mac-compression", float, "a number", lambda v: 1 <= v < np.inf, "a number >= 1"
+)
 
 
 class _Ratios(argparse.Action):
@@ -109,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_input_options(cmp)
     _add_search_options(cmp)
+    add_mac_options(cmp, _int_at_least("--max-macs", 1), _mac_ratio)
     add_cluster_options(cmp, _int_at_least("--workers", 1))
     return parser
 
@@ -343,6 +348,7 @@ def _run_layer(
                 refine=args.refine,
                 name=layer.name,
                 executor=executor,
+                **mac_options(args),
             )
     except (ValueError, TypeError) as e:
         raise CLIError(f"{layer.name}: {str(e).splitlines()[0]}") from None
@@ -365,6 +371,7 @@ def _notes(table: Any, where: str = "") -> None:
 
 def _compare(args: argparse.Namespace) -> int:
     tensors, source = _inputs(args)
+    check_mac_inputs(args, tensors)
     js, plots = _outputs(args, [name for name, _ in tensors])
     layers: list[LayerResult] = []
     with cluster_executor(args) as executor, _catch_sigint() as stop:
@@ -420,7 +427,7 @@ def _report(
             k: getattr(args, k)
             for k in ("compression", "families", "forms", "max_factors", "max_configs")
         }
-        options.update(max_seconds=args.max_seconds, threads=args.threads)
+        options.update(max_seconds=args.max_seconds, threads=args.threads, **mac_options(args))
         source = {**source, "argv": ["sekron", *args.argv]}
         doc = document(layers, source=source, options=options, partial=partial, version=_version())
         text = json.dumps(doc, indent=1) + "\n"

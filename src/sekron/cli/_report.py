@@ -65,6 +65,7 @@ def _search_record(c: float, s: Any) -> dict[str, Any]:
     return {
         "compression": c,
         "budget": s.budget,
+        "max_macs": s.max_macs,
         "n_configs": s.n_configs,
         "n_evaluated": len(s.all),
         "n_pruned": s.n_pruned,

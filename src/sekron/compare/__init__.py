@@ -26,6 +26,7 @@ from .._validation import (
     check_tensor,
     check_threads,
 )
+from ..search._macs import mac_budget
 from ._run import Options as _Options
 from ._run import ProgressArg as _ProgressArg
 from ._run import run as _run
@@ -94,6 +95,7 @@ def _check_options(t: Any, compression: Any, **kw: Any) -> _Options:
         check_progress(kw["progress"]),
         check_int(kw["refine"], "refine", at_least=0),
         check_executor(kw["executor"]),
+        mac_budget(kw["max_macs"], kw["mac_compression"], shape),
     )
 
 
@@ -112,6 +114,8 @@ def compare(
     name: str | None = None,
     refine: int = 30,
     executor: Executor | None = None,
+    max_macs: int | None = None,
+    mac_compression: float | None = None,
 ) -> CompareTable:
     """Best relative error of each factorization family at each compression ratio.
 
@@ -151,6 +155,17 @@ def compare(
         (give ``random_state`` as an int or None: a Generator is drawn from in order locally
         and copied into each task). With ``max_seconds`` each fit gets an equal share of the
         fits' half. None (default): everything runs here.
+    max_macs : int >= 1, optional
+        For a conv weight ``(F, C, kh, kw)``: the SeKron search runs within this budget of
+        MACs per output position of the factorized plan too (:func:`sekron.search`'s
+        ``max_macs``, counted as :func:`sekron.torch.sekron_conv_macs` counts them with
+        ``in_hw=None``), so its row is the best error within both budgets. The other families,
+        GKPD included, are fitted by parameters alone and reported as they come: every row
+        shows its plan's MACs (``Row.macs``), and a row above the MAC budget is marked ``!``
+        (``Row.over_mac_budget``), not dropped.
+    mac_compression : float >= 1, optional
+        The MAC budget as a ratio: ``max_macs = floor(F*C*kh*kw / mac_compression)``; 1: no
+        more MACs than the dense conv. At most one of ``max_macs`` and ``mac_compression``.
 
     Returns
     -------
@@ -160,7 +175,8 @@ def compare(
     Raises
     ------
     TypeError, ValueError
-        For a bad argument; the message names it.
+        For a bad argument; the message names it. Both ``max_macs`` and ``mac_compression``,
+        or either for a tensor that is not 4-way.
 
     Notes
     -----
@@ -176,6 +192,12 @@ def compare(
     the best 2-factor configuration, which the search evaluates exhaustively. A family that
     cannot meet a budget gets a row with ``rel_error=None`` and a ``reason``, not an
     exception.
+
+    With a MAC budget the search's warm starts are the TT, CP and Tucker-2 fits within it
+    (the others cannot be refined within it), so the SeKron row is at most those rows; a
+    family row above the MAC budget can have a lower error than the SeKron row (it is
+    marked). No structure within both budgets: the SeKron row says so. For a tensor that is
+    not 4-way, ``Row.macs`` is None and the table has no MACs column.
 
     Examples
     --------
@@ -201,5 +223,7 @@ def compare(
         name=name,
         refine=refine,
         executor=executor,
+        max_macs=max_macs,
+        mac_compression=mac_compression,
     )
     return _run(t, opts)

@@ -45,6 +45,15 @@ class Row:
     family's iterations early; ``seconds`` is the wall time of the row's fit. For the SeKron
     row, ``refined`` says that ``rel_error`` is a joint (ALS) fit's measured error, and
     ``greedy_error`` is the greedy search's best error at that ratio.
+
+    ``macs`` (a 4-way conv weight ``(F, C, kh, kw)`` only; None otherwise) is the MACs per
+    output position of the factorized plan that :func:`sekron.torch.conv2d` runs for the
+    row's SeKron embedding, as :func:`sekron.torch.sekron_conv_macs` counts them with
+    ``in_hw=None``; for two families, of an equally exact embedding that costs less: Tucker-2
+    as the chain (F)(H, W)(C) (its 1x1 -> kh x kw -> 1x1 plan), CP in the factor order
+    (F)(kh)(kw)(C) or whichever costs least (``R (F + C + kh + kw)``). The dense conv costs
+    ``F*C*kh*kw``. ``over_mac_budget`` says that ``macs`` exceeds the
+    table's ``max_macs`` (a family fitted by parameters alone, reported as it comes).
     """
 
     family: str
@@ -62,6 +71,8 @@ class Row:
     seconds: float | None = None
     refined: bool = False
     greedy_error: float | None = None
+    macs: int | None = None
+    over_mac_budget: bool = False
 
     def describe(self) -> str:
         """The structure in the family's own notation, or why there is none."""
@@ -88,6 +99,8 @@ class CompareTable:
     tensor's name (a layer), shown in the header and the plot's title. ``sweeps`` is the effort
     every fit was given (ALS sweeps or iterations, see :func:`sekron.compare.compare`).
     ``interrupted`` says that Ctrl-C stopped the run: the rows not finished say so.
+    ``max_macs`` is the MAC budget per output position the search ran within (None: none);
+    rows above it are marked ``!`` in the text and ``over_mac_budget`` in the rows.
     """
 
     rows: Sequence[Row]
@@ -98,6 +111,7 @@ class CompareTable:
     name: str | None = None
     sweeps: int = 0
     interrupted: bool = False
+    max_macs: int | None = None
     families: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:  # any sequences in, tuples stored
@@ -133,6 +147,7 @@ class CompareTable:
             {
                 "tensor_shape": list(self.tensor_shape),
                 "effort": self.effort(),
+                "max_macs": self.max_macs,
                 "rows": self.to_records(),
             },
             indent=1,
@@ -196,7 +211,8 @@ class CompareTable:
             i = notes.setdefault(str(r.reason), len(notes) + 1)
             return f"—  [{i}]"
         mark = " *" if best is not None and r.rel_error <= best else ""
-        return f"{r.rel_error:.4f}{mark}{' +' if r.cut_short else ''}"
+        over = " !" if r.over_mac_budget else ""
+        return f"{r.rel_error:.4f}{mark}{' +' if r.cut_short else ''}{over}"
 
     def _error_lines(self, notes: dict[str, int]) -> list[str]:
         label_w = max(len(_LABELS.get(f, f)) for f in self.families)
@@ -224,30 +240,46 @@ class CompareTable:
         legend = "* best at that ratio"
         if any(r.cut_short for r in self.rows):
             legend += "   + iterations cut short by max_seconds"
+        if any(r.over_mac_budget for r in self.rows):
+            legend += f"   ! plan above the MAC budget ({self.max_macs:,} per position)"
         if notes:
             legend += "   [n] no fit: see the notes"
-        out.append(legend)
+        out += textwrap.wrap(legend, WIDTH, break_long_words=False, break_on_hyphens=False)
         return out
 
     def _structure_lines(self, notes: dict[str, int]) -> list[str]:
         label_w = max(len(_LABELS.get(f, f)) for f in self.families)
-        text_w = WIDTH - label_w - 4 - 11
-        out = ["", "structures, in each family's own notation, and the parameters they use:"]
+        conv = len(self.tensor_shape) == 4  # a conv weight: its plans' MACs beside the params
+        text_w = WIDTH - label_w - 4 - 11 - (15 if conv else 0)
+        head = "structures, in each family's own notation, and the parameters they use"
+        if conv:
+            head = (
+                "structures, in each family's own notation, the parameters they use and the "
+                "MACs per output position of their factorized plan (the dense conv: "
+                f"{prod(self.tensor_shape):,})"
+            )
+        out = ["", *textwrap.wrap(head + ":", WIDTH)]
         for c in self.compressions:
             budget = self[self.families[0], c].budget
-            out.append(f"{c:g}x (budget {budget:,} parameters)")
+            mac = "" if self.max_macs is None else f", {self.max_macs:,} MACs per position"
+            out.append(f"{c:g}x (budget {budget:,} parameters{mac})")
+            if conv:
+                out.append(f"  {'':{label_w + text_w}}  {'params':>11}{'MACs':>15}".rstrip())
             for f in self.families:
                 r = self[f, c]
                 if r.rel_error is None:
                     text, used = f"no fit: see note [{notes[str(r.reason)]}]", ""
                 else:
-                    text, used = r.describe(), f"{r.n_params:,}"
+                    text, used = r.describe(), f"{r.n_params:,}".rjust(11)
+                    if conv:
+                        over = " !" if r.over_mac_budget else ""
+                        used += f"{r.macs:,}{over}".rjust(15) if r.macs is not None else ""
                 wrapped = textwrap.wrap(
                     text, text_w, break_long_words=False, break_on_hyphens=False
                 )
                 for j, part in enumerate(wrapped or [""]):
                     label = _LABELS.get(f, f) if j == 0 else ""
-                    tail = used.rjust(11) if j == 0 else ""
+                    tail = used if j == 0 else ""
                     out.append(f"  {label.ljust(label_w)}  {part.ljust(text_w)}{tail}".rstrip())
         return out
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from itertools import permutations
 from math import prod
 from typing import Any, NamedTuple
 
@@ -202,8 +203,7 @@ def grouped_cp_starts(cp: SeKronTensor, budget: int) -> list[Start]:
     sizes = cp.shape
     n = len(sizes)
     vecs = [B.reshape(f, (cp.ranks[0], -1)) for f in cp.factors]
-    norms = np.prod([np.linalg.norm(to_numpy(v), axis=1) for v in vecs], axis=0)
-    order = np.argsort(-norms, kind="stable")
+    order = _terms_by_norm(cp)
     starts = []
     for groups in _partitions(list(range(n))):
         if not 2 <= len(groups) < n:
@@ -327,11 +327,56 @@ def joint_stage(
             cp = next((st for st in warm_starts if _is_cp(st)), None)
         if cp is not None:
             starts += grouped_cp_starts(cp, budget)
+            # the CP fit in the factor order its conv plan costs least, truncated to the MAC
+            # budget (its largest terms) where the budget binds
+            cheap = cheapest_cp(cp, max_macs) if max_macs is not None else cp
+            if cheap is not None and cheap is not cp:
+                starts.append(Start(cheap, "cp" if warm_starts is None else "warm-start"))
         if max_macs is not None:
             starts = [
                 s for s in starts if conv_macs(s.st.shapes, s.st.ranks, s.st.form) <= max_macs
             ]
         return refine_starts(tensor, starts, sweeps=sweeps, deadline=deadline, pool=pool)
+
+
+def _terms_by_norm(cp: SeKronTensor) -> Any:
+    """The indexes of a CP embedding's terms, largest norm first (by the sum of the log norms
+    of its factors: their product overflows for entries near the float range's ends)."""
+    vecs = [to_numpy(f).reshape(cp.ranks[0], -1) for f in cp.factors]
+    with np.errstate(divide="ignore"):  # a zero term: log 0 = -inf, last
+        logs = np.sum([np.log(np.linalg.norm(v, axis=1)) for v in vecs], axis=0)
+    return np.argsort(-logs, kind="stable")
+
+
+def cheapest_cp(cp: SeKronTensor, max_macs: int | None = None) -> SeKronTensor | None:
+    """A CP embedding (:func:`_is_cp`) of a 4-way conv weight in the factor order whose conv
+    plan costs the fewest MACs (``cp`` itself when its own order does): the same tensor and
+    parameters, since each term is an outer product of its factors, in any order. The order
+    (F)(kh)(kw)(C) costs ``R (F + kh + kw + C)`` per output position, CP's own plan, where
+    (F)(C)(kh)(kw) runs both spatial stages over all C channels.
+
+    With ``max_macs``, above which that plan costs: the R' terms of largest norm, R' the
+    largest rank within it (None when not even one term fits)."""
+    n, rank = len(cp.shapes), cp.ranks[0]
+    order = min(
+        permutations(range(n)),
+        key=lambda p: (conv_macs(tuple(cp.shapes[k] for k in p), cp.ranks, "nested"), p),
+    )
+    shapes = tuple(cp.shapes[k] for k in order)
+    ones = (1,) * (n - 1)
+    keep = rank if max_macs is None else min(rank, max_macs // conv_macs(shapes, ones, "nested"))
+    if keep < 1:
+        return None
+    if order == tuple(range(n)) and keep == rank:
+        return cp
+    terms: Any = slice(None)  # every term, or the largest ones
+    if keep < rank:
+        terms = np.sort(np.asarray(_terms_by_norm(cp)[:keep], dtype=np.int64))
+    factors = [
+        cp.factors[k][terms].reshape((keep,) + (1,) * (min(pos + 1, n - 1) - 1) + cp.shapes[k])
+        for pos, k in enumerate(order)
+    ]
+    return SeKronTensor(factors, "nested", rel_error=None if keep < rank else cp.rel_error)
 
 
 def _is_cp(st: SeKronTensor) -> bool:

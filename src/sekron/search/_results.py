@@ -224,14 +224,18 @@ class SearchResult(Sequence[Candidate]):
                 f"\n  not certified: {self.n_open:,} configurations left unevaluated may reach "
                 f"greedy rel. error {self.bound:.4f}"
             )
+        conv = len(self.tensor_shape) == 4  # a conv weight: each plan's MACs per position
+
+        def line(c: Candidate) -> str:
+            macs = f"  {c.macs:>11,} MACs" if conv else ""
+            return f"  {c.rel_error:.4f}  {c.n_params:>10,} params{macs}  {c.describe()}"
+
         lines = [head]
         if self.refined:
             lines.append(f"  joint fits ({self.sweeps} ALS sweeps), best first:")
-            for c in self.refined[:5]:
-                lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
+            lines += [line(c) for c in self.refined[:5]]
             lines.append("  greedy fits (one pass of SVDs), the Pareto front:")
-        for c in self.front[:10]:
-            lines.append(f"  {c.rel_error:.4f}  {c.n_params:>10,}  {c.describe()}")
+        lines += [line(c) for c in self.front[:10]]
         if len(self) > 10:
             lines.append(f"  ... {len(self) - 10} more")
         return "\n".join(lines)
