@@ -122,3 +122,31 @@ def test_joint_stage_on_every_backend(backend) -> None:
     assert fit.backend == backend.name and str(fit.dtype) == str(t.dtype)
     measured = np.linalg.norm(W - np.asarray(fit.to_tensor(), dtype=np.float64))
     assert abs(measured / np.linalg.norm(W) - res.best.rel_error) <= 10 * tolerance(t.dtype)
+
+
+def test_family_fits_get_the_time_left_before_the_deadline(monkeypatch) -> None:
+    # a CP-ALS of rank 573 on a 512x512x3x3 weight ran 240 s past a 15 s joint stage (#15)
+    import time
+
+    W = np.random.default_rng(0).standard_normal((8, 6, 3, 3))
+    budget = W.size // 4
+    seen: dict[str, float | None] = {}
+    real = structures.get_structure
+
+    class Spy:
+        def __init__(self, name: str) -> None:
+            self.s = real(name)
+
+        def fit_result(self, *args, max_seconds=None, **kwargs):
+            seen[self.s.name] = max_seconds
+            return self.s.fit_result(*args, max_seconds=max_seconds, **kwargs)
+
+    monkeypatch.setattr(structures, "get_structure", Spy)
+    fam = _joint.family_starts(W, budget, deadline=time.perf_counter() + 100.0)
+    assert set(seen) == {"cp", "tt", "tucker2"} and set(fam) <= set(seen)
+    assert all(s is not None and 0 < s <= 100.0 for s in seen.values())
+    seen.clear()
+    assert _joint.family_starts(W, budget, deadline=time.perf_counter() - 1.0) == {}
+    assert seen == {}  # past the deadline no family is fitted
+    _joint.family_starts(W, budget)
+    assert seen == {"cp": None, "tt": None, "tucker2": None}

@@ -490,3 +490,16 @@ def test_public_names_of_sekron_torch():
     assert public == set(sekron.torch.__all__)
     assert list(sekron.torch.__all__) == sorted(sekron.torch.__all__)
     assert sekron.torch.clear_cache is sekron.torch._auto.clear_cache
+
+
+def test_numpy_factors_with_negative_strides() -> None:
+    # compress(shapes=...) of the wide model's 512x128x3x3 layer at 2x got such a factor from
+    # decompose and raised torch's "negative stride" ValueError (#15)
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((2, 4, 3, 3, 1))[:, ::-1]
+    b = rng.standard_normal((2, 2, 2, 1, 3))[::-1]
+    st = sekron.SeKronTensor([a, b], "nested")
+    layer = SeKronConv2d(st, padding=1)
+    x = torch.randn(1, 6, 5, 5, dtype=torch.float64)
+    w = torch.from_numpy(np.ascontiguousarray(st.to_tensor()))
+    assert_close(layer(x), F.conv2d(x, w, padding=1))

@@ -12,6 +12,7 @@ Run alone: ``python benchmarks/experiment/classification.py [options]`` (the opt
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -24,7 +25,7 @@ if __package__ in (None, ""):
 
 from experiment.harness import Task
 
-__all__ = ["load_train_split", "make_task"]
+__all__ = ["load_train_split", "make_task", "make_wide_task"]
 
 
 def load_train_split() -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,6 +69,24 @@ def make_task(*, n_train: int | None = None, epochs: int = 8) -> Task:
         notes=(
             "digits CNN (sekron.data.digits_cnn); accuracy on the 360 held-out images; "
             "features.0 (144 weights) left dense by every family; latency on a batch of 64."
+        ),
+    )
+
+
+def make_wide_task(*, n_train: int | None = None, epochs: int = 8) -> Task:
+    """The wide digits CNN (``experiment/wide.py``: 128 -> 512 and 512 -> 512 3x3 convs) on the
+    same data, metric and schedule as :func:`make_task`; ``features.0`` (288 weights) left
+    dense."""
+    from experiment import wide
+
+    return dataclasses.replace(
+        make_task(n_train=n_train, epochs=epochs),
+        name="classification_wide",
+        load_model=wide.load_pretrained,
+        notes=(
+            "wide digits CNN (benchmarks/experiment/wide.py); accuracy on the 360 held-out "
+            "images; features.0 (288 weights) left dense by every family; latency on a batch "
+            "of 64."
         ),
     )
 

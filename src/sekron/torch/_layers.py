@@ -37,10 +37,12 @@ __all__ = ["SeKronConv2d"]
 
 
 def _as_torch_factors(st: SeKronTensor) -> list[torch.Tensor]:
-    """Copies of the factors as torch tensors (numpy/jax converted, dtype kept)."""
+    """Copies of the factors as torch tensors (numpy/jax converted, dtype kept; a numpy view
+    with negative strides, as a factor of reversed singular vectors can be, is copied first:
+    torch refuses it)."""
     out = []
     for f in st.factors:
-        t = f if isinstance(f, torch.Tensor) else torch.as_tensor(np.asarray(f))
+        t = f if isinstance(f, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(f))
         out.append(t.detach().clone())
     return out
 
