@@ -390,3 +390,24 @@ def _check_scale(s: Any, dtype: str, scale: float) -> None:
     back = np.asarray(out.embedding.to_tensor(), np.float64) / scale
     measured = rel_error(back, W.astype(np.float64) / scale)
     assert abs(out.rel_error - measured) <= 10 * tolerance(dtype)
+
+
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=2, max_size=5),
+    rank=st.integers(1, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_cp_mttkrp_equals_the_unfolding_times_the_khatri_rao_product(shape, rank, seed) -> None:
+    """The MTTKRP contracts mode by mode without forming the Khatri-Rao product (which held
+    gigabytes for a 512x512x3x3 weight); oracle: TensorLy's unfolding_dot_khatri_rao."""
+    from sekron.structures._cp import _mttkrp
+
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal(shape)
+    factors = [rng.standard_normal((n, rank)) for n in shape]
+    for mode in range(len(shape)):
+        with tl.backend_context("numpy"):
+            want = tl.tenalg.unfolding_dot_khatri_rao(X, (None, factors), mode)
+        got = _mttkrp(X, factors, mode)
+        assert got.shape == (shape[mode], rank)
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * (1 + np.abs(want).max()))
