@@ -10,10 +10,9 @@ Writes benchmarks/results/cluster.json (cluster.md is written by hand from it).
   ``features.8``, float64, 4x, greedy stage: ``refine=0``, since only that stage is spread)
   locally with one thread, then with ``executor=`` on a ``LocalCluster`` of N single-threaded
   worker processes; the results must be identical.
-- ``compress``: ``compress(structure="search")`` of the digits CNN, one task per layer
-  (``executor=`` when ``sekron.torch.compress`` has it; otherwise the same per-layer work as
-  tasks through ``sekron._executor.map_ordered``: each task compresses its layer alone), on
-  N workers; the per-layer times give the critical path.
+- ``compress``: ``compress(structure="search")`` of the digits CNN with ``executor=`` (one
+  task per layer) on N workers, against the local run (models compared to the bit); each
+  layer compressed alone, locally, gives the per-layer times and the critical path.
 - ``layers``: the per-layer cost of ``compress(structure="search")`` (what one task does)
   for every distinct conv shape of a ResNet-50, smallest first, on standard-normal float32
   weights, one at a time with one torch thread; each shape is written as it finishes and
@@ -31,7 +30,6 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import inspect  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
@@ -42,7 +40,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import sekron  # noqa: E402
-from sekron._executor import map_ordered  # noqa: E402
 from sekron.data.digits_cnn import WEIGHTS_PATH, load_pretrained  # noqa: E402
 from sekron.torch import compress  # noqa: E402
 
@@ -123,32 +120,38 @@ def _one_layer(name: str, *, model: torch.nn.Module, others: list[str]) -> tuple
     )
 
 
+def _state(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return list(model.state_dict().items())
+
+
 def bench_compress(workers: list[int]) -> dict[str, Any]:
     torch.set_num_threads(1)
     model = load_pretrained()
     names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
-    native = "executor" in inspect.signature(compress).parameters
-    out: dict[str, Any] = {"model": "digits CNN", "layers": names, "native_executor": native}
-    old = json.loads(OUT.read_text()).get("compress", {}) if OUT.exists() else {}
-    runs: dict[str, Any] = old.get("runs", {})
-    for n in workers:  # 0: locally
+    out: dict[str, Any] = {"model": "digits CNN", "layers": names, "native_executor": True}
+    # what one task does: each layer alone, locally (the critical path of a distributed run)
+    per_layer = {n: _one_layer(n, model=model, others=names)[1] for n in names}
+    out["per_layer_local_s"] = per_layer
+    runs: dict[str, Any] = {}
+    local_state = None
+    for n in [0, *[w for w in workers if w]]:  # 0: locally, always first (the reference)
         cluster = client = None
         if n:
             cluster, client = _cluster(n)
         executor = None if client is None else client.get_executor()
         t0 = time.perf_counter()
-        if native:
-            compress(model, structure="search", compression=4, progress=False, executor=executor)
-            per_layer = None
-        else:
-            res = map_ordered(
-                _one_layer, names, executor=executor, shared={"model": model, "others": names}
-            )
-            per_layer = dict(zip(names, [s for _, s in res], strict=True))
-        runs[f"workers_{n}" if n else "local"] = {
-            "seconds": time.perf_counter() - t0,
-            "per_layer_s": per_layer,
-        }
+        small, _ = compress(
+            model, structure="search", compression=4, progress=False, executor=executor
+        )
+        seconds = time.perf_counter() - t0
+        state = _state(small)
+        if local_state is None:
+            local_state = state
+        same = len(state) == len(local_state) and all(
+            ka == kb and torch.equal(a, b)
+            for (ka, a), (kb, b) in zip(state, local_state, strict=True)
+        )
+        runs[f"workers_{n}" if n else "local"] = {"seconds": seconds, "identical_to_local": same}
         if client is not None:
             client.close()
             cluster.close()
