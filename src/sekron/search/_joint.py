@@ -266,8 +266,11 @@ def refine_starts(
 
     Returns the refined starts, lowest refined error first (ties in start order). Past
     ``deadline`` (a ``time.perf_counter()`` value) no further start is refined: the ones not
-    reached are left out, so a stopped stage returns what it finished. The starts are refined
-    on ``pool``'s worker threads when given; each start's result does not depend on them.
+    reached stay candidates as they are (their error measured), so the result is never worse
+    than any start, however early the stage is stopped (:func:`sekron.compare` relies on it:
+    the families' fits it passes as warm starts bound the searched error). The starts are
+    refined on ``pool``'s worker threads when given; each start's result does not depend on
+    them.
     """
     pool = pool or Workers()
     first = min(FIRST_SWEEPS, sweeps)
@@ -286,10 +289,15 @@ def refine_starts(
             return None
         return i, Refined(refine(tensor, s.st, sweeps=n), s.source, s.greedy_error)
 
+    def as_is(item: tuple[int, Start]) -> tuple[int, Refined]:
+        i, s = item
+        return i, Refined(_measured(tensor, s.st), s.source, s.greedy_error)
+
     def order(items: list[tuple[int, Refined]]) -> list[tuple[int, Refined]]:
         return sorted(items, key=lambda x: (x[1].st.rel_error, x[1].st.n_params, x[0]))
 
-    done = order([r for r in pool.map(lambda x: step(x, first), todo) if r is not None])
+    firsts = list(pool.map(lambda x: step(x, first), todo))
+    done = order([r if r is not None else as_is(x) for r, x in zip(firsts, todo, strict=True)])
     if sweeps > first:
         more = [r for r in pool.map(lambda x: step(x, sweeps - first), done[:keep])]
         done = [m or d for m, d in zip(more, done, strict=False)] + done[keep:]
