@@ -210,13 +210,6 @@ def _add_search_options(cmp: argparse.ArgumentParser) -> None:
     )
 
 
-def _blas_threads(n: int) -> Any:
-    """A context limiting BLAS threads in this process (threadpoolctl)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n, user_api="blas")
-
-
 class _Stop:
     """Set by the first Ctrl-C (SIGINT), which also raises KeyboardInterrupt where it lands."""
 
@@ -332,9 +325,11 @@ def _run_layer(
 
     compare = sys.modules["sekron.compare"].compare
     progress.stage(label, f"fitting {', '.join(args.families)}")
+    from ..search._parallel import blas_threads
+
     t0 = time.perf_counter()
     try:
-        with _blas_threads(1):
+        with blas_threads(1):
             table = compare(
                 W,
                 compression=tuple(args.compression),

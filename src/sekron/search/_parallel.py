@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["InOrder", "Workers", "workers"]
+__all__ = ["InOrder", "Workers", "blas_threads", "workers"]
 
 #: Work (multiply-adds of a Gram stack, cubed sizes of an eigenvalue stack) below which a stack
 #: is not split across worker threads: dispatching costs more than it saves.
@@ -50,6 +50,15 @@ class Workers:
         return self.pool is not None and work >= PARALLEL_MIN_SIZE
 
 
+def blas_threads(n: int) -> Any:
+    """A context limiting numpy's BLAS to ``n`` threads in this process, restored on exit
+    (threadpoolctl). With ``n=1`` a factorization gives the same bits wherever it runs, here
+    or on a cluster worker, and a busy machine cannot slow it by thread contention."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
 @contextlib.contextmanager
 def workers(threads: int, backend: str, in_order: bool = False) -> Iterator[Workers]:
     """numpy's BLAS single-threaded; for a numpy search ``threads`` worker threads if > 1 (with
@@ -60,9 +69,7 @@ def workers(threads: int, backend: str, in_order: bool = False) -> Iterator[Work
     a busy 2-core machine, compressing the digits CNN's largest layer took 70 s instead of
     14 s). The caller's BLAS setting is restored on exit.
     """
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with blas_threads(1):
         if backend != "numpy" or threads < 2:
             yield Workers()
             return

@@ -241,9 +241,10 @@ def factorize_weight(
         budget = budget_from_compression(options.compression, weight.numel())
     if options.structure is None:
         from ..decomposition import decompose
+        from ..search._parallel import blas_threads
 
         assert shapes is not None
-        with _one_blas_thread():
+        with blas_threads(1):
             return Factorized(
                 decompose(
                     as_float64_array(weight),
@@ -263,9 +264,10 @@ def factorize_weight(
         result = search_joint(w64, options, greedy)
         best: SeKronTensor = result.best.to_sekron()
         return Factorized(best, *search_note(result, options.max_seconds))
+    from ..search._parallel import blas_threads
     from ..structures import get_structure
 
-    with _one_blas_thread():
+    with blas_threads(1):
         fitted: SeKronTensor = get_structure(options.structure).fit(
             as_float64_array(weight), rank=options.rank, max_params=budget
         )
@@ -276,15 +278,6 @@ def factorize_weight(
 
         fitted = tucker2_chain(fitted)
     return Factorized(fitted)
-
-
-def _one_blas_thread() -> Any:
-    """numpy's BLAS limited to one thread (restored on exit): a layer's fit is then the same to
-    the bit wherever it runs, here or on a cluster worker (whose BLAS has one thread), and a
-    busy machine does not slow it down by thread contention."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def as_float64_array(weight: torch.Tensor) -> Any:
