@@ -308,6 +308,11 @@ def run_layer(
             dense_once = statistics.median(time_round_robin({"d": fns["dense"]}, 3)["d"])
             times = time_round_robin(fns, reps_for(dense_once, reps, max_reps), block)
             ms = {n: statistics.median(v) for n, v in times.items()}
+            fac_layout = [
+                v
+                for key, v in sekron.torch._auto._LAYOUTS.items()
+                if key[0][:4] == (st.shapes, st.ranks, form, in_shape) and key[1] == "inference"
+            ]
             peak_f, peak_d = peak_activation_elems(st, in_shape, stride, pad)
             row = {
                 "layer": name,
@@ -322,6 +327,7 @@ def run_layer(
                 "dense_ms": ms["dense"],
                 "reconstructed_ms": ms["reconstructed"],
                 "factorized_ms": ms["factorized"],
+                "factorized_layout": fac_layout[0] if fac_layout else "?",
                 "auto_ms": ms["auto"],
                 "auto_choice": choice[0] if choice else "?",
                 "auto_vs_dense": median_ratio(times["dense"], times["auto"]),
@@ -434,12 +440,13 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"wall time {meta['wall_s']:.0f} s." + _load_line(meta.get("load_average")),
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
-        "plan), times in ms (medians); `auto (choice)` gives the method and layout auto "
-        "cached; `auto/dense` is the median over repetitions of dense time / auto time, the "
-        "two run back to back in each repetition (>= 0.95 is the target); `fac speedup` dense "
-        "over factorized (medians); `act` peak activation elements of the factorized plan over "
-        "the dense conv's (counted from the plan: largest stage input + output vs padded input "
-        "+ output).",
+        "plan), times in ms (medians); `factorized (layout)` gives the layout "
+        '`method="factorized"` measured faster on its first call; `auto (choice)` the '
+        "method and layout auto cached; `auto/dense` is the median over repetitions of "
+        "dense time / auto time, the two run back to back in each repetition (>= 0.95 is "
+        "the target); `fac speedup` dense over factorized (medians); `act` peak activation "
+        "elements of the factorized plan over the dense conv's (counted from the plan: "
+        "largest stage input + output vs padded input + output).",
         "",
         f"Summary: auto/dense min {min(ratios):.2f}, median {statistics.median(ratios):.2f}; "
         f"{len(low)} of {len(rows)} rows below 0.95"
@@ -464,7 +471,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         lines.append(
             f"| {r['layer']} | {r['structure']} | {r['param_ratio']:.1f} | {r['mac_ratio']:.1f} "
             f"| {r['reps']} | {r['dense_ms']:.2f} | {r['reconstructed_ms']:.2f} "
-            f"| {r['factorized_ms']:.2f} | {r['auto_ms']:.2f} ({r['auto_choice']}) "
+            f"| {r['factorized_ms']:.2f} ({r.get('factorized_layout', 'nhwc')}) "
+            f"| {r['auto_ms']:.2f} ({r['auto_choice']}) "
             f"| {r['auto_vs_dense']:.2f} | {r['factorized_speedup']:.2f} "
             f"| {r['peak_act_ratio']:.2f} |"
         )
@@ -554,7 +562,9 @@ def _shortfall(fac: list[dict], fac_ok: list[dict]) -> list[str]:
         "stages, at c_0 times its multiply-adds: 0.5-1.0x the batch-fold plan in a first "
         "measurement) and merging adjacent factors (fewer stages, more multiply-adds), which "
         "`auto` has among its candidates. `auto` runs the reconstructed kernel on these rows "
-        "where that is faster.",
+        "where that is faster. Also measured and not adopted (conv docs): running the plan "
+        "on batch chunks small enough for the intermediates to stay in cache, `torch.compile` "
+        "of the plan, and a hand-written backward for the kernel build.",
         f"- {len(small)} CP / Tucker-2 / TT rows ({span(small)}): at 64@56 and on the 1x1 layer "
         "the stages are memory bound (ranks of 13-28 over 3136 or 196 positions per image: the "
         "depthwise stages do 3 multiply-adds per element they read, the pointwise ones a few "

@@ -13,7 +13,7 @@ import sekron  # noqa: E402
 from sekron import _conv_choice, random_sekron  # noqa: E402
 from sekron._conv_choice import DENSE, Choice  # noqa: E402
 from sekron.testing import rel_error, tolerance  # noqa: E402
-from sekron.torch import SeKronConv2d, _auto, conv2d  # noqa: E402
+from sekron.torch import SeKronConv2d, _auto, _functional, conv2d  # noqa: E402
 
 EXACT32 = tolerance("float32", exact=True)
 
@@ -376,3 +376,80 @@ def test_frozen_factors_keep_their_kernel_in_training(monkeypatch: pytest.Monkey
         F.conv2d(xr, kern.to_tensor(), padding=1).square().sum(), [xr]
     )
     assert rel_error(gx, expected) <= EXACT32
+
+
+@pytest.mark.parametrize("fastest", ["nhwc", "nchw"])
+def test_factorized_measures_its_layout_per_regime(
+    monkeypatch: pytest.MonkeyPatch, fastest: str
+) -> None:
+    """``method="factorized"`` times its plan in both layouts (never the dense conv), caches
+    the faster per regime, runs it, and equals the dense conv, gradients included."""
+    timed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer(fastest, timed))
+    ran: list[str] = []
+    real_run = _functional.run_plan
+
+    def logging_run(x: object, factors: object, plan: object, layout: str) -> object:
+        ran.append(layout)
+        return real_run(x, factors, plan, layout)
+
+    monkeypatch.setattr(_functional, "run_plan", logging_run)
+    kern = _kern(grad=True)
+    x = torch.randn(2, 64, 9, 9, requires_grad=True)
+    y = conv2d(x, kern, padding=1, method="factorized")
+    y2 = conv2d(x, kern, padding=1, method="factorized")  # from the cache
+    with torch.no_grad():
+        y3 = conv2d(x, kern, padding=1, method="factorized")  # another regime: measured
+    assert timed == [("nhwc", "nchw"), ("nhwc", "nchw")]
+    assert ran == [fastest] * 3
+    assert sorted(k[1] for k in _auto._LAYOUTS) == ["inference", "training"]
+    assert _auto.cached_choices() == {}  # auto's own cache is untouched
+    ref = F.conv2d(x, kern.to_tensor(), padding=1)
+    for out in (y, y2, y3):
+        assert rel_error(out, ref) <= EXACT32
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *kern.factors], g)
+    want = torch.autograd.grad(ref, [x, *kern.factors], g)
+    for a, b in zip(got, want, strict=True):
+        assert rel_error(a, b) <= EXACT32
+    sekron.torch.clear_cache()
+    assert _auto._LAYOUTS == {}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_factorized_runs_channels_last_when_it_may_not_measure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Under tracing, with ``measure=False`` and with ``SEKRON_AUTO_MEASURE=0``: no timing,
+    nothing cached, channels-last stages."""
+    timed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer("nchw", timed))
+    ran: list[str] = []
+    real_run = _functional.run_plan
+
+    def logging_run(x: object, factors: object, plan: object, layout: str) -> object:
+        ran.append(layout)
+        return real_run(x, factors, plan, layout)
+
+    monkeypatch.setattr(_functional, "run_plan", logging_run)
+    kern = _kern()
+    x = torch.randn(2, 64, 9, 9)
+    with torch.no_grad():
+        traced = torch.jit.trace(
+            lambda t: conv2d(t, kern, padding=1, method="factorized"), x, check_trace=False
+        )
+        y = conv2d(x, kern, padding=1, method="factorized", measure=False)
+        monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
+        conv2d(x, kern, padding=1, method="factorized")
+    assert timed == [] and _auto._LAYOUTS == {}
+    assert ran == ["nhwc"] * 3
+    assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+    assert rel_error(traced(x), y) <= EXACT32
+
+
+def test_faster_layout_needs_channels_first_to_win_paired_and_at_best() -> None:
+    fl = _conv_choice.faster_layout
+    assert fl({"nhwc": [1.0] * 5, "nchw": [0.9] * 5}) == "nchw"
+    assert fl({"nhwc": [1.0] * 5, "nchw": [1.0] * 5}) == "nhwc"  # a tie keeps channels-last
+    # faster paired, but channels-last's best run is faster still: channels-last
+    assert fl({"nhwc": [0.5, 2.0, 2.0], "nchw": [0.9, 1.0, 1.0]}) == "nhwc"

@@ -10,7 +10,9 @@ timed and how the timings decide (shared by :mod:`sekron.torch._auto` and
   ``PRUNE_AFTER`` repetitions stops being timed (it cannot win);
 - :func:`decide`: the plan with the lowest median of per-repetition ratios (plan / dense)
   wins only if that median and the ratio of the best times are both below ``MARGIN``, in
-  this round and again with a confirming second round added.
+  this round and again with a confirming second round added;
+- :func:`faster_layout`: for ``method="factorized"`` (which never runs the dense conv), the
+  layout of the fully factorized plan, from the same kind of timings.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "Choice",
     "candidates",
     "decide",
+    "faster_layout",
     "measuring_wanted",
     "model_choice",
     "paired_ratio",
@@ -146,6 +149,17 @@ def wins(fact: list[float], dense: list[float]) -> bool:
     slow throughout the measurement, as some memory-bound layers are at times, must not make
     the plan look faster than it is)."""
     return paired_ratio(fact, dense) < MARGIN and min(fact) < MARGIN * min(dense)
+
+
+def faster_layout(timings: dict[str, list[float]]) -> str:
+    """The layout ``method="factorized"`` runs, from timings of its plan in "nhwc" and
+    "nchw": "nchw" only if it is faster than "nhwc" both paired and at its best (as
+    :func:`wins` asks of a plan against the dense conv, with no margin: either layout never
+    builds the kernel, so a wrong pick between two close ones costs little)."""
+    fast, slow = timings["nchw"], timings["nhwc"]
+    if paired_ratio(fast, slow) < 1.0 and min(fast) < min(slow):
+        return "nchw"
+    return "nhwc"
 
 
 def decide(

@@ -31,6 +31,13 @@ The candidates, their timing and the decision are backend-neutral
 
 The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` empties it.
 
+``method="factorized"`` never runs the dense conv, but its plan runs in one of two layouts
+(channels-last or channels-first stages) whose speeds differ by up to 2.7x either way on the
+benchmark layers, with no simple rule telling which (conv docs). :func:`layout` and
+:func:`record_layout` measure the two per the same key and regime, on the same terms
+(timing allowed, detached copies), cache the faster in ``_LAYOUTS``, and fall back to
+channels-last when measuring is not allowed.
+
 When ``auto`` runs the dense conv on the CPU in the "inference" or "forward" regime,
 :func:`kernel` reuses the kernel built by an earlier call from factors
 equal (value for value) to the current ones: a ``.data`` write, an in-place update or a load
@@ -60,6 +67,7 @@ from .._conv_choice import (
     Choice,
     candidates,
     decide,
+    faster_layout,
     measuring_wanted,
     model_choice,
     time_interleaved,
@@ -72,13 +80,17 @@ __all__ = [
     "cached_choices",
     "clear_cache",
     "kernel",
+    "layout",
     "lookup",
     "record",
+    "record_layout",
     "regime",
 ]
 
 REGIMES = ("inference", "forward", "training")
 _CACHE: dict[tuple[Any, ...], Choice] = {}
+# the layout of method="factorized", per the same key as _CACHE
+_LAYOUTS: dict[tuple[Any, ...], str] = {}
 # kernels kept for the dense choice (see the module notes): key -> (factor copies, kernel)
 KERNEL_CACHE_ELEMENTS = 1 << 25
 _KERNELS: dict[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
@@ -89,7 +101,8 @@ def clear_cache() -> None:
 
     :func:`sekron.torch.conv2d` with ``method="auto"`` caches its choice among the dense
     conv and its factorized plans per (signature, input shape, stride, padding, dilation,
-    regime, dtype, device). Clear it after the machine's load changed a lot, or to measure
+    regime, dtype, device), and with ``method="factorized"`` the layout it measured fastest
+    per the same key. Clear it after the machine's load changed a lot, or to measure
     again (e.g. before a benchmark).
 
     Examples
@@ -98,6 +111,7 @@ def clear_cache() -> None:
     >>> sekron.torch.clear_cache()
     """
     _CACHE.clear()
+    _LAYOUTS.clear()
     _KERNELS.clear()
 
 
@@ -154,6 +168,29 @@ def lookup(key: ConvKey, x: torch.Tensor, measure: bool | None, regime_: str) ->
     if not _measuring_allowed(measure):
         return model_choice(key)
     return None
+
+
+def layout(key: ConvKey, x: torch.Tensor, measure: bool | None, regime_: str) -> str | None:
+    """The layout ``method="factorized"`` runs for a call (cached, else "nhwc" when
+    measuring is not allowed), or None when it should be measured (then time both layouts
+    and call :func:`record_layout`)."""
+    hit = _LAYOUTS.get(_cache_key(key, x, regime_))
+    if hit is not None:
+        return hit
+    return None if _measuring_allowed(measure) else "nhwc"
+
+
+def record_layout(
+    key: ConvKey, x: torch.Tensor, regime_: str, fns: dict[str, Callable[[], Any]]
+) -> str:
+    """Time ``fns`` ("nhwc", "nchw" -> zero-argument callables running the fully
+    factorized plan once in ``regime_``), cache and return the faster layout
+    (:func:`sekron._conv_choice.faster_layout`)."""
+    grad = torch.enable_grad if regime_ != "inference" else torch.no_grad
+    with grad():
+        chosen = faster_layout(_time(fns, x.device))
+    _LAYOUTS[_cache_key(key, x, regime_)] = chosen
+    return chosen
 
 
 def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:

@@ -88,16 +88,20 @@ def _run_choice(
 
 
 def _timed_calls(
-    x: torch.Tensor, st: SeKronTensor, args: ConvArgs, key: ConvKey, regime: str
+    x: torch.Tensor,
+    st: SeKronTensor,
+    args: ConvArgs,
+    key: ConvKey,
+    regime: str,
+    choices: dict[str, Choice],
 ) -> dict[str, Any]:
-    """Zero-argument callables running "dense" and each of ``candidates(key)`` once as
-    ``regime`` costs it, on detached copies of ``x`` and the factors (no ``.grad`` written,
-    no hook of the caller's tensors fired)."""
+    """Zero-argument callables running each of ``choices`` once as ``regime`` costs it, on
+    detached copies of ``x`` and the factors (no ``.grad`` written, no hook of the caller's
+    tensors fired)."""
     xm = x.detach().requires_grad_(x.requires_grad)
     factors = [f.detach().requires_grad_(f.requires_grad) for f in st.factors]
     stm = SeKronTensor._trusted(factors, st.form, st.shapes, st.ranks)
     leaves = [t for t in (xm, *factors) if t.requires_grad]
-    choices = {"dense": DENSE} | candidates(key)
 
     def call(choice: Choice) -> Any:
         y = _run_choice(xm, stm, None, args, key, choice, regime)
@@ -113,14 +117,22 @@ def _run_batched(
     if args.method == "reconstructed" or (args.method == "auto" and args.groups != 1):
         return _dense(x, st, bias, args)
     key = _key(x, st, args)
-    if args.method == "factorized":
-        choice = Choice("factorized", "nhwc", (1,) * len(st.shapes))
-        return _run_choice(x, st, bias, args, key, choice, "training")
     leaves = (x, *st.factors) if bias is None else (x, *st.factors, bias)
     regime = _auto.regime(leaves, train)
+    if args.method == "factorized":
+        full = (1,) * len(st.shapes)
+        layout = _auto.layout(key, x, measure, regime)
+        if layout is None:
+            plans = {lay: Choice("factorized", lay, full) for lay in ("nhwc", "nchw")}
+            layout = _auto.record_layout(
+                key, x, regime, _timed_calls(x, st, args, key, regime, plans)
+            )
+        return _run_choice(x, st, bias, args, key, Choice("factorized", layout, full), regime)
     hit = _auto.lookup(key, x, measure, regime)
-    choice = hit or _auto.record(key, x, regime, _timed_calls(x, st, args, key, regime))
-    return _run_choice(x, st, bias, args, key, choice, regime)
+    if hit is None:
+        calls = _timed_calls(x, st, args, key, regime, {"dense": DENSE} | candidates(key))
+        hit = _auto.record(key, x, regime, calls)
+    return _run_choice(x, st, bias, args, key, hit, regime)
 
 
 def run_conv(
@@ -170,14 +182,18 @@ def conv2d(
         ``"same"`` or ``"valid"``; zero padding).
     method : {"auto", "factorized", "reconstructed"}
         ``"factorized"`` never builds the kernel: it pads once and runs one grouped, dilated
-        conv (or, for a 1x1 window, one matrix product) per factor. ``"reconstructed"`` builds
+        conv (or, for a 1x1 window, one matrix product) per factor, with channels-last or
+        channels-first stages, whichever its first call per (signature, input shape, regime,
+        dtype, device) measured faster (channels-last when it may not measure; see
+        ``measure``). ``"reconstructed"`` builds
         the kernel and runs one dense conv. ``"auto"`` picks the fastest of those and of the
         plans with adjacent factors merged, per (signature, input shape, regime, dtype,
         device), and caches the choice; see Notes.
     measure : bool, optional
-        For ``method="auto"`` only: whether the first call with a new shape (and regime) may
-        time the candidates (a few runs each) to choose. ``None`` (default) means yes unless the
-        environment variable ``SEKRON_AUTO_MEASURE=0`` is set. ``False`` uses the cost model.
+        For ``method="auto"`` and ``"factorized"``: whether the first call with a new shape
+        (and regime) may time the candidates (a few runs each) to choose. ``None`` (default)
+        means yes unless the environment variable ``SEKRON_AUTO_MEASURE=0`` is set.
+        ``False`` uses the cost model (``"auto"``) or channels-last stages (``"factorized"``).
 
     Returns
     -------

@@ -66,7 +66,8 @@ class SeKronConv2d(nn.Module):
     method : {"auto", "factorized", "reconstructed"}
         Passed to :func:`sekron.torch.conv2d` (``"auto"`` picks the fastest of the dense conv
         on the rebuilt kernel and the factorized or merged plans, per regime: in eval mode
-        with autograd on it times forwards, in train mode forwards plus backwards).
+        with autograd on it times forwards, in train mode forwards plus backwards);
+        ``"factorized"`` measures, per regime too, which of its two layouts runs faster.
 
     The options are checked once, here (as :func:`sekron.torch.conv2d` checks them); the
     forward then runs the same convolution on the checked values.
