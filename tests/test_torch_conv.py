@@ -117,6 +117,58 @@ def test_both_layouts_equal_dense(layout: str, form: str) -> None:
     assert rel_error(got, expected) <= tolerance("float64", exact=True)
 
 
+# wide pointwise stages (>= _execute.WIDE channels in and out): the first, on the NCHW
+# input, narrows (o <= kk: conv, then a copy of its output) or widens (o > kk: a copy of the
+# input, then conv); the 3x3 factor carries its stride and padding
+WIDE_POINTWISE = {
+    "narrowing": ([(2, 2, 3, 3), (32, 32, 1, 1)], [1]),
+    "widening": ([(2, 2, 3, 3), (16, 16, 1, 1)], [2]),
+    "both ends": ([(16, 16, 1, 1), (2, 2, 3, 3), (16, 16, 1, 1)], [2, 1]),
+}
+
+
+@pytest.mark.parametrize("matmul_only", [False, True], ids=["1x1 conv", "matmul"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc"])
+@pytest.mark.parametrize("structure", list(WIDE_POINTWISE), ids=list(WIDE_POINTWISE))
+def test_wide_pointwise_stages_equal_dense(
+    monkeypatch: pytest.MonkeyPatch, structure: str, layout: str, matmul_only: bool
+) -> None:
+    """Pointwise stages run as oneDNN 1x1 convolutions (wide channels, input at most
+    ``CONV_MAX_BYTES``) or as matrix products (``CONV_MAX_BYTES`` 0): both equal the dense
+    conv, input and factor gradients included, and the branch taken is the expected one."""
+    from sekron.torch import _execute
+
+    if matmul_only:
+        monkeypatch.setattr(_execute, "CONV_MAX_BYTES", 0)
+    used: list[bool] = []
+    real = _execute._use_conv
+    monkeypatch.setattr(
+        _execute, "_use_conv", lambda z, kk, o: used.append(real(z, kk, o)) or used[-1]
+    )
+    shapes, ranks = WIDE_POINTWISE[structure]
+    kern = random_sekron(shapes, ranks, backend="pytorch", random_state=2)
+    factors = [f.detach().requires_grad_() for f in kern.factors]
+    kern = SeKronTensor(factors)
+    x = torch.randn(2, kern.shape[1], 9, 7, dtype=torch.float64, requires_grad=True)
+    pad4 = normalize_padding(1, (3, 3), (1, 1))
+    # the stage algorithm's order: the pointwise factor first, on the unpadded NCHW input
+    order = spec_order(len(shapes))
+    args = (tuple(x.shape), (2, 1), pad4, (1, 1), layout, order)
+    plan = conv_plan(kern.shapes, kern.ranks, "nested", *args)
+    got = run_plan(x, kern.factors, plan, layout)
+    expected = F.conv2d(x, kern.to_tensor(), None, (2, 1), 1)
+    exact = tolerance("float64", exact=True)
+    assert rel_error(got, expected) <= exact
+    g = torch.randn_like(got)
+    for a, b in zip(
+        torch.autograd.grad(got, [x, *factors], g),
+        torch.autograd.grad(expected, [x, *factors], g),
+        strict=True,
+    ):
+        assert rel_error(a, b) <= 8 * exact  # sums over the batch and positions: longer
+    assert used and any(used) != matmul_only
+
+
 @pytest.mark.parametrize("form", ["nested", "chain"])
 @pytest.mark.parametrize("stride, padding", [(1, "same"), (2, 1), ((1, 2), (0, 1))])
 def test_gradcheck_factorized(form: str, stride: object, padding: object) -> None:
