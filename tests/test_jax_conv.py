@@ -328,3 +328,58 @@ def test_auto_measure_false_and_the_env_var_use_the_cost_model(
     monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
     conv2d(x, kern, padding=1)
     assert _auto.cached_choices() == {} and jax_auto.log == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("shifted", [True, False], ids=["shifted", "lax.conv"])
+@pytest.mark.parametrize(
+    "form, layout", [("nested", "nhwc"), ("nested", "nchw"), ("chain", "nchw")]
+)
+def test_shifted_stages_equal_the_dense_conv(
+    monkeypatch: pytest.MonkeyPatch, shifted: bool, form: str, layout: str
+) -> None:
+    """Every stage as a sum of shifted products (``SHIFTED_MAX_IN`` huge) or as one
+    ``lax.conv_general_dilated`` (0): both equal the dense conv with stride, dilation,
+    asymmetric padding and carried ranks (groups), and so do their ``jax.grad``s."""
+    from sekron._conv_plan import ConvKey
+    from sekron.jax import _execute
+
+    monkeypatch.setattr(_execute, "SHIFTED_MAX_IN", 10**6 if shifted else 0)
+    calls: list[int] = []
+    real = _execute._shifted
+    monkeypatch.setattr(
+        _execute, "_shifted", lambda z, w, s, lay: calls.append(s.groups) or real(z, w, s, lay)
+    )
+    kern = random_sekron(
+        [(2, 2, 3, 1), (2, 3, 1, 3), (3, 2, 1, 1)],
+        (2, 3),
+        form=form,
+        backend="jax",
+        dtype="float32",
+        random_state=3,
+    )
+    x = jnp.asarray(np.random.default_rng(4).standard_normal((2, 12, 10, 9)), dtype=jnp.float32)
+    stride, dilation, pad4 = (2, 1), (1, 2), (1, 0, 2, 1)
+    key = ConvKey(kern.shapes, kern.ranks, form, (2, 12, 10, 9), stride, pad4, dilation)
+    plan = key.plan(layout)
+
+    def loss(x: jax.Array, factors: list, dense: bool) -> jax.Array:
+        if dense:
+            w = SeKronTensor(factors, form).to_tensor()
+            y = _execute.dense_conv(x, w, stride, pad4, dilation, 1)
+        else:
+            y = _execute.run_plan(x, factors, plan, layout)
+        return jnp.sum(y * jnp.cos(y))
+
+    factors = list(kern.factors)
+    got = _execute.run_plan(x, factors, plan, layout)
+    want = _execute.dense_conv(x, kern.to_tensor(), stride, pad4, dilation, 1)
+    assert rel_error(np.asarray(got), np.asarray(want)) <= TOL
+    assert (len(calls) == len(plan.stages)) if shifted else not calls
+    if shifted and form == "nested":  # a stage with carried ranks (groups) ran shifted
+        assert max(calls) > 1
+    g_got = jax.grad(loss, argnums=(0, 1))(x, factors, False)
+    g_want = jax.grad(loss, argnums=(0, 1))(x, factors, True)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(g_got), jax.tree_util.tree_leaves(g_want), strict=True
+    ):
+        assert rel_error(np.asarray(a), np.asarray(b)) <= 10 * TOL

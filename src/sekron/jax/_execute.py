@@ -11,7 +11,7 @@ from typing import Any
 import jax.numpy as jnp
 from jax import lax
 
-from .._conv_plan import ConvPlan
+from .._conv_plan import ConvPlan, Stage
 
 __all__ = ["dense_conv", "run_plan"]
 
@@ -42,6 +42,42 @@ def dense_conv(
     )
 
 
+# A stage whose groups read at most this many channels each runs as a sum of shifted,
+# broadcast products (one fused XLA loop) instead of lax.conv_general_dilated, which runs
+# such grouped convolutions on the CPU up to ~100x slower (a 3x3 depthwise conv over 56
+# channels, 28x28, batch 32: 27 ms against 0.2 ms).
+SHIFTED_MAX_IN = 4
+
+
+def _shifted(z: Any, w: Any, stage: Stage, layout: str) -> Any:
+    """``lax.conv_general_dilated`` of one stage (groups, stride, dilation, zero padding) as
+    ``Σ_{i, j, k}`` of a strided slice of the padded input times one weight column."""
+    g = stage.groups
+    o, kk, hk, wk = stage.w_shape[0] // g, stage.w_shape[1], stage.w_shape[2], stage.w_shape[3]
+    top, bottom, left, right = stage.pad
+    (sh, sw), (dh, dw) = stage.stride, stage.dilation
+    if layout == "nchw":
+        z = jnp.moveaxis(z, 1, 3)
+    z = jnp.pad(z, ((0, 0), (top, bottom), (left, right), (0, 0)))
+    b, hp, wp, _ = z.shape
+    ho = (hp - dh * (hk - 1) - 1) // sh + 1
+    wo = (wp - dw * (wk - 1) - 1) // sw + 1
+    z = z.reshape(b, hp, wp, g, kk)
+    wr = w.reshape(g, o, kk, hk, wk)
+    out = None
+    for i in range(hk):
+        for j in range(wk):
+            start = (0, i * dh, j * dw, 0, 0)
+            stop = (b, i * dh + (ho - 1) * sh + 1, j * dw + (wo - 1) * sw + 1, g, kk)
+            window = lax.slice(z, start, stop, (1, sh, sw, 1, 1))
+            for k in range(kk):
+                term = window[..., k, None] * wr[:, :, k, i, j]
+                out = term if out is None else out + term
+    assert out is not None
+    out = out.reshape(b, ho, wo, g * o)
+    return jnp.moveaxis(out, 3, 1) if layout == "nchw" else out
+
+
 def run_plan(x: Any, factors: Sequence[Any], plan: ConvPlan, layout: str) -> Any:
     """Run a factorized plan on a batched NCHW input: pad (and subsample) once, then one
     grouped, dilated convolution per stage, then the final view (no validation: internal)."""
@@ -54,14 +90,17 @@ def run_plan(x: Any, factors: Sequence[Any], plan: ConvPlan, layout: str) -> Any
     for stage in plan.stages:
         w = jnp.transpose(factors[stage.factor], stage.w_perm).reshape(stage.w_shape)
         z = jnp.transpose(z, stage.perm).reshape(stage.in_shape)
-        z = lax.conv_general_dilated(
-            z,
-            w,
-            window_strides=stage.stride,
-            padding=_pairs(stage.pad),
-            rhs_dilation=stage.dilation,
-            dimension_numbers=_DIMS[layout],
-            feature_group_count=stage.groups,
-        )
+        if stage.w_shape[1] <= SHIFTED_MAX_IN:
+            z = _shifted(z, w, stage, layout)
+        else:
+            z = lax.conv_general_dilated(
+                z,
+                w,
+                window_strides=stage.stride,
+                padding=_pairs(stage.pad),
+                rhs_dilation=stage.dilation,
+                dimension_numbers=_DIMS[layout],
+                feature_group_count=stage.groups,
+            )
         z = z.reshape(stage.out_sizes)
     return jnp.transpose(z, plan.final_perm).reshape(plan.out_shape)
