@@ -345,8 +345,12 @@ def run_layer(
                 }
                 row["tltorch_param_ratio"] = dense_params / row["tltorch_params"]
             if regime_reps:
+                # more repetitions for short layers (about 0.15 s of dense conv per regime):
+                # with 4, a 2 ms layer's paired ratios moved by +-10 % from run to run
+                rr = max(regime_reps, min(max_reps, int(150 / max(ms["dense"], 1e-3))))
+                row["regime_reps"] = rr
                 row |= regime_columns(
-                    st, x, shapes, ranks, form, stride, pad, regime_reps, name in JAX_LAYERS
+                    st, x, shapes, ranks, form, stride, pad, rr, name in JAX_LAYERS
                 )
             rows.append(row)
             if on_row is not None:
@@ -436,7 +440,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
         f"batch {meta['batch']}; float32; at least {meta['reps']} interleaved repetitions per "
         f"row (more for short layers, up to {MAX_REPS}: column `reps`), medians; "
-        f"{meta.get('regime_reps', 0)} repetitions per regime row; jax {meta.get('jax')}; "
+        f"at least {meta.get('regime_reps', 0)} repetitions per regime row (more for short "
+        f"layers, about 0.15 s of dense conv, up to {MAX_REPS}); jax {meta.get('jax')}; "
         f"wall time {meta['wall_s']:.0f} s." + _load_line(meta.get("load_average")),
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
