@@ -442,7 +442,8 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         f"row (more for short layers, up to {MAX_REPS}: column `reps`), medians; "
         f"at least {meta.get('regime_reps', 0)} repetitions per regime row (more for short "
         f"layers, about 0.15 s of dense conv, up to {MAX_REPS}); jax {meta.get('jax')}; "
-        f"wall time {meta['wall_s']:.0f} s." + _load_line(meta.get("load_average")),
+        f"wall time {meta['wall_s']:.0f} s."
+        + _load_line(meta.get("load_average"), meta["threads"]),
         "",
         "Columns: `p×` parameter ratio (dense / SeKron), `mac×` MAC ratio (dense / factorized "
         "plan), times in ms (medians); `factorized (layout)` gives the layout "
@@ -508,15 +509,20 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines + _shortfall(fac, fac_ok) + regimes_markdown(rows)) + "\n"
 
 
-def _load_line(loads: list[float] | None) -> str:
+def _load_line(loads: list[float] | None, threads: int) -> str:
     """The machine's 5-minute load averages at the start of each (resumed) run: above the
     thread count, other processes took cores and small multi-threaded ops wait for them."""
     if not loads:
         return ""
+    verdict = (
+        "above the thread count: other processes took cores, and timings of small "
+        "multi-threaded ops are unreliable"
+        if max(loads) > threads
+        else "at most the thread count: a quiet machine"
+    )
     return (
         f" Load average (5 min) at the start of each run: {', '.join(map(str, loads))} on "
-        f"{os.cpu_count()} cores (above the thread count, timings of small multi-threaded "
-        "ops are unreliable)."
+        f"{os.cpu_count()} cores ({verdict})."
     )
 
 
