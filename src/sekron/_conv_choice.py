@@ -52,8 +52,11 @@ MODEL_MAC_RATIO = 4.0
 MAX_MERGED = 2
 REPEATS = 7
 PRUNE_AFTER, PRUNE_RATIO = 3, 1.5
-# a plan must beat the dense conv by this factor to be chosen (timing noise)
-MARGIN = 0.8
+# a plan must beat the dense conv by this factor to be chosen (timing noise). 0.8 until
+# issue #16's quiet-machine run, where it turned down factorized plans measured 1.13-1.29x
+# faster than the dense conv in the fine-tuning step; the best-time criterion and the second
+# round (see decide) are what guard against a noisy first measurement
+MARGIN = 0.9
 
 
 class Choice(NamedTuple):

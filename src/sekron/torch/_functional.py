@@ -237,7 +237,7 @@ def conv2d(
       dtype, device) times the candidates 7 times each, interleaved, on detached copies of
       the inputs (no ``.grad`` written, results unchanged), and caches the plan with the
       lowest median of per-repetition time ratios (plan / dense) only if that median and the
-      ratio of the best times are both below 0.8, and again so after a second round of that
+      ratio of the best times are both below 0.9, and again so after a second round of that
       plan against the dense conv; otherwise ``"reconstructed"``. It does not measure while
       tracing, scripting, compiling or under a functorch transform, nor with ``measure``
       False: then it uses the cost model (factorized when the multiply-add ratio is at least
