@@ -381,14 +381,8 @@ def test_frozen_factors_keep_their_kernel_in_training(monkeypatch: pytest.Monkey
     assert rel_error(gx, expected) <= EXACT32
 
 
-@pytest.mark.parametrize("fastest", ["nhwc", "nchw"])
-def test_factorized_measures_its_layout_per_regime(
-    monkeypatch: pytest.MonkeyPatch, fastest: str
-) -> None:
-    """``method="factorized"`` times its plan in both layouts (never the dense conv), caches
-    the faster per regime, runs it, and equals the dense conv, gradients included."""
-    timed: list[tuple[str, ...]] = []
-    monkeypatch.setattr(_auto, "_time", _fake_timer(fastest, timed))
+def _log_layouts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The layouts of the plans the functional path runs, in order (``run_plan`` spied)."""
     ran: list[str] = []
     real_run = _functional.run_plan
 
@@ -397,6 +391,18 @@ def test_factorized_measures_its_layout_per_regime(
         return real_run(x, factors, plan, layout)
 
     monkeypatch.setattr(_functional, "run_plan", logging_run)
+    return ran
+
+
+@pytest.mark.parametrize("fastest", ["nhwc", "nchw"])
+def test_factorized_measures_its_layout_per_regime(
+    monkeypatch: pytest.MonkeyPatch, fastest: str
+) -> None:
+    """``method="factorized"`` times its plan in both layouts (never the dense conv), caches
+    the faster per regime, runs it, and equals the dense conv, gradients included."""
+    timed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer(fastest, timed))
+    ran = _log_layouts(monkeypatch)
     kern = _kern(grad=True)
     x = torch.randn(2, 64, 9, 9, requires_grad=True)
     y = conv2d(x, kern, padding=1, method="factorized")
@@ -427,14 +433,7 @@ def test_factorized_runs_channels_last_when_it_may_not_measure(
     nothing cached, channels-last stages."""
     timed: list[tuple[str, ...]] = []
     monkeypatch.setattr(_auto, "_time", _fake_timer("nchw", timed))
-    ran: list[str] = []
-    real_run = _functional.run_plan
-
-    def logging_run(x: object, factors: object, plan: object, layout: str) -> object:
-        ran.append(layout)
-        return real_run(x, factors, plan, layout)
-
-    monkeypatch.setattr(_functional, "run_plan", logging_run)
+    ran = _log_layouts(monkeypatch)
     kern = _kern()
     x = torch.randn(2, 64, 9, 9)
     with torch.no_grad():
