@@ -455,3 +455,35 @@ def test_faster_layout_needs_channels_first_to_win_paired_and_at_best() -> None:
     assert fl({"nhwc": [1.0] * 5, "nchw": [1.0] * 5}) == "nhwc"  # a tie keeps channels-last
     # faster paired, but channels-last's best run is faster still: channels-last
     assert fl({"nhwc": [0.5, 2.0, 2.0], "nchw": [0.9, 1.0, 1.0]}) == "nhwc"
+
+
+@pytest.mark.parametrize("method", ["auto", "factorized"])
+@pytest.mark.parametrize("measure", [None, False])
+def test_measured_methods_under_vmap(method: str, measure: object) -> None:
+    """Under ``torch.func.vmap`` (where memory-format queries are not implemented) the
+    measured methods neither measure nor fail, and equal the dense conv per sample."""
+    kern = _kern([(2, 2, 3, 3), (32, 32, 1, 1)])
+    xb = torch.randn(3, 2, 64, 6, 6)
+    got = torch.func.vmap(lambda t: conv2d(t, kern, None, 1, 1, method=method, measure=measure))(xb)
+    want = torch.stack([F.conv2d(t, kern.to_tensor(), padding=1) for t in xb])
+    assert rel_error(got, want) <= EXACT32
+    assert _auto.cached_choices() == {} and _auto._LAYOUTS == {}
+
+
+@pytest.mark.parametrize("method", ["auto", "factorized"])
+def test_measuring_inside_non_reentrant_checkpoint(method: str) -> None:
+    """The first call measures inside ``checkpoint(use_reentrant=False)``: the timing runs must
+    not be saved by the checkpoint's hooks (the recomputation, served from the cache, would
+    save a different number of tensors), and the gradients are the dense conv's."""
+    from torch.utils.checkpoint import checkpoint
+
+    kern = _kern([(2, 2, 3, 3), (32, 32, 1, 1)], grad=True)
+    x = torch.randn(2, 64, 6, 6, requires_grad=True)
+    y = checkpoint(lambda t: conv2d(t, kern, None, 1, 1, method=method), x, use_reentrant=False)
+    g = torch.randn_like(y)
+    got = torch.autograd.grad(y, [x, *kern.factors], g)
+    ref = F.conv2d(x, kern.to_tensor(), padding=1)
+    want = torch.autograd.grad(ref, [x, *kern.factors], g)
+    for a, b in zip(got, want, strict=True):
+        assert rel_error(a, b) <= EXACT32
+    assert _auto.cached_choices() or _auto._LAYOUTS  # it did measure

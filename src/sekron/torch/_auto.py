@@ -142,12 +142,22 @@ def _eager() -> bool:
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling():
         return False
-    functorch_active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return not (functorch_active is not None and functorch_active())
+    return not _functorch_active()
+
+
+def _functorch_active() -> bool:
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return active is not None and bool(active())
 
 
 def _cache_key(key: ConvKey, x: torch.Tensor, regime_: str) -> tuple[Any, ...]:
-    channels_last = x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1
+    # functorch transforms (vmap) cannot answer memory-format queries: there, and only
+    # there, the key says contiguous (a cached plan choice never changes a result)
+    channels_last = (
+        not _functorch_active()
+        and x.is_contiguous(memory_format=torch.channels_last)
+        and x.shape[1] > 1
+    )
     return (key, regime_, x.dtype, x.device, channels_last)
 
 
@@ -171,13 +181,13 @@ def lookup(key: ConvKey, x: torch.Tensor, measure: bool | None, regime_: str) ->
 
 
 def layout(key: ConvKey, x: torch.Tensor, measure: bool | None, regime_: str) -> str | None:
-    """The layout ``method="factorized"`` runs for a call (cached, else "nhwc" when
-    measuring is not allowed), or None when it should be measured (then time both layouts
-    and call :func:`record_layout`)."""
-    hit = _LAYOUTS.get(_cache_key(key, x, regime_))
-    if hit is not None:
-        return hit
-    return None if _measuring_allowed(measure) else "nhwc"
+    """The layout ``method="factorized"`` runs for a call: "nhwc" when measuring is not
+    allowed (whatever is cached: the documented, deterministic fallback), else the cached
+    one, or None when it should be measured (then time both layouts and call
+    :func:`record_layout`)."""
+    if not _measuring_allowed(measure):
+        return "nhwc"
+    return _LAYOUTS.get(_cache_key(key, x, regime_))
 
 
 def record_layout(
@@ -200,7 +210,15 @@ def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return time_interleaved(fns, sync)
+    # identity saved-tensor hooks, innermost: the timing runs' autograd graphs are dropped at
+    # once, and hooks of the caller (a non-reentrant checkpoint, which counts the tensors its
+    # forward saves and compares with the recomputation, served from the cache) never see them
+    with torch.autograd.graph.saved_tensors_hooks(_same, _same):
+        return time_interleaved(fns, sync)
+
+
+def _same(t: torch.Tensor) -> torch.Tensor:
+    return t
 
 
 def record(
