@@ -38,17 +38,26 @@ def _stage_out_hw(stage: Stage, hw: tuple[Any, Any]) -> tuple[Any, Any]:
 # that way) and its input holds at most CONV_MAX_BYTES (above that, about this machine's
 # 32 MiB L3 cache, oneDNN's reorder of the NCHW input to its blocked layout costs more than
 # it saves: 1.6x slower at 128 channels, 56x56, batch 32). Measured on the benchmark layers
-# (benchmarks/conv_projection.py, CPU, 2 threads): median 1.15x faster, up to 1.8x.
+# (benchmarks/conv_projection.py, CPU, 2 threads, float32): median 1.14x faster, up to 1.83x.
+# Only float32 on the CPU was measured to gain (bfloat16 there was 2.6x slower as a 1x1 conv,
+# float64 no faster), so other dtypes and devices keep the matrix product.
 WIDE = 16
 CONV_MAX_BYTES = 32 << 20
 
 
 def _use_conv(z: torch.Tensor, kk: int, o: int) -> bool:
-    return min(kk, o) >= WIDE and z.numel() * z.element_size() <= CONV_MAX_BYTES
+    return (
+        z.dtype == torch.float32
+        and z.device.type == "cpu"
+        and min(kk, o) >= WIDE
+        and z.numel() * z.element_size() <= CONV_MAX_BYTES
+    )
 
 
 def _mm(z: torch.Tensor, w: torch.Tensor, stage: Stage, in_shape: Any, layout: str) -> Any:
-    """A stage with a 1x1 window and stride 1: a (grouped) matrix product."""
+    """A stage with a 1x1 window and stride 1: a (grouped) matrix product, or oneDNN's 1x1
+    convolution where that is faster (channels-last rows; wide float32 stages on an
+    NCHW-ordered input, see ``WIDE``)."""
     g = stage.groups
     o, kk = stage.w_shape[0] // g, stage.w_shape[1]
     b, s1, s2, _ = in_shape if layout == "nhwc" else (in_shape[0], *in_shape[2:], 0)
