@@ -346,6 +346,7 @@ def test_stage_kernels_equal_the_dense_conv(
 
     shifted = path == "shifted"
     monkeypatch.setattr(_execute, "SHIFTED_MAX_IN", 10**6 if shifted else 0)
+    monkeypatch.setattr(_execute, "SHIFTED_MAX_TERMS", 10**6)
     monkeypatch.setattr(_execute, "DOT_POINTWISE", path == "dot")
     calls: list[int] = []
     dots: list[str] = []
@@ -392,3 +393,56 @@ def test_stage_kernels_equal_the_dense_conv(
         jax.tree_util.tree_leaves(g_got), jax.tree_util.tree_leaves(g_want), strict=True
     ):
         assert rel_error(np.asarray(a), np.asarray(b)) <= 10 * TOL
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_shifted_stages_accumulate_half_precision_in_float32(dtype: str) -> None:
+    """A 3x3 stage over 4 channels (36 terms) in 16-bit floats: the plan's error against the
+    float32 plan stays within twice that of one ``lax.conv`` on the rounded kernel (each of the
+    plan's three stages rounds its output once). Accumulating the 36 terms in the 16-bit dtype
+    instead gave about 3x."""
+    from sekron._conv_plan import ConvKey
+    from sekron.jax import _execute
+
+    kern = random_sekron(
+        [(8, 1, 1, 1), (1, 4, 3, 3), (1, 2, 1, 1)],
+        (16, 1),
+        backend="jax",
+        dtype="float32",
+        random_state=0,
+    )
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 8, 12, 12)), dtype=jnp.float32)
+    key = ConvKey(kern.shapes, kern.ranks, "nested", (2, 8, 12, 12), (1, 1), (1, 1, 1, 1), (1, 1))
+    plan = key.plan("nhwc")
+    assert any(s.w_shape[1:] == (4, 3, 3) for s in plan.stages)
+    want = np.asarray(_execute.run_plan(x, list(kern.factors), plan, "nhwc"))
+    half = [f.astype(dtype) for f in kern.factors]
+    got = _execute.run_plan(x.astype(dtype), half, plan, "nhwc")
+    assert got.dtype == jnp.dtype(dtype)
+    w = kern.to_tensor().astype(dtype)
+    ref = _execute.dense_conv(x.astype(dtype), w, (1, 1), (1, 1, 1, 1), (1, 1), 1)
+    ref_err = rel_error(np.asarray(ref.astype(jnp.float32)), want)
+    assert rel_error(np.asarray(got.astype(jnp.float32)), want) <= 2 * ref_err
+
+
+def test_wide_windows_do_not_run_shifted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stage whose window times its channels per group exceeds ``SHIFTED_MAX_TERMS`` runs as
+    ``lax.conv`` (a wide window lost as a shifted sum), and still equals the dense conv."""
+    from sekron._conv_plan import ConvKey
+    from sekron.jax import _execute
+
+    windows: list[tuple[int, int]] = []
+    real = _execute._shifted
+    monkeypatch.setattr(
+        _execute,
+        "_shifted",
+        lambda z, w, s, lay: windows.append(s.w_shape[2:]) or real(z, w, s, lay),
+    )
+    kern = random_sekron([(4, 4, 7, 7), (4, 4, 1, 1)], 1, backend="jax", dtype="float32")
+    x = jnp.asarray(np.random.default_rng(7).standard_normal((1, 16, 9, 9)), dtype=jnp.float32)
+    key = ConvKey(kern.shapes, kern.ranks, "nested", (1, 16, 9, 9), (1, 1), (3, 3, 3, 3), (1, 1))
+    plan = key.plan("nhwc")
+    got = _execute.run_plan(x, list(kern.factors), plan, "nhwc")
+    want = _execute.dense_conv(x, kern.to_tensor(), (1, 1), (3, 3, 3, 3), (1, 1), 1)
+    assert rel_error(np.asarray(got), np.asarray(want)) <= TOL
+    assert (7, 7) in [s.w_shape[2:] for s in plan.stages] and (7, 7) not in windows

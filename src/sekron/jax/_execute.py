@@ -6,6 +6,7 @@ Under ``jax.jit`` shapes are static, so the plan's plain int sizes hold for the 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import prod
 from typing import Any
 
 import jax.numpy as jnp
@@ -47,6 +48,10 @@ def dense_conv(
 # such grouped convolutions on the CPU up to ~100x slower (a 3x3 depthwise conv over 56
 # channels, 28x28, batch 32: 27 ms against 0.2 ms).
 SHIFTED_MAX_IN = 4
+# ... and whose window times those channels is at most this many terms (the benchmark's 3x3
+# windows over 4 channels): with wide windows the sum lost to lax.conv (a (16, 4, 7, 7)
+# ungrouped stage: 7.9 ms against 2.5 ms, and a 5x longer compile)
+SHIFTED_MAX_TERMS = 36
 
 
 def _shifted(z: Any, w: Any, stage: Stage, layout: str) -> Any:
@@ -64,6 +69,9 @@ def _shifted(z: Any, w: Any, stage: Stage, layout: str) -> Any:
     wo = (wp - dw * (wk - 1) - 1) // sw + 1
     z = z.reshape(b, hp, wp, g, kk)
     wr = w.reshape(g, o, kk, hk, wk)
+    out_dtype = z.dtype
+    if jnp.dtype(out_dtype).itemsize < 4:  # accumulate 16-bit floats in float32, as lax.conv does
+        z, wr = z.astype(jnp.float32), wr.astype(jnp.float32)
     out = None
     for i in range(hk):
         for j in range(wk):
@@ -74,7 +82,7 @@ def _shifted(z: Any, w: Any, stage: Stage, layout: str) -> Any:
                 term = window[..., k, None] * wr[:, :, k, i, j]
                 out = term if out is None else out + term
     assert out is not None
-    out = out.reshape(b, ho, wo, g * o)
+    out = out.reshape(b, ho, wo, g * o).astype(out_dtype)
     return jnp.moveaxis(out, 3, 1) if layout == "nchw" else out
 
 
@@ -111,7 +119,7 @@ def run_plan(x: Any, factors: Sequence[Any], plan: ConvPlan, layout: str) -> Any
     for stage in plan.stages:
         w = jnp.transpose(factors[stage.factor], stage.w_perm).reshape(stage.w_shape)
         z = jnp.transpose(z, stage.perm).reshape(stage.in_shape)
-        if stage.w_shape[1] <= SHIFTED_MAX_IN:
+        if stage.w_shape[1] <= SHIFTED_MAX_IN and prod(stage.w_shape[1:]) <= SHIFTED_MAX_TERMS:
             z = _shifted(z, w, stage, layout)
         elif stage.kind == "mm" and DOT_POINTWISE:
             z = _pointwise(z, w, stage, layout)
