@@ -330,24 +330,22 @@ def test_auto_measure_false_and_the_env_var_use_the_cost_model(
     assert _auto.cached_choices() == {} and jax_auto.log == []  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("path", ["shifted", "dot", "lax.conv"])
+@pytest.mark.parametrize("shifted", [True, False], ids=["shifted", "einsum and lax.conv"])
 @pytest.mark.parametrize(
     "form, layout", [("nested", "nhwc"), ("nested", "nchw"), ("chain", "nchw")]
 )
 def test_stage_kernels_equal_the_dense_conv(
-    monkeypatch: pytest.MonkeyPatch, path: str, form: str, layout: str
+    monkeypatch: pytest.MonkeyPatch, shifted: bool, form: str, layout: str
 ) -> None:
-    """Every stage as a sum of shifted products (``SHIFTED_MAX_IN`` huge), the pointwise
-    stages as ``einsum`` products and the rest as ``lax.conv_general_dilated`` ("dot"), or
-    every stage as ``lax.conv_general_dilated``: each equals the dense conv with stride,
-    dilation, asymmetric padding and carried ranks (groups), and so do their ``jax.grad``s."""
+    """Every stage as a sum of shifted products (``SHIFTED_MAX_IN`` huge), or the pointwise
+    stages as ``einsum`` products and the others as ``lax.conv_general_dilated`` (0): both
+    equal the dense conv with stride, dilation, asymmetric padding and carried ranks
+    (groups), and so do their ``jax.grad``s."""
     from sekron._conv_plan import ConvKey
     from sekron.jax import _execute
 
-    shifted = path == "shifted"
     monkeypatch.setattr(_execute, "SHIFTED_MAX_IN", 10**6 if shifted else 0)
     monkeypatch.setattr(_execute, "SHIFTED_MAX_TERMS", 10**6)
-    monkeypatch.setattr(_execute, "DOT_POINTWISE", path == "dot")
     calls: list[int] = []
     dots: list[str] = []
     real, real_dot = _execute._shifted, _execute._pointwise
@@ -384,7 +382,7 @@ def test_stage_kernels_equal_the_dense_conv(
     assert rel_error(np.asarray(got), np.asarray(want)) <= TOL
     assert (len(calls) == len(plan.stages)) if shifted else not calls
     n_pointwise = sum(s.kind == "mm" for s in plan.stages)
-    assert n_pointwise > 0 and len(dots) == (n_pointwise if path == "dot" else 0)
+    assert n_pointwise > 0 and len(dots) == (0 if shifted else n_pointwise)
     if shifted and form == "nested":  # a stage with carried ranks (groups) ran shifted
         assert max(calls) > 1
     g_got = jax.grad(loss, argnums=(0, 1))(x, factors, False)

@@ -38,6 +38,18 @@ def _fresh_cache() -> object:
     sekron.torch.clear_cache()
 
 
+def _assert_same_grads(
+    y: torch.Tensor, ref: torch.Tensor, leaves: list, grad: object = None
+) -> None:
+    """The gradients of ``y`` and of the dense conv ``ref`` with respect to ``leaves``, for one
+    random cotangent, agree to float32 rounding (``grad``: the ``torch.autograd.grad`` to use,
+    for a test that has patched it)."""
+    grad = grad or torch.autograd.grad
+    g = torch.randn_like(y)
+    for a, b in zip(grad(y, leaves, g), grad(ref, leaves, g), strict=True):
+        assert rel_error(a, b) <= EXACT32
+
+
 def _fake_timer(fastest: str, log: list, run: bool = False) -> object:
     """A stand-in for ``_auto._time``: logs the candidate names (and, with ``run``, calls each
     once), and reports ``fastest`` ten times faster than the rest."""
@@ -118,11 +130,7 @@ def test_training_regime_times_the_backward_without_touching_grads(
     w = kern.to_tensor()
     ref = F.conv2d(x, w, padding=1)
     assert rel_error(y, ref) <= EXACT32
-    g = torch.randn_like(y)
-    got = real_grad(y, [x, *kern.factors], g)
-    want = real_grad(ref, [x, *kern.factors], g)
-    for a, b in zip(got, want, strict=True):
-        assert rel_error(a, b) <= EXACT32
+    _assert_same_grads(y, ref, [x, *kern.factors], real_grad)
 
 
 @pytest.mark.parametrize("fastest", ["nhwc", "nchw", "dense"])
@@ -158,11 +166,7 @@ def test_auto_may_choose_a_merged_plan(monkeypatch: pytest.MonkeyPatch) -> None:
     assert list(_auto.cached_choices().values()) == [Choice("merged", "nhwc", (1, 2))]
     ref = F.conv2d(x, kern.to_tensor(), padding=1)
     assert rel_error(y, ref) <= EXACT32
-    g = torch.randn_like(y)
-    got = torch.autograd.grad(y, [x, *kern.factors], g)
-    want = torch.autograd.grad(ref, [x, *kern.factors], g)
-    for a, b in zip(got, want, strict=True):
-        assert rel_error(a, b) <= EXACT32
+    _assert_same_grads(y, ref, [x, *kern.factors])
 
 
 def test_auto_compares_paired_ratios() -> None:
@@ -416,11 +420,7 @@ def test_factorized_measures_its_layout_per_regime(
     ref = F.conv2d(x, kern.to_tensor(), padding=1)
     for out in (y, y2, y3):
         assert rel_error(out, ref) <= EXACT32
-    g = torch.randn_like(y)
-    got = torch.autograd.grad(y, [x, *kern.factors], g)
-    want = torch.autograd.grad(ref, [x, *kern.factors], g)
-    for a, b in zip(got, want, strict=True):
-        assert rel_error(a, b) <= EXACT32
+    _assert_same_grads(y, ref, [x, *kern.factors])
     sekron.torch.clear_cache()
     assert _auto._LAYOUTS == {}
 
@@ -480,10 +480,5 @@ def test_measuring_inside_non_reentrant_checkpoint(method: str) -> None:
     kern = _kern([(2, 2, 3, 3), (32, 32, 1, 1)], grad=True)
     x = torch.randn(2, 64, 6, 6, requires_grad=True)
     y = checkpoint(lambda t: conv2d(t, kern, None, 1, 1, method=method), x, use_reentrant=False)
-    g = torch.randn_like(y)
-    got = torch.autograd.grad(y, [x, *kern.factors], g)
-    ref = F.conv2d(x, kern.to_tensor(), padding=1)
-    want = torch.autograd.grad(ref, [x, *kern.factors], g)
-    for a, b in zip(got, want, strict=True):
-        assert rel_error(a, b) <= EXACT32
+    _assert_same_grads(y, F.conv2d(x, kern.to_tensor(), padding=1), [x, *kern.factors])
     assert _auto.cached_choices() or _auto._LAYOUTS  # it did measure

@@ -89,7 +89,6 @@ def _shifted(z: Any, w: Any, stage: Stage, layout: str) -> Any:
 # A pointwise stage (1x1 window, stride 1) runs as one (batched) matrix product: XLA's CPU
 # 1x1 convolution was 2-2.8x slower than the same product on the benchmark layers' shapes
 # (e.g. 256 -> 57 channels at 14x14, batch 32, channels-last: 1.88 ms against 0.80 ms).
-DOT_POINTWISE = True
 
 
 def _pointwise(z: Any, w: Any, stage: Stage, layout: str) -> Any:
@@ -121,7 +120,7 @@ def run_plan(x: Any, factors: Sequence[Any], plan: ConvPlan, layout: str) -> Any
         z = jnp.transpose(z, stage.perm).reshape(stage.in_shape)
         if stage.w_shape[1] <= SHIFTED_MAX_IN and prod(stage.w_shape[1:]) <= SHIFTED_MAX_TERMS:
             z = _shifted(z, w, stage, layout)
-        elif stage.kind == "mm" and DOT_POINTWISE:
+        elif stage.kind == "mm":
             z = _pointwise(z, w, stage, layout)
         else:
             z = lax.conv_general_dilated(

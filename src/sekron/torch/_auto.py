@@ -196,11 +196,18 @@ def record_layout(
     """Time ``fns`` ("nhwc", "nchw" -> zero-argument callables running the fully
     factorized plan once in ``regime_``), cache and return the faster layout
     (:func:`sekron._conv_choice.faster_layout`)."""
-    grad = torch.enable_grad if regime_ != "inference" else torch.no_grad
-    with grad():
-        chosen = faster_layout(_time(fns, x.device))
+    chosen = faster_layout(_time_in(regime_, fns, x.device))
     _LAYOUTS[_cache_key(key, x, regime_)] = chosen
     return chosen
+
+
+def _time_in(
+    regime_: str, fns: dict[str, Callable[[], Any]], device: torch.device
+) -> dict[str, list[float]]:
+    """:func:`_time` with autograd recording as ``regime_`` does ("inference": not)."""
+    grad = torch.no_grad if regime_ == "inference" else torch.enable_grad
+    with grad():
+        return _time(fns, device)
 
 
 def _time(fns: dict[str, Callable[[], Any]], device: torch.device) -> dict[str, list[float]]:
@@ -230,14 +237,10 @@ def record(
     """Time ``fns`` ("dense" and the names of :func:`~sekron._conv_choice.candidates` ->
     zero-argument callables that run one call in ``regime_``, backward included for
     "training"), cache and return the choice (see the module notes)."""
-    grad = torch.enable_grad if regime_ != "inference" else torch.no_grad
-
-    def timed(fns_: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:
-        with grad():
-            return _time(fns_, x.device)
-
     choice = decide(
-        candidates(key), timed(fns), lambda best: timed({n: fns[n] for n in ("dense", best)})
+        candidates(key),
+        _time_in(regime_, fns, x.device),
+        lambda best: _time_in(regime_, {n: fns[n] for n in ("dense", best)}, x.device),
     )
     _CACHE[_cache_key(key, x, regime_)] = choice
     return choice
