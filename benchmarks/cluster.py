@@ -32,6 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -42,6 +43,9 @@ import torch  # noqa: E402
 import sekron  # noqa: E402
 from sekron.data.digits_cnn import WEIGHTS_PATH, load_pretrained  # noqa: E402
 from sekron.torch import compress  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
 
 OUT = Path(__file__).parent / "results" / "cluster.json"
 #: The conv shapes (out, in, kh, kw) of a torchvision ResNet-50 and how many layers have each
@@ -230,6 +234,7 @@ def main() -> None:
         return
     data = json.loads(OUT.read_text()) if OUT.exists() else {}
     data["machine"] = {
+        "cpu": describe(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from conv_regimes import _paired, _round_robin  # noqa: E402
 from experiment.harness import Progress, Task  # noqa: E402
+from machine import describe  # noqa: E402
 
 import sekron  # noqa: E402
 from sekron.torch import compress, count_macs, count_params  # noqa: E402
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "threads": args.threads,
-        "machine": platform.machine(),
+        "machine": describe(),
         "cpus": os.cpu_count(),
         "reps": reps,
         "load_avg_start": os.getloadavg(),

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,6 +46,7 @@ from sekron.torch import conv2d
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conv_regimes import choice_label, jax_times, regimes_markdown, torch_regimes  # noqa: E402
+from machine import describe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 # layers whose rows are also run on sekron.jax (jit compiles every row: keep the run short)
@@ -632,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for r in old["rows"] if (r["layer"], r["structure"]) in done]
     t0 = time.perf_counter()
     meta = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": describe(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "batch": batch,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
 
 
 def one_mode_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
@@ -268,8 +269,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     results = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"numpy {np.__version__}",
+        "machine": f"{describe()}, numpy {np.__version__}",
         "tt": bench_tt(args.quick),
         "nested": bench_nested(args.quick),
         "memory": bench_memory(args.quick),

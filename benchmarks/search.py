@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from math import prod
@@ -39,6 +38,9 @@ import numpy as np
 import sekron
 from sekron.search import enumerate_configs
 from sekron.search import search as sekron_search
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WIDE_WEIGHT = Path(__file__).parent / "data" / "wide_digits_cnn.npz"
@@ -172,7 +174,7 @@ def main() -> None:
     meta = {
         "python": sys.version.split()[0],
         "numpy": np.__version__,
-        "machine": platform.machine(),
+        "machine": describe(),
         "cpus": os.cpu_count(),
         "load_avg_start": os.getloadavg(),
     }
