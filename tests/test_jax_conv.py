@@ -330,6 +330,19 @@ def test_auto_measure_false_and_the_env_var_use_the_cost_model(
     assert _auto.cached_choices() == {} and jax_auto.log == []  # type: ignore[attr-defined]
 
 
+def test_auto_cache_stays_bounded(jax_auto: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New input sizes keep at most ``maxsize`` choices, the newest (unbounded before)."""
+    from sekron.jax import _auto
+
+    monkeypatch.setattr(_auto._CACHE, "maxsize", 2)
+    kern = random_sekron(
+        [(8, 8, 3, 3), (8, 8, 1, 1)], 1, backend="jax", dtype="float32", random_state=0
+    )
+    for s in (5, 6, 7):
+        conv2d(jnp.ones((1, 64, s, s), jnp.float32), kern, padding=1)
+    assert [k[0].in_shape[2] for k in _auto.cached_choices()] == [6, 7]
+
+
 @pytest.mark.parametrize("shifted", [True, False], ids=["shifted", "einsum and lax.conv"])
 @pytest.mark.parametrize(
     "form, layout", [("nested", "nhwc"), ("nested", "nchw"), ("chain", "nchw")]

@@ -415,14 +415,14 @@ def test_factorized_measures_its_layout_per_regime(
         y3 = conv2d(x, kern, padding=1, method="factorized")  # another regime: measured
     assert timed == [("nhwc", "nchw"), ("nhwc", "nchw")]
     assert ran == [fastest] * 3
-    assert sorted(k[1] for k in _auto._LAYOUTS) == ["inference", "training"]
+    assert sorted(k[1] for k in _auto._LAYOUTS.copy()) == ["inference", "training"]
     assert _auto.cached_choices() == {}  # auto's own cache is untouched
     ref = F.conv2d(x, kern.to_tensor(), padding=1)
     for out in (y, y2, y3):
         assert rel_error(out, ref) <= EXACT32
     _assert_same_grads(y, ref, [x, *kern.factors])
     sekron.torch.clear_cache()
-    assert _auto._LAYOUTS == {}
+    assert _auto._LAYOUTS.copy() == {}
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
@@ -443,7 +443,7 @@ def test_factorized_runs_channels_last_when_it_may_not_measure(
         y = conv2d(x, kern, padding=1, method="factorized", measure=False)
         monkeypatch.setenv("SEKRON_AUTO_MEASURE", "0")
         conv2d(x, kern, padding=1, method="factorized")
-    assert timed == [] and _auto._LAYOUTS == {}
+    assert timed == [] and _auto._LAYOUTS.copy() == {}
     assert ran == ["nhwc"] * 3
     assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
     assert rel_error(traced(x), y) <= EXACT32
@@ -467,7 +467,7 @@ def test_measured_methods_under_vmap(method: str, measure: object) -> None:
     got = torch.func.vmap(lambda t: conv2d(t, kern, None, 1, 1, method=method, measure=measure))(xb)
     want = torch.stack([F.conv2d(t, kern.to_tensor(), padding=1) for t in xb])
     assert rel_error(got, want) <= EXACT32
-    assert _auto.cached_choices() == {} and _auto._LAYOUTS == {}
+    assert _auto.cached_choices() == {} and _auto._LAYOUTS.copy() == {}
 
 
 @pytest.mark.parametrize("method", ["auto", "factorized"])
@@ -481,4 +481,38 @@ def test_measuring_inside_non_reentrant_checkpoint(method: str) -> None:
     x = torch.randn(2, 64, 6, 6, requires_grad=True)
     y = checkpoint(lambda t: conv2d(t, kern, None, 1, 1, method=method), x, use_reentrant=False)
     _assert_same_grads(y, F.conv2d(x, kern.to_tensor(), padding=1), [x, *kern.factors])
-    assert _auto.cached_choices() or _auto._LAYOUTS  # it did measure
+    assert _auto.cached_choices() or _auto._LAYOUTS.copy()  # it did measure
+
+
+def test_choice_cache_drops_the_least_recently_used() -> None:
+    cache: _conv_choice.ChoiceCache[str, int] = _conv_choice.ChoiceCache(maxsize=2)
+    cache["a"], cache["b"] = 1, 2
+    assert cache.get("a") == 1  # "a" is now the most recently used
+    cache["c"] = 3
+    assert cache.copy() == {"a": 1, "c": 3} and cache.get("b") is None
+    cache["a"] = 4  # setting an old key refreshes it too
+    cache["d"] = 5
+    assert list(cache.copy()) == ["a", "d"] and len(cache) == 2
+    cache.clear()
+    assert len(cache) == 0
+
+
+def test_auto_and_factorized_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream of new input sizes keeps at most ``maxsize`` choices and layouts (they grew
+    without bound before), the newest ones, and results are unchanged."""
+    monkeypatch.setattr(_auto._CACHE, "maxsize", 3)
+    monkeypatch.setattr(_auto._LAYOUTS, "maxsize", 2)
+    monkeypatch.setattr(_auto, "_time", _fake_timer("nchw", []))
+    dense_only = _kern([(2, 2, 3, 3), (8, 8, 1, 1)], 4)  # no plan pays: dense, cached at once
+    kern = _kern()
+    sizes = [5, 6, 7, 8, 9]
+    with torch.no_grad():
+        for s in sizes:
+            x = torch.randn(1, 16, s, s)
+            y = conv2d(x, dense_only, padding=1)
+            assert rel_error(y, F.conv2d(x, dense_only.to_tensor(), padding=1)) <= EXACT32
+            x = torch.randn(1, 64, s, s)
+            y = conv2d(x, kern, padding=1, method="factorized")
+            assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+    assert [k[0].in_shape[2] for k in _auto.cached_choices()] == sizes[-3:]
+    assert [k[0].in_shape[2] for k in _auto._LAYOUTS.copy()] == sizes[-2:]

@@ -12,7 +12,9 @@ timed and how the timings decide (shared by :mod:`sekron.torch._auto` and
   wins only if that median and the ratio of the best times are both below ``MARGIN``, in
   this round and again with a confirming second round added;
 - :func:`faster_layout`: for ``method="factorized"`` (which never runs the dense conv), the
-  layout of the fully factorized plan, from the same kind of timings.
+  layout of the fully factorized plan, from the same kind of timings;
+- :class:`ChoiceCache`: where the choices are kept, at most ``MAX_CACHE_ENTRIES`` of them
+  (least recently used dropped first).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from ._conv_macs import dense_macs
 from ._conv_merge import groupings, merged_signature
@@ -30,6 +33,7 @@ from ._conv_plan import ConvKey, plan_cost
 __all__ = [
     "DENSE",
     "MARGIN",
+    "MAX_CACHE_ENTRIES",
     "MAX_MERGED",
     "MIN_MAC_RATIO",
     "MODEL_MAC_RATIO",
@@ -37,6 +41,7 @@ __all__ = [
     "PRUNE_RATIO",
     "REPEATS",
     "Choice",
+    "ChoiceCache",
     "candidates",
     "decide",
     "faster_layout",
@@ -57,6 +62,45 @@ PRUNE_AFTER, PRUNE_RATIO = 3, 1.5
 # faster than the dense conv in the fine-tuning step; the best-time criterion and the second
 # round (see decide) are what guard against a noisy first measurement
 MARGIN = 0.9
+# entries of one ChoiceCache: a ResNet-50 has 53 convolutions, so this is hundreds of input
+# sizes per layer and regime; each new one costs a measurement, and an entry (key and choice)
+# about a kilobyte, so the bound only matters to a long-lived process fed ever new sizes
+MAX_CACHE_ENTRIES = 1 << 14
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class ChoiceCache(Generic[_K, _V]):
+    """A mapping of at most ``maxsize`` entries (``MAX_CACHE_ENTRIES`` by default): setting
+    a new key beyond that drops the least recently used one (looked up or set), which is
+    measured again if it comes back."""
+
+    def __init__(self, maxsize: int = MAX_CACHE_ENTRIES) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[_K, _V] = OrderedDict()
+
+    def get(self, key: _K) -> _V | None:
+        hit = self._entries.get(key)
+        if hit is not None:
+            self._entries.move_to_end(key)
+        return hit
+
+    def __setitem__(self, key: _K, value: _V) -> None:
+        self._entries[key] = value
+        self._entries.move_to_end(key)
+        while len(self._entries) > max(self.maxsize, 0):
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def copy(self) -> dict[_K, _V]:
+        """The entries, least recently used first, as a plain dict."""
+        return dict(self._entries)
 
 
 class Choice(NamedTuple):

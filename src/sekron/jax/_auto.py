@@ -7,7 +7,8 @@ zero arrays of the call's shapes, with each candidate compiled by ``jax.jit``, i
 ``jax.grad`` traces the call (the tracers are never touched). The candidates, the timing
 and the decision are :mod:`sekron._conv_choice`'s (as for torch); forward (inference) time
 is what is measured. ``measure=False`` or ``SEKRON_AUTO_MEASURE=0`` use the cost model,
-uncached. :func:`clear_cache` forgets every choice.
+uncached. The cache keeps at most ``MAX_CACHE_ENTRIES`` choices (least recently used dropped
+first, :class:`sekron._conv_choice.ChoiceCache`); :func:`clear_cache` forgets every choice.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from .._conv_choice import (
     DENSE,
     Choice,
+    ChoiceCache,
     candidates,
     decide,
     measuring_wanted,
@@ -32,7 +34,7 @@ from .._conv_plan import ConvKey
 
 __all__ = ["cached_choices", "choose", "clear_cache"]
 
-_CACHE: dict[tuple[Any, ...], Choice] = {}
+_CACHE: ChoiceCache[tuple[Any, ...], Choice] = ChoiceCache()
 
 
 def clear_cache() -> None:
@@ -48,8 +50,8 @@ def clear_cache() -> None:
 
 
 def cached_choices() -> dict[tuple[Any, ...], Choice]:
-    """A copy of the cache: ``(ConvKey, dtype name) -> Choice``."""
-    return dict(_CACHE)
+    """A copy of the cache: ``(ConvKey, dtype name) -> Choice``, least recently used first."""
+    return _CACHE.copy()
 
 
 def _time(fns: dict[str, Callable[[], Any]]) -> dict[str, list[float]]:

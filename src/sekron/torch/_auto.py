@@ -29,7 +29,9 @@ The candidates, their timing and the decision are backend-neutral
    least ``MODEL_MAC_RATIO``); that guess is not cached, so a later measurable call still
    measures.
 
-The cache is this module's ``_CACHE`` dict; :func:`sekron.torch.clear_cache` empties it.
+The cache is this module's ``_CACHE``, a :class:`~sekron._conv_choice.ChoiceCache` of at
+most ``MAX_CACHE_ENTRIES`` choices (least recently used dropped first);
+:func:`sekron.torch.clear_cache` empties it.
 
 ``method="factorized"`` never runs the dense conv, but its plan runs in one of two layouts
 (channels-last or channels-first stages) whose speeds differ by up to 2.7x either way on the
@@ -65,6 +67,7 @@ import torch
 from .._conv_choice import (
     DENSE,
     Choice,
+    ChoiceCache,
     candidates,
     decide,
     faster_layout,
@@ -88,9 +91,9 @@ __all__ = [
 ]
 
 REGIMES = ("inference", "forward", "training")
-_CACHE: dict[tuple[Any, ...], Choice] = {}
+_CACHE: ChoiceCache[tuple[Any, ...], Choice] = ChoiceCache()
 # the layout of method="factorized", per the same key as _CACHE
-_LAYOUTS: dict[tuple[Any, ...], str] = {}
+_LAYOUTS: ChoiceCache[tuple[Any, ...], str] = ChoiceCache()
 # kernels kept for the dense choice (see the module notes): key -> (factor copies, kernel)
 KERNEL_CACHE_ELEMENTS = 1 << 25
 _KERNELS: dict[tuple[Any, ...], tuple[tuple[torch.Tensor, ...], torch.Tensor]] = {}
@@ -116,8 +119,9 @@ def clear_cache() -> None:
 
 
 def cached_choices() -> dict[tuple[Any, ...], Choice]:
-    """A copy of the cache: ``(ConvKey, regime, dtype, device, channels_last) -> Choice``."""
-    return dict(_CACHE)
+    """A copy of the cache: ``(ConvKey, regime, dtype, device, channels_last) -> Choice``,
+    least recently used first."""
+    return _CACHE.copy()
 
 
 def regime(leaves: tuple[torch.Tensor, ...], train: bool) -> str:
