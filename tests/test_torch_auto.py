@@ -516,3 +516,33 @@ def test_auto_and_factorized_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch
             assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
     assert [k[0].in_shape[2] for k in _auto.cached_choices()] == sizes[-3:]
     assert [k[0].in_shape[2] for k in _auto._LAYOUTS.copy()] == sizes[-2:]
+
+
+def test_a_plan_at_two_thirds_of_the_dense_macs_is_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 1x1 split whose plan needs 1/1.97 of the dense multiply-adds is a candidate (it ran
+    1.08-1.24x faster than the dense conv on two CPUs but was never timed under the old
+    limit of one half); one needing more than two thirds is not, and is not timed."""
+    from sekron._conv_macs import dense_macs
+    from sekron._conv_plan import ConvKey
+
+    def key(shapes: list, ranks: tuple) -> ConvKey:
+        shapes_t = tuple(tuple(s) for s in shapes)
+        return ConvKey(shapes_t, ranks, "nested", (2, 256, 6, 6), (1, 1), (0, 0, 0, 0), (1, 1))
+
+    pays = key([(2, 2, 1, 1), (128, 128, 1, 1)], (1,))
+    ratio = (
+        dense_macs(pays.shapes, pays.in_shape, (1, 1), (0, 0, 0, 0), (1, 1))
+        / pays.plan("nhwc").macs
+    )
+    assert 1.9 < ratio < 2.0
+    assert {"nhwc", "nchw"} <= set(_conv_choice.candidates(pays))
+    assert _conv_choice.candidates(key([(2, 2, 1, 1), (128, 128, 1, 1)], (2,))) == {}  # ratio 1
+    timed: list[tuple[str, ...]] = []
+    monkeypatch.setattr(_auto, "_time", _fake_timer("nchw", timed))
+    kern = _kern([(2, 2, 1, 1), (128, 128, 1, 1)])
+    x = torch.randn(2, 256, 6, 6)
+    with torch.no_grad():
+        y = conv2d(x, kern)
+    assert timed and timed[0][:3] == ("dense", "nhwc", "nchw")
+    assert list(_auto.cached_choices().values()) == [Choice("factorized", "nchw", (1, 1))]
+    assert rel_error(y, F.conv2d(x, kern.to_tensor())) <= EXACT32

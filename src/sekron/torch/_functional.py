@@ -227,8 +227,8 @@ def conv2d(
     - With ``groups > 1`` it always runs ``"reconstructed"``.
     - The candidates are the dense conv, the fully factorized plan (channels-last and
       channels-first stages) and up to two merged plans (adjacent factors merged into their
-      Kronecker product first, conv docs), each only if it needs at most half the dense
-      multiply-adds; with none, it runs ``"reconstructed"`` without measuring.
+      Kronecker product first, conv docs), each only if it needs at most two thirds of the
+      dense multiply-adds; with none, it runs ``"reconstructed"`` without measuring.
     - The choice is per regime: ``"inference"`` (autograd not recording), ``"forward"``
       (recording, no backward follows: a ``SeKronConv2d`` in eval mode) and ``"training"``
       (recording: this function, or a layer in train mode), timed as that regime costs:
