@@ -310,7 +310,7 @@ def run_layer(
             ms = {n: statistics.median(v) for n, v in times.items()}
             fac_layout = [
                 v
-                for key, v in sekron.torch._auto._LAYOUTS.items()
+                for key, v in sekron.torch._auto._LAYOUTS.copy().items()
                 if key[0][:4] == (st.shapes, st.ranks, form, in_shape) and key[1] == "inference"
             ]
             peak_f, peak_d = peak_activation_elems(st, in_shape, stride, pad)
