@@ -493,8 +493,13 @@ def test_choice_cache_drops_the_least_recently_used() -> None:
     cache["a"] = 4  # setting an old key refreshes it too
     cache["d"] = 5
     assert list(cache.copy()) == ["a", "d"] and len(cache) == 2
+    assert "a" in cache and "b" not in cache
     cache.clear()
     assert len(cache) == 0
+    with pytest.raises(ValueError, match="maxsize must be at least 1, got 0"):
+        _conv_choice.ChoiceCache(maxsize=0)
+    with pytest.raises(TypeError, match="maxsize must be an int, got float"):
+        _conv_choice.ChoiceCache(maxsize=2.0)  # type: ignore[arg-type]
 
 
 def test_auto_and_factorized_caches_stay_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -537,6 +542,13 @@ def test_a_plan_at_two_thirds_of_the_dense_macs_is_timed(monkeypatch: pytest.Mon
     assert 1.9 < ratio < 2.0
     assert {"nhwc", "nchw"} <= set(_conv_choice.candidates(pays))
     assert _conv_choice.candidates(key([(2, 2, 1, 1), (128, 128, 1, 1)], (2,))) == {}  # ratio 1
+    near = key([(4, 4, 1, 1), (64, 64, 1, 1)], (3,))  # between 1 and 1.5: not timed
+    near_ratio = (
+        dense_macs(near.shapes, near.in_shape, (1, 1), (0, 0, 0, 0), (1, 1))
+        / near.plan("nhwc").macs
+    )
+    assert 1.2 < near_ratio < 1.5
+    assert _conv_choice.candidates(near) == {}
     timed: list[tuple[str, ...]] = []
     monkeypatch.setattr(_auto, "_time", _fake_timer("nchw", timed))
     kern = _kern([(2, 2, 1, 1), (128, 128, 1, 1)])

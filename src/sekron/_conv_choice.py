@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -65,7 +66,7 @@ PRUNE_AFTER, PRUNE_RATIO = 3, 1.5
 # faster than the dense conv in the fine-tuning step; the best-time criterion and the second
 # round (see decide) are what guard against a noisy first measurement
 MARGIN = 0.9
-# entries of one ChoiceCache: a ResNet-50 has 53 convolutions, so this is hundreds of input
+# entries of one ChoiceCache: a ResNet-50 has 53 convolutions, so this is about 100 input
 # sizes per layer and regime; each new one costs a measurement, and an entry (key and choice)
 # about a kilobyte, so the bound only matters to a long-lived process fed ever new sizes
 MAX_CACHE_ENTRIES = 1 << 14
@@ -75,35 +76,61 @@ _V = TypeVar("_V")
 
 
 class ChoiceCache(Generic[_K, _V]):
-    """A mapping of at most ``maxsize`` entries (``MAX_CACHE_ENTRIES`` by default): setting
-    a new key beyond that drops the least recently used one (looked up or set), which is
-    measured again if it comes back."""
+    """A bounded store of choices: at most ``maxsize`` entries (``MAX_CACHE_ENTRIES`` by
+    default); setting a new key beyond that drops the least recently used one (looked up or
+    set), which is measured again if it comes back. Safe to use from several threads (one
+    lock; ``conv2d`` may run in a thread pool). Values are never None (:meth:`get` answers
+    None for a miss).
+
+    Raises
+    ------
+    TypeError, ValueError
+        ``maxsize`` is not an int, or is below 1.
+    """
 
     def __init__(self, maxsize: int = MAX_CACHE_ENTRIES) -> None:
+        if not isinstance(maxsize, int) or isinstance(maxsize, bool):
+            raise TypeError(f"maxsize must be an int, got {type(maxsize).__name__}")
+        if maxsize < 1:
+            raise ValueError(f"maxsize must be at least 1, got {maxsize}")
         self.maxsize = maxsize
         self._entries: OrderedDict[_K, _V] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: _K) -> _V | None:
-        hit = self._entries.get(key)
-        if hit is not None:
-            self._entries.move_to_end(key)
-        return hit
+        """The value for ``key`` (now the most recently used), or None if absent."""
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None:
+                self._entries.move_to_end(key)
+            return hit
 
     def __setitem__(self, key: _K, value: _V) -> None:
-        self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > max(self.maxsize, 0):
-            self._entries.popitem(last=False)
+        """Keep ``value`` for ``key`` as the most recently used entry, dropping the least
+        recently used ones beyond ``maxsize``."""
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = value
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        with self._lock:
+            return key in self._entries
 
     def __len__(self) -> int:
-        return len(self._entries)
+        with self._lock:
+            return len(self._entries)
 
     def clear(self) -> None:
-        self._entries.clear()
+        """Drop every entry."""
+        with self._lock:
+            self._entries.clear()
 
     def copy(self) -> dict[_K, _V]:
         """The entries, least recently used first, as a plain dict."""
-        return dict(self._entries)
+        with self._lock:
+            return dict(self._entries)
 
 
 class Choice(NamedTuple):

@@ -16,7 +16,7 @@ The regime is what the call will cost (:func:`regime`):
 The candidates, their timing and the decision are backend-neutral
 (:mod:`sekron._conv_choice`, shared with :mod:`sekron.jax`):
 
-1. No plan needs less than ``1 / MIN_MAC_RATIO`` of the dense multiply-adds: "reconstructed"
+1. No plan needs at most ``1 / MIN_MAC_RATIO`` of the dense multiply-adds: "reconstructed"
    is chosen (and cached) at once.
 2. Otherwise, when measuring is allowed, the candidates are timed (interleaved, hopeless ones
    pruned) and a plan is cached only if it beats the dense conv by ``MARGIN`` twice (see
