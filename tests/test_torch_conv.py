@@ -174,6 +174,78 @@ def test_wide_pointwise_stages_equal_dense(
     assert used and any(used) == (dtype == "float32" and not matmul_only)
 
 
+@pytest.mark.parametrize(
+    "shapes, ranks, form",
+    [
+        ([(2, 2, 3, 3), (8, 8, 1, 1)], [1], "nested"),  # the (2, 2) factor: 2 in, 2 out
+        ([(1, 1, 3, 3), (16, 16, 1, 1)], [1], "nested"),  # 1 in, 1 out
+        ([(2, 2, 1, 3), (2, 2, 3, 1), (4, 4, 1, 1)], [1, 1], "chain"),  # two tiny stages
+        ([(2, 2, 3, 3), (3, 3, 1, 1)], [1], "nested"),  # folded batch 3 x 3 per image: odd
+    ],
+    ids=["2 channels", "1 channel", "chain, two stages", "odd folded batch"],
+)
+@pytest.mark.parametrize(
+    "batch, stride, padding, dilation",
+    [(4, 1, 1, 1), (2, 2, (2, 1), (1, 2)), (3, (1, 2), (1, 0), 1)],
+    ids=["stride 1", "stride 2, dilation", "odd batch, stride (1, 2)"],
+)
+def test_tiny_conv_stages_packed_equal_dense(
+    monkeypatch: pytest.MonkeyPatch,
+    shapes: list,
+    ranks: list,
+    form: str,
+    batch: int,
+    stride: object,
+    padding: object,
+    dilation: object,
+) -> None:
+    """Channels-first conv stages with at most ``TINY`` channels in and out run ``PACK``
+    batch entries side by side under a block-diagonal weight when their folded batch is a
+    multiple of ``PACK`` (else unpacked): equal to the dense conv, input and factor
+    gradients included, and packed exactly where expected."""
+    from sekron.torch import _execute
+
+    kern = random_sekron(
+        shapes, ranks, form=form, backend="pytorch", dtype="float64", random_state=3
+    )
+    factors = [f.detach().requires_grad_() for f in kern.factors]
+    kern = SeKronTensor(factors, form=form)
+    x = torch.randn(batch, kern.shape[1], 9, 8, dtype=torch.float64, requires_grad=True)
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    dh, dw = (dilation, dilation) if isinstance(dilation, int) else dilation
+    pad4 = normalize_padding(padding, kern.shape[2:], (dh, dw))
+    args = (tuple(x.shape), (sh, sw), pad4, (dh, dw), "nchw")
+    plan = conv_plan(kern.shapes, kern.ranks, form, *args)
+    packs: list[int] = []
+    real = _execute._packed
+    monkeypatch.setattr(_execute, "_packed", lambda *a: packs.append(real(*a)) or packs[-1])
+    got = run_plan(x, kern.factors, plan, "nchw")
+    tiny = [
+        s.groups == 1 and max(s.w_shape[:2]) <= _execute.TINY
+        for s in plan.stages
+        if s.kind == "conv"
+    ]
+    want = [
+        _execute.PACK if t and s.in_shape[0] % _execute.PACK == 0 else 1
+        for t, s in zip(tiny, [s for s in plan.stages if s.kind == "conv"], strict=True)
+    ]
+    assert packs == want and any(tiny)
+    if shapes[1][0] != 3:
+        assert max(want) > 1  # folded batches of 8 or 16 per image pack
+    elif batch == 3:
+        assert _execute.PACK not in want  # a folded batch of 9: unpacked
+    expected = F.conv2d(x, kern.to_tensor(), None, stride, padding, dilation)
+    exact = tolerance("float64", exact=True)
+    assert rel_error(got, expected) <= exact
+    g = torch.randn_like(expected)
+    for a, b in zip(
+        torch.autograd.grad(got, [x, *factors], g),
+        torch.autograd.grad(expected, [x, *factors], g),
+        strict=True,
+    ):
+        assert rel_error(a, b) <= 8 * exact
+
+
 @pytest.mark.parametrize("form", ["nested", "chain"])
 @pytest.mark.parametrize("stride, padding", [(1, "same"), (2, 1), ((1, 2), (0, 1))])
 def test_gradcheck_factorized(form: str, stride: object, padding: object) -> None:
