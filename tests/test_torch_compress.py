@@ -113,14 +113,43 @@ SEKRON_CASES = [
     ],
 )
 def test_count_macs_of_a_sekron_layer_matches_flop_counter_on_its_stages(
-    form, shapes, rank, kwargs
+    form, shapes, rank, kwargs, monkeypatch
 ):
+    # count_macs charges the plan's multiply-adds; a channels-first stage of at most 2
+    # channels may execute packed, at PACK times its own (see the packed test below), and
+    # which layout runs is measured: unpacked here, so the executed count is the plan's
+    from sekron.torch import _execute
+
+    monkeypatch.setattr(_execute, "PACK", 1)
     st = sekron.random_sekron(shapes, rank, form=form, backend="pytorch", random_state=0)
     layer = SeKronConv2d(
         st, torch.zeros(st.shape[0], dtype=torch.float64), method="factorized", **kwargs
     )
     x = torch.zeros(2, st.shape[1], 11, 10, dtype=torch.float64)
     assert count_macs(layer, x) == _flop_macs(layer, x)
+
+
+def test_packed_stages_execute_pack_times_their_plan_macs():
+    """A channels-first stage of at most 2 channels runs ``PACK`` batch entries side by side
+    under a block-diagonal weight: PyTorch's FLOP counter sees the plan's multiply-adds plus
+    ``PACK - 1`` times those of each packed stage, and nothing else changes."""
+    from sekron._conv_plan import conv_plan
+    from sekron.torch import _execute
+    from sekron.torch._execute import run_plan
+
+    st = sekron.random_sekron(
+        [(2, 2, 3, 3), (4, 4, 1, 1)], 1, backend="pytorch", dtype="float64", random_state=0
+    )
+    x = torch.zeros(4, 8, 9, 8, dtype=torch.float64)
+    plan = conv_plan(
+        st.shapes, st.ranks, "nested", tuple(x.shape), (1, 1), (1, 1, 1, 1), (1, 1), "nchw"
+    )
+    packed = [s for s in plan.stages if _execute._packed(s, s.in_shape, "nchw") > 1]
+    assert packed  # the (2, 2, 3, 3) stage over a folded batch of 16
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run_plan(x, tuple(st.factors), plan, "nchw")
+    extra = (_execute.PACK - 1) * sum(s.macs for s in packed)
+    assert counter.get_total_flops() // 2 == plan.macs + extra
 
 
 @pytest.mark.parametrize("form, shapes, rank", SEKRON_CASES)

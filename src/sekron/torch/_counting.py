@@ -338,7 +338,9 @@ def count_macs(
     element scattered through the kernel), ``nn.Linear`` (``out_elements * in_features``),
     ``nn.Bilinear`` and :class:`~sekron.torch.SeKronConv2d`. Biases, activations, pooling and
     normalization are not counted. A SeKronConv2d is charged the MACs of its factorized stage
-    plan (conv docs, :func:`sekron_conv_macs`) whatever ``method`` it executes with.
+    plan (conv docs, :func:`sekron_conv_macs`) whatever ``method`` it executes with (a
+    channels-first stage of at most 2 channels executes 4 times its own, packed: conv docs,
+    stage algorithm).
 
     The model runs once in eval mode without gradients; training flags are restored.
 
