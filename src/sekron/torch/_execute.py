@@ -107,10 +107,10 @@ TINY, PACK = 2, 4
 def _packed(stage: Stage, in_shape: Any, layout: str) -> int:
     """How many batch entries a conv stage packs into its channels (1: none)."""
     kk, o = stage.w_shape[1], stage.w_shape[0]
-    b = in_shape[0]
-    if layout != "nchw" or stage.groups != 1 or max(kk, o) > TINY or not isinstance(b, int):
+    b = in_shape[0]  # -1 (the BATCH template) under torch.jit.trace: not packed
+    if layout != "nchw" or stage.groups != 1 or max(kk, o) > TINY or b <= 0:
         return 1
-    return PACK if b > 0 and b % PACK == 0 else 1
+    return PACK if b % PACK == 0 else 1
 
 
 def _conv(z: torch.Tensor, w: torch.Tensor, stage: Stage, in_shape: Any, layout: str) -> Any:
