@@ -117,6 +117,60 @@ def test_conv2d_bad_arguments(name: str, kwargs: dict[str, Any]) -> None:
     _raises_naming(lambda: conv2d(**args), name)
 
 
+# values equal (==, same hash) to a valid option, but refused: a call with the valid one first
+# must not let the remembered check (sekron._conv_args._ARGS_MEMO) answer for them
+EQUAL_BUT_BAD = [
+    ("stride", {"stride": 1}, {"stride": True}),
+    ("stride", {"stride": (1, 1)}, {"stride": (True, 1)}),
+    ("stride", {"stride": (1, 1)}, {"stride": (1.0, 1)}),
+    ("padding", {"padding": 1}, {"padding": 1.0}),
+    ("padding", {"padding": (0, 1)}, {"padding": (False, 1)}),
+    ("dilation", {"dilation": 1}, {"dilation": True}),
+    ("groups", {"groups": 1}, {"groups": True}),
+    ("groups", {"groups": 1}, {"groups": 1.0}),
+]
+
+
+@pytest.mark.parametrize("name, good, bad", EQUAL_BUT_BAD)
+@pytest.mark.parametrize("fn", ["conv2d", "layer"])
+def test_remembered_checks_do_not_accept_equal_bad_values(
+    name: str, good: dict[str, Any], bad: dict[str, Any], fn: str
+) -> None:
+    x, st = _x(1, 4, 5, 5), _st()
+    if fn == "conv2d":
+        conv2d(x, st, **good)
+        _raises_naming(lambda: conv2d(x, st, **bad), name)
+    elif name != "groups":  # SeKronConv2d has no groups
+        SeKronConv2d(st, **good)
+        _raises_naming(lambda: SeKronConv2d(st, **bad), name)
+
+
+def test_remembered_input_checks_still_refuse_bad_inputs() -> None:
+    """A good input shape, remembered, does not let a bad one through (nor a float shape
+    equal to it), and the memo stays bounded."""
+    from sekron import _conv_args
+
+    st = _st()
+    conv2d(_x(1, 4, 5, 5), st)
+    key = ((1, 4, 5, 5), st.shape)
+    assert any(k[:2] == key for k in _conv_args._SHAPES_MEMO)
+    _raises_naming(lambda: conv2d(_x(1, 4, 2, 2), st), "x")
+    _raises_naming(lambda: conv2d(_x(1, 4, 5, 5), st, padding=-1), "padding")
+    with pytest.raises(ValueError, match="too small"):
+        _conv_args.check_input_shape((1.0, 4.0, 2.0, 2.0), st.shape, _args(), 2, "conv2d")
+    for n in range(_conv_args.MEMO_ENTRIES + 5):
+        _conv_args.check_input_shape((n + 1, 4, 5, 5), st.shape, _args(), 2, "conv2d")
+        _conv_args.check_conv_args(1, 0, 1, 1, "auto", (n + 1, 3))
+    assert 0 < len(_conv_args._SHAPES_MEMO) <= _conv_args.MEMO_ENTRIES
+    assert 0 < len(_conv_args._ARGS_MEMO) <= _conv_args.MEMO_ENTRIES
+
+
+def _args() -> Any:
+    from sekron._conv_args import check_conv_args
+
+    return check_conv_args(1, 0, 1, 1, "auto", (3, 3))
+
+
 def _st1d() -> SeKronTensor:
     return sekron.random_sekron([(2, 2, 3), (2, 2, 1)], 2, backend="pytorch", random_state=0)
 
@@ -461,3 +515,22 @@ def test_sekron_conv_macs_bad_arguments(name: str, kwargs: dict[str, Any]) -> No
     args: dict[str, Any] = {"shapes": ((2, 2, 3, 1), (2, 2, 1, 3)), "ranks": (2,), "form": "nested"}
     args.update(kwargs)
     _raises_naming(lambda: sekron_conv_macs(**args), name)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        (1, 0, 1, 1, "auto", (3, 3)),
+        ((2, 1), (1, 0), (1, 2), 1, "factorized", (3, 3)),
+        (1, "same", 2, 1, "reconstructed", (3, 1)),
+        (2, "valid", 1, 2, "auto", (1, 1)),
+        ((1,), (2,), (3,), 1, "auto", (5,)),
+    ],
+)
+def test_remembered_conv_args_equal_a_fresh_check(options: tuple[Any, ...]) -> None:
+    from sekron import _conv_args
+
+    fresh = _conv_args._check_conv_args(*options)
+    assert _conv_args.check_conv_args(*options) == fresh
+    assert _conv_args.check_conv_args(*options) == fresh  # from the memo
+    assert options in _conv_args._ARGS_MEMO

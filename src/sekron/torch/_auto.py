@@ -141,26 +141,28 @@ def _measuring_allowed(measure: bool | None) -> bool:
 def _eager() -> bool:
     """Whether the call runs eagerly: not traced, scripted, compiled nor under a functorch
     transform (where timing means nothing and a cached tensor would be baked in)."""
-    if torch.jit.is_tracing() or torch.jit.is_scripting():
-        return False
-    compiler = getattr(torch, "compiler", None)
-    if compiler is not None and compiler.is_compiling():
-        return False
-    return not _functorch_active()
+    # (torch.jit.is_scripting() is False in Python code: scripted code never runs this)
+    return not (_is_compiling() or _is_tracing() or _functorch_active())
+
+
+# bound once: each call asks these (#16: after a long convolution every Python step of a call
+# runs from cold caches, so the steps saved here are a measurable part of a short layer)
+_is_tracing = torch._C._is_tracing
+_CHANNELS_LAST = torch.channels_last
+_DATA_PTR = torch.Tensor.data_ptr
+_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+_functorch_transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 
 def _functorch_active() -> bool:
-    active = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return active is not None and bool(active())
+    return _functorch_transforms is not None and bool(_functorch_transforms())
 
 
 def _cache_key(key: ConvKey, x: torch.Tensor, regime_: str) -> tuple[Any, ...]:
     # functorch transforms (vmap) cannot answer memory-format queries: there, and only
     # there, the key says contiguous (a cached plan choice never changes a result)
     channels_last = (
-        not _functorch_active()
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and x.shape[1] > 1
+        not _functorch_active() and x.is_contiguous(memory_format=_CHANNELS_LAST) and x.shape[1] > 1
     )
     return (key, regime_, x.dtype, x.device, channels_last)
 
@@ -254,7 +256,7 @@ def kernel(st: Any, regime_: str) -> torch.Tensor:
     """``st.to_tensor()`` for a call in ``regime_``, reused from an earlier call in the
     "inference" and "forward" regimes (and in "training" when no factor requires grad) when
     the factors equal those it was built from (see the module notes)."""
-    factors = st.factors
+    factors = st._factors
     if factors[0].device.type != "cpu" or not _eager():
         return st.to_tensor()
     if not (torch.is_grad_enabled() and any(f.requires_grad for f in factors)):
@@ -298,20 +300,24 @@ class _Reused(torch.autograd.Function):
 def _kept(st: Any) -> torch.Tensor:
     """The kernel of ``st`` built without autograd, kept in ``_KERNELS`` with copies of the
     factors and reused while the factors equal them."""
-    factors = st.factors
+    factors = st._factors
     f0 = factors[0]
     key = (
-        st.shapes,
-        st.ranks,
-        st.form,
+        st._shapes,
+        st._ranks,
+        st._form,
         f0.dtype,
         f0.device,
         torch.is_inference_mode_enabled(),
-        tuple(f.data_ptr() for f in factors),
+        tuple(map(_DATA_PTR, factors)),
     )
     hit = _KERNELS.get(key)
-    if hit is not None and all(torch.equal(a, b) for a, b in zip(hit[0], factors, strict=True)):
-        return hit[1]
+    if hit is not None:
+        for kept, f in zip(hit[0], factors, strict=True):
+            if not torch.equal(kept, f):
+                break
+        else:
+            return hit[1]
     with torch.no_grad():
         built = st.to_tensor()
         copies = tuple(f.detach().clone() for f in factors)

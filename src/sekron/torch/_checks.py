@@ -32,7 +32,7 @@ FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 def check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
     """A SeKronTensor with floating torch factors and ``2 + n_spatial`` modes."""
     st = check_kernel(st, n_spatial, fn, "pytorch")
-    if st.dtype not in FLOAT_DTYPES:
+    if st._factors[0].dtype not in FLOAT_DTYPES:
         raise TypeError(f"st has dtype {st.dtype}; a convolution kernel must be floating point.")
     return st
 
@@ -42,10 +42,12 @@ def check_x(x: object, st: SeKronTensor, args: ConvArgs, n_spatial: int, fn: str
     for the (dilated) kernel after padding."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {_type_name(x)}.")
-    check_input_shape(tuple(x.shape), st.shape, args, n_spatial, fn)
-    if x.dtype != st.dtype:
-        raise TypeError(f"x has dtype {x.dtype} but st has dtype {st.dtype}; cast one of them.")
-    device = st.factors[0].device
+    # (st's private attributes: this runs on every call)
+    check_input_shape(tuple(x.shape), st._shape, args, n_spatial, fn)
+    f0 = st._factors[0]
+    if x.dtype != f0.dtype:
+        raise TypeError(f"x has dtype {x.dtype} but st has dtype {f0.dtype}; cast one of them.")
+    device = f0.device
     if x.device != device:
         raise ValueError(f"x is on {x.device} but st's factors are on {device}; move one.")
     return x

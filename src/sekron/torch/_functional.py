@@ -58,9 +58,13 @@ def _dense(
 def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
     """The plan key of a call: the one place its eight parts are put together (with the
     layout, which :meth:`ConvKey.plan` takes)."""
-    n, c, h, w = x.shape
-    in_shape = (int(n), int(c), int(h), int(w))  # under torch.jit.trace sizes are 0-d tensors
-    return ConvKey(st.shapes, st.ranks, st.form, in_shape, args.stride, args.pad4, args.dilation)
+    in_shape: Any = tuple(x.shape)
+    if not set(map(type, in_shape)) <= _INT:  # under torch.jit.trace: 0-d tensors
+        in_shape = tuple(int(v) for v in in_shape)
+    return ConvKey(st._shapes, st._ranks, st._form, in_shape, args.stride, args.pad4, args.dilation)
+
+
+_INT = {int}
 
 
 def _run_choice(
