@@ -51,7 +51,9 @@ from machine import describe  # noqa: E402
 RESULTS = Path(__file__).parent / "results"
 # layers whose rows are also run on sekron.jax (jit compiles every row: keep the run short)
 JAX_LAYERS = ("conv3x3 64@8", "conv3x3 128@28", "conv3x3 256@14")
-MAX_REPS = 20
+# the cap on repetitions of short layers: 20 until #16's per-call overhead work, where the
+# 1x1 layer's auto/dense (a 7 ms conv, 20 repetitions) moved by +-2 % from run to run
+MAX_REPS = 60
 TL_RATIO = 0.1  # parameter ratio for the equal-parameter comparisons (CP, Tucker-2, TT)
 
 # (name, C_in = C_out, spatial size, kernel, stride)
@@ -439,9 +441,9 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
         f"batch {meta['batch']}; float32; at least {meta['reps']} interleaved repetitions per "
-        f"row (more for short layers, up to {MAX_REPS}: column `reps`), medians; "
+        f"row (more for short layers, up to {_caps(meta)}: column `reps`), medians; "
         f"at least {meta.get('regime_reps', 0)} repetitions per regime row (more for short "
-        f"layers, about 0.15 s of dense conv, up to {MAX_REPS}); jax {meta.get('jax')}; "
+        f"layers, about 0.15 s of dense conv, up to {_caps(meta)}); jax {meta.get('jax')}; "
         f"wall time {meta['wall_s']:.0f} s."
         + _load_line(meta.get("load_average"), meta["threads"]),
         "",
@@ -507,6 +509,13 @@ def to_markdown(rows: list[dict], meta: dict) -> str:
             f"| {t.get('reconstructed', float('nan')):.2f} | {r['tltorch_vs_auto']:.2f} |"
         )
     return "\n".join(lines + _shortfall(fac, fac_ok) + regimes_markdown(rows)) + "\n"
+
+
+def _caps(meta: dict) -> str:
+    """The repetition cap of each run that made the file ("20 / 60" when a resumed run
+    changed it; files from before the cap was recorded had 20)."""
+    caps = list(dict.fromkeys(meta.get("max_reps", [20])))
+    return " / ".join(str(c) for c in caps) + (" (runs differ)" if len(caps) > 1 else "")
 
 
 def _load_line(loads: list[float] | None, threads: int) -> str:
@@ -643,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "load_average": [*old["meta"].get("load_average", []), round(os.getloadavg()[1], 1)],
         "overhead": old["meta"].get("overhead"),
+        "max_reps": [*old["meta"].get("max_reps", [20] if rows else []), max_reps],
     }
 
     def on_row(row: dict) -> None:
