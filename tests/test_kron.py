@@ -99,3 +99,39 @@ def test_rearrange_bad_input() -> None:
         sekron.rearrange(np.ones((4, 8)), [(2, 2), (2, 3)])
     with pytest.raises(ValueError, match="T has shape \\(4, 5\\) but shapes give R\\(W\\) shape"):
         sekron.unrearrange(np.ones((4, 5)), [(2, 2), (2, 2)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    ks=kron_shapes(max_factors=4, max_side=3),
+    form=st.sampled_from(["nested", "chain"]),
+    rank=st.integers(1, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_rearranged_products_equal_the_einsum(
+    ks: KronShapes, form: str, rank: int, seed: int
+) -> None:
+    """R(Ŵ) by the matrix-product chain equals the einsum of the reconstruction equation (the
+    contraction it replaced), on numpy and torch; on torch it comes out contiguous."""
+    import opt_einsum
+
+    from sekron._plan import factor_sizes, reconstruction_equation
+
+    torch = pytest.importorskip("torch")
+    st_np = sekron.random_sekron(ks.shapes, rank, form=form, random_state=seed)
+    d = factor_sizes(st_np.shapes)
+    n_modes = len(ks.shapes[0])
+    flat = [
+        f.reshape(f.shape[: f.ndim - n_modes] + (dk,))
+        for f, dk in zip(st_np.factors, d, strict=True)
+    ]
+    expected = opt_einsum.contract(reconstruction_equation(len(flat), form), *flat)
+    got = st_np.to_rearranged()
+    assert got.shape == tuple(d)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    st_t = sekron.SeKronTensor([torch.from_numpy(f) for f in st_np.factors], form=form)
+    got_t = st_t.to_rearranged()
+    assert got_t.is_contiguous() and got_t.dtype == torch.float64
+    np.testing.assert_allclose(
+        to_numpy(got_t), expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max()
+    )

@@ -11,10 +11,8 @@ from ._backend import get_backend
 from ._plan import (
     Ranks,
     Shapes,
-    contraction,
     factor_sizes,
     n_params,
-    reconstruction_equation,
     tensor_shape,
 )
 from ._rearrange import unrearrange_unchecked
@@ -277,17 +275,26 @@ class SeKronTensor:
 
     # -- computation ---------------------------------------------------------------------------
     def to_rearranged(self) -> Any:
-        """R(Ŵ), the S-way tensor of shape ``(|a^(1)|, .., |a^(S)|)``, by one planned einsum."""
+        """R(Ŵ), the S-way tensor of shape ``(|a^(1)|, .., |a^(S)|)``, contiguous.
+
+        Built from the last factor to the first by matrix products, one per rank: the same sum
+        as the einsum of :func:`sekron._plan.reconstruction_equation`, in its output order.
+        An einsum (opt_einsum's plan, torch's tensordot) put the long mode first in its one
+        product and transposed after: 2-10x slower for every (r, |a^(1)|, |a^(2)|) timed
+        (issue #16, torch CPU: 587 against 53 µs for (2, 4, 16384), the (2, 2)x(128, 128)
+        1x1 kernel), and the unrearranging copy then read a transposed array.
+        """
         B = get_backend(self._backend)
         d = factor_sizes(self._shapes)
         flat = []
         for f, dk in zip(self._factors, d, strict=True):
             n_rank_dims = f.ndim - self.ndim
             flat.append(B.reshape(f, tuple(f.shape[:n_rank_dims]) + (dk,)))
-        expr = contraction(
-            reconstruction_equation(len(flat), self._form), *(tuple(f.shape) for f in flat)
-        )
-        return expr(*flat)
+        if self._form == "nested":
+            out = _nested_products(B, flat)
+        else:
+            out = _chain_products(B, flat)
+        return B.reshape(out, tuple(d))
 
     def to_tensor(self) -> Any:
         """The full tensor Ŵ, an array of the factors' kind, dtype and device.
@@ -319,3 +326,30 @@ class SeKronTensor:
 
 def _rebuild(factors: tuple[Any, ...], form: str, rel_error: float | None) -> SeKronTensor:
     return SeKronTensor(factors, form, rel_error=rel_error)
+
+
+def _nested_products(B: Any, flat: list[Any]) -> Any:
+    """R(Ŵ) of the nested form as a (|a^(1)|, rest) matrix: factor k (0-based) is
+    ``(r_1, .., r_{k+1}, d_k)`` (the last has the S - 1 ranks of the one before), and
+    ``acc`` holds ``Σ F_{k+1} ⊗ .. ⊗ F_S`` per value of the ranks before, so each step is one
+    batched product over ``r_{k+1}`` (batch: the earlier ranks)."""
+    last = flat[-1]
+    acc = B.reshape(last, (-1, last.shape[-1]))  # (r_1 .. r_{S-1}, d_S)
+    for k in range(len(flat) - 2, -1, -1):
+        f = flat[k]
+        batch, r, dk = prod(f.shape[:k]), f.shape[k], f.shape[-1]
+        left = B.transpose(B.reshape(f, (batch, r, dk)), (0, 2, 1))  # (batch, d_k, r)
+        acc = B.matmul(left, B.reshape(acc, (batch, r, -1)))  # (batch, d_k, rest)
+        acc = B.reshape(acc, (batch, -1))
+    return acc
+
+
+def _chain_products(B: Any, flat: list[Any]) -> Any:
+    """R(Ŵ) of the chain form: factor k is ``(r_k, r_{k+1}, d_k)``; the outer ranks r_0 and
+    r_S, each in one factor only, are summed (as in the einsum)."""
+    acc = B.sum(flat[-1], axis=1)  # (r_{S-1}, d_S)
+    for f in reversed(flat[:-1]):
+        r0, r1, dk = f.shape
+        left = B.reshape(B.transpose(f, (0, 2, 1)), (r0 * dk, r1))
+        acc = B.reshape(B.matmul(left, acc), (r0, -1))
+    return B.sum(acc, axis=0)
