@@ -4,7 +4,7 @@ Three methods compute the same thing, ``F.conv2d(x, st.to_tensor(), ...)``:
 
 - ``"factorized"`` runs the stage plan of :mod:`sekron._conv_plan` (one pad, then one
   grouped, dilated conv or one matrix product per factor; :mod:`sekron.torch._execute`);
-- ``"reconstructed"`` builds the kernel (a few µs) and runs one dense conv;
+- ``"reconstructed"`` builds the kernel (one matrix product per rank) and runs one dense conv;
 - ``"auto"`` picks one of them, or a plan with adjacent factors merged first
   (:mod:`sekron._conv_merge`), per (signature, input shape, regime, dtype, device): see
   :mod:`sekron.torch._auto`, which decides; this module builds and runs the candidates.
