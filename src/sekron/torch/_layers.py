@@ -10,6 +10,7 @@ is the entry point from a trained ``nn.Conv2d``; the factorizing itself is
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,13 @@ from ._functional import run_conv
 from ._policy import check_factorize_options, factorize_weight
 
 __all__ = ["SeKronConv2d"]
+
+
+@lru_cache(maxsize=64)
+def _factor_names(n: int) -> tuple[str, ...]:
+    """``("factor0", .., f"factor{n-1}")``: the factors' parameter names, read on every forward
+    (a cache hit runs no Python frame)."""
+    return tuple(f"factor{k}" for k in range(n))
 
 
 def _as_torch_factors(st: SeKronTensor) -> list[torch.Tensor]:
@@ -287,8 +295,8 @@ class SeKronConv2d(nn.Module):
     @property
     def factors(self) -> tuple[nn.Parameter, ...]:
         """The factor parameters ``factor0 .. factor{S-1}``, in the layout of :attr:`form`."""
-        params = self._parameters
-        return tuple(params[f"factor{k}"] for k in range(self.n_factors))  # type: ignore[misc]
+        names = _factor_names(self.n_factors)
+        return tuple(map(self._parameters.__getitem__, names))  # type: ignore[arg-type]
 
     @property
     def sekron(self) -> SeKronTensor:
@@ -352,7 +360,8 @@ class SeKronConv2d(nn.Module):
         if self._mode_pad is not None:
             _check_mode_padding(x, self._mode_pad, self.padding_mode)
             x = F.pad(x, self._mode_pad, mode=self.padding_mode)
-        return run_conv(x, st, self.bias, self._conv_args, None, self.training)
+        # (the bias from _parameters: Module.__getattr__ is a Python call on every forward)
+        return run_conv(x, st, self._parameters["bias"], self._conv_args, None, self.training)
 
     def extra_repr(self) -> str:
         text = (
