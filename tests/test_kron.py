@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -129,9 +131,36 @@ def test_rearranged_products_equal_the_einsum(
     got = st_np.to_rearranged()
     assert got.shape == tuple(d)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
-    st_t = sekron.SeKronTensor([torch.from_numpy(f) for f in st_np.factors], form=form)
+    # torch factors as non-contiguous views (a transposed copy, transposed back)
+    views = [
+        torch.from_numpy(f.T.copy()).permute(*range(f.ndim - 1, -1, -1)) for f in st_np.factors
+    ]
+    st_t = sekron.SeKronTensor(views, form=form)
     got_t = st_t.to_rearranged()
     assert got_t.is_contiguous() and got_t.dtype == torch.float64
     np.testing.assert_allclose(
         to_numpy(got_t), expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max()
     )
+
+
+@pytest.mark.parametrize("form", ["nested", "chain"])
+def test_rearranged_products_under_jax_jit(form: str) -> None:
+    """The matrix-product chain traces under ``jax.jit`` and gives the einsum's R(Ŵ)."""
+    jax = pytest.importorskip("jax")
+    import opt_einsum
+
+    from sekron._plan import factor_sizes, reconstruction_equation
+
+    shapes = [(2, 3, 1), (3, 2, 2), (2, 2, 3)]
+    st_np = sekron.random_sekron(shapes, 2, form=form, random_state=1, dtype="float32")
+    d = factor_sizes(st_np.shapes)
+    flat = [
+        f.reshape(f.shape[: f.ndim - 3] + (dk,)) for f, dk in zip(st_np.factors, d, strict=True)
+    ]
+    expected = opt_einsum.contract(reconstruction_equation(3, form), *flat)
+
+    def build(*factors: Any) -> Any:
+        return sekron.SeKronTensor(list(factors), form=form).to_rearranged()
+
+    got = jax.jit(build)(*(jax.numpy.asarray(f) for f in st_np.factors))
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-5, atol=1e-5)

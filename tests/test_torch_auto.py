@@ -220,7 +220,31 @@ def test_auto_under_torch_compile() -> None:
     compiled = torch.compile(lambda t: conv2d(t, kern, padding=1), backend="eager")
     with torch.no_grad():
         y = compiled(x)
+    assert _auto.cached_choices() == {}  # nothing timed (nor cached) while compiling
     assert rel_error(y, F.conv2d(x, kern.to_tensor(), padding=1)) <= EXACT32
+
+
+@pytest.mark.filterwarnings("ignore:Dynamo:UserWarning")
+def test_torch_compile_does_not_recompile_a_repeated_call() -> None:
+    """Compiled, a repeated call compiles nothing more, and the argument checks' memos are
+    left alone while compiling (dynamo guards on a dict it reads: a write recompiles)."""
+    from torch._dynamo.testing import CompileCounter
+
+    from sekron import _conv_args
+
+    kern = _kern([(4, 4, 3, 3), (4, 4, 1, 1)])
+    x = torch.randn(2, 16, 8, 8)
+    _conv_args._ARGS_MEMO.clear()
+    _conv_args._SHAPES_MEMO.clear()
+    counter = CompileCounter()
+    compiled = torch.compile(lambda t: conv2d(t, kern, padding=1), backend=counter)
+    with torch.no_grad():
+        compiled(x)
+        first = counter.frame_count
+        compiled(x)
+        compiled(x)
+    assert counter.frame_count == first
+    assert not _conv_args._ARGS_MEMO and not _conv_args._SHAPES_MEMO
 
 
 def test_hopeless_candidates_stop_being_timed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -93,11 +93,23 @@ def check_conv_args(
     groups: object,
     method: object,
     kernel: tuple[int, ...],
+    remember: bool = True,
 ) -> ConvArgs:
-    """Check the options of a convolution with ``kernel`` (1 or 2 spatial sizes)."""
+    """Check the options of a convolution with ``kernel`` (1 or 2 spatial sizes).
+
+    ``remember`` False checks without the memo (under ``torch.compile``, where dynamo would
+    guard on the memo's contents and recompile when it changes)."""
+    if not remember:
+        return _check_conv_args(stride, padding, dilation, groups, method, kernel)
     key = (stride, padding, dilation, groups, method, kernel)
-    exact = _exact(stride) and _exact(padding) and _exact(dilation) and _exact(groups)
-    if exact and type(method) is str:
+    exact = (
+        _exact(stride)
+        and _exact(padding)
+        and _exact(dilation)
+        and _exact(groups)
+        and type(method) is str
+    )
+    if exact:
         hit = _ARGS_MEMO.get(key)
         if hit is not None:
             return hit
@@ -137,16 +149,25 @@ def _check_conv_args(
 
 
 def check_input_shape(
-    shape: tuple[int, ...], kernel_shape: tuple[int, ...], args: ConvArgs, n_spatial: int, fn: str
+    shape: tuple[int, ...],
+    kernel_shape: tuple[int, ...],
+    args: ConvArgs,
+    n_spatial: int,
+    fn: str,
+    remember: bool = True,
 ) -> None:
     """An input of ``shape`` for a kernel of ``kernel_shape``: ``n_spatial + 1`` or ``+ 2``
-    dims, ``C * groups`` channels, ``groups`` dividing F, room for the dilated kernel."""
+    dims, ``C * groups`` channels, ``groups`` dividing F, room for the dilated kernel
+    (``remember`` as for :func:`check_conv_args`)."""
+    if not remember:
+        return _check_input_shape(shape, kernel_shape, args, n_spatial, fn)
     key = (shape, kernel_shape, args, n_spatial)
     if _exact(shape) and key in _SHAPES_MEMO:
-        return
+        return None
     _check_input_shape(shape, kernel_shape, args, n_spatial, fn)
     if _exact(shape):
         _remember(_SHAPES_MEMO, key, True)
+    return None
 
 
 def _check_input_shape(

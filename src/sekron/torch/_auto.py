@@ -141,8 +141,10 @@ def _measuring_allowed(measure: bool | None) -> bool:
 def _eager() -> bool:
     """Whether the call runs eagerly: not traced, scripted, compiled nor under a functorch
     transform (where timing means nothing and a cached tensor would be baked in)."""
-    # (torch.jit.is_scripting() is False in Python code: scripted code never runs this)
-    return not (_is_compiling() or _is_tracing() or _functorch_active())
+    # (torch.jit.is_scripting() is False in Python code: scripted code never runs this;
+    # torch.compiler.is_compiling through its module: dynamo answers True only for that
+    # attribute, an alias bound at import read False while compiling)
+    return not (torch.compiler.is_compiling() or _is_tracing() or _functorch_active())
 
 
 # bound once: each call asks these (#16: after a long convolution every Python step of a call
@@ -150,7 +152,6 @@ def _eager() -> bool:
 _is_tracing = torch._C._is_tracing
 _CHANNELS_LAST = torch.channels_last
 _DATA_PTR = torch.Tensor.data_ptr
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 _functorch_transforms = getattr(torch._C, "_are_functorch_transforms_active", None)
 
 

@@ -37,13 +37,15 @@ def check_st(st: object, n_spatial: int, fn: str) -> SeKronTensor:
     return st
 
 
-def check_x(x: object, st: SeKronTensor, args: ConvArgs, n_spatial: int, fn: str) -> torch.Tensor:
+def check_x(
+    x: object, st: SeKronTensor, args: ConvArgs, n_spatial: int, fn: str, remember: bool = True
+) -> torch.Tensor:
     """The input: a tensor of ``st``'s dtype and device, ``C * groups`` channels, with room
-    for the (dilated) kernel after padding."""
+    for the (dilated) kernel after padding (``remember``: see :func:`check_conv_args`)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor; got {_type_name(x)}.")
     # (st's private attributes: this runs on every call)
-    check_input_shape(tuple(x.shape), st._shape, args, n_spatial, fn)
+    check_input_shape(tuple(x.shape), st._shape, args, n_spatial, fn, remember)
     f0 = st._factors[0]
     if x.dtype != f0.dtype:
         raise TypeError(f"x has dtype {x.dtype} but st has dtype {f0.dtype}; cast one of them.")

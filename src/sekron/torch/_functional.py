@@ -272,8 +272,9 @@ def conv2d(
     True
     """
     st = check_st(st, 2, "conv2d")
-    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
-    x = check_x(x, st, args, 2, "conv2d")
+    remember = not torch.compiler.is_compiling()  # (dynamo would guard on the memos)
+    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:], remember)
+    x = check_x(x, st, args, 2, "conv2d", remember)
     if measure is not None:
         check_bool(measure, "measure")
     return run_conv(x, st, check_bias(bias, st), args, measure)
@@ -316,8 +317,9 @@ def conv1d(
     True
     """
     st = check_st(st, 1, "conv1d")
-    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:])
-    x = check_x(x, st, args, 1, "conv1d")
+    remember = not torch.compiler.is_compiling()  # (dynamo would guard on the memos)
+    args = check_conv_args(stride, padding, dilation, groups, method, st.shape[2:], remember)
+    x = check_x(x, st, args, 1, "conv1d", remember)
     if measure is not None:
         check_bool(measure, "measure")
     out = run_conv(x.unsqueeze(-2), _as_2d(st), check_bias(bias, st), args, measure)

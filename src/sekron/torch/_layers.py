@@ -356,7 +356,7 @@ class SeKronConv2d(nn.Module):
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         st = self.sekron
-        x = check_x(x, st, self._args, 2, "SeKronConv2d")
+        x = check_x(x, st, self._args, 2, "SeKronConv2d", not torch.compiler.is_compiling())
         if self._mode_pad is not None:
             _check_mode_padding(x, self._mode_pad, self.padding_mode)
             x = F.pad(x, self._mode_pad, mode=self.padding_mode)

@@ -1,0 +1,191 @@
+"""What ``method="auto"``'s per-call work costs next to a real convolution (issue #16).
+
+On a layer where ``auto`` runs the dense conv (the 1x1 (8, 8)x(32, 32) rank-4 split of a
+256-channel layer, 32x256x14x14 input, 2 threads, float32, ``no_grad``), times side by side,
+in an order rotating with the repetition:
+
+- ``dense``: ``F.conv2d`` on a dense weight;
+- ``floor``: the one check ``auto`` cannot skip (its kept kernel's factors compared with the
+  current ones, ``torch.equal`` per factor), then ``F.conv2d`` on that kernel;
+- ``busy 40 µs`` / ``busy 150 µs``: a pure-Python wait of that length, then the dense conv (what
+  Python time alone costs there);
+- ``checks``: the argument and input checks of ``conv2d``, then ``floor``;
+- ``lookup``: the plan key, regime and cached-choice lookup, then ``floor``;
+- ``auto``: ``sekron.torch.conv2d`` (the whole call);
+- ``nn.Conv2d`` and ``SeKronConv2d``: the two modules in eval mode.
+
+Each row gives the median time and the median over repetitions of ``dense / variant`` (the
+modules: ``nn.Conv2d / SeKronConv2d``), and the same pieces' warm per-call time in a tight loop
+on a tiny input (1x256x2x2), where the conv costs next to nothing. Results:
+``results/conv_call_overhead.{md,json}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sekron import random_sekron
+from sekron.torch import SeKronConv2d, _auto, _functional, conv2d
+from sekron.torch._checks import check_bias, check_conv_args, check_st, check_x
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conv_projection import median_ratio, time_round_robin  # noqa: E402
+from machine import describe  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+SHAPES, RANK = [(8, 8, 1, 1), (32, 32, 1, 1)], 4
+
+
+def _busy(us: float) -> None:
+    end = time.perf_counter() + us * 1e-6
+    while time.perf_counter() < end:
+        pass
+
+
+def variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """The timed calls on input ``x`` (see the module notes); ``auto`` has measured and kept
+    its kernel when this returns."""
+    st = random_sekron(SHAPES, RANK, backend="pytorch", dtype="float32", random_state=0)
+    weight = torch.randn(st.shape) / st.shape[1]
+    conv2d(x, st)  # measures, caches the choice and keeps the kernel
+    factors = st.factors
+    ptrs = tuple(f.data_ptr() for f in factors)
+    copies, kept = next(v for k, v in _auto._KERNELS.items() if k[-1] == ptrs)
+    args = check_conv_args(1, 0, 1, 1, "auto", st.shape[2:])
+
+    def floor() -> torch.Tensor:
+        if not all(torch.equal(a, b) for a, b in zip(copies, factors, strict=True)):
+            raise RuntimeError("the kept kernel's factors changed")
+        return F.conv2d(x, kept)
+
+    def checks() -> torch.Tensor:
+        s = check_st(st, 2, "conv2d")
+        a = check_conv_args(1, 0, 1, 1, "auto", s.shape[2:])
+        check_x(x, s, a, 2, "conv2d")
+        check_bias(None, s)
+        return floor()
+
+    def lookup() -> torch.Tensor:
+        k = _functional._key(x, st, args)
+        _auto.lookup(k, x, None, _auto.regime((x, *st.factors), True))
+        return floor()
+
+    dense_module = nn.Conv2d(st.shape[1], st.shape[0], 1, bias=False).eval()
+    layer = SeKronConv2d(st).eval()
+    layer(x)
+    return {
+        "dense": lambda: F.conv2d(x, weight),
+        "floor": floor,
+        "busy 40 µs": lambda: (_busy(40), F.conv2d(x, weight)),
+        "busy 150 µs": lambda: (_busy(150), F.conv2d(x, weight)),
+        "checks": checks,
+        "lookup": lookup,
+        "auto": lambda: conv2d(x, st),
+        "nn.Conv2d": lambda: dense_module(x),
+        "SeKronConv2d": lambda: layer(x),
+    }
+
+
+def warm_us(fns: dict[str, Callable[[], Any]], calls: int, rounds: int = 5) -> dict[str, float]:
+    """Median per-call µs of each function in a tight loop."""
+    out: dict[str, list[float]] = {n: [] for n in fns}
+    for fn in fns.values():
+        for _ in range(20):
+            fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            out[name].append(1e6 * (time.perf_counter() - t0) / calls)
+    return {n: statistics.median(v) for n, v in out.items()}
+
+
+def run(reps: int, batch: int, warm_calls: int) -> dict[str, Any]:
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        fns = variants(torch.randn(batch, 256, 14, 14))
+        times = time_round_robin(fns, reps)
+        tiny = variants(torch.randn(1, 256, 2, 2))
+        tiny = {n: f for n, f in tiny.items() if not n.startswith("busy")}
+        warm = warm_us(tiny, warm_calls)
+    rows = []
+    for name, ts in times.items():
+        base = "nn.Conv2d" if name == "SeKronConv2d" else "dense"
+        rows.append(
+            {
+                "variant": name,
+                "ms": statistics.median(ts),
+                "base": base,
+                "base_vs_this": median_ratio(times[base], ts),
+                "warm_us": warm.get(name),
+            }
+        )
+    return {
+        "rows": rows,
+        "meta": {
+            "machine": describe(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch": batch,
+            "reps": reps,
+            "warm_calls": warm_calls,
+        },
+    }
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    meta = result["meta"]
+    lines = [
+        "# Per-call work of `auto` next to a convolution",
+        "",
+        f"Machine: {meta['machine']}; torch {meta['torch']}; {meta['threads']} threads; "
+        f"1x1 (8, 8)x(32, 32) R=4 split of a 256-channel layer (auto runs the dense conv), "
+        f"input {meta['batch']}x256x14x14, float32, no_grad; {meta['reps']} repetitions, "
+        "every variant once per repetition in a rotating order. `base/this` is the median over "
+        "repetitions of the base's time over the variant's (1.00: as fast as the base). `warm "
+        f"µs`: per-call time in a tight loop ({meta['warm_calls']} calls, median of 5 rounds) on "
+        "a 1x256x2x2 input, where the conv itself costs next to nothing.",
+        "",
+        "| variant | ms | base | base/this | warm µs (tiny input) |",
+        "|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        warm = "-" if r["warm_us"] is None else f"{r['warm_us']:.1f}"
+        lines.append(
+            f"| {r['variant']} | {r['ms']:.3f} | {r['base']} | {r['base_vs_this']:.3f} | {warm} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions, small batch")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    args = parser.parse_args(argv)
+    reps = args.reps or (5 if args.quick else 500)
+    result = run(reps, 2 if args.quick else 32, 50 if args.quick else 2000)
+    text = to_markdown(result)
+    print(text)
+    out = args.out if args.out is not None else (None if args.quick else RESULTS)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "conv_call_overhead.json").write_text(json.dumps(result, indent=1) + "\n")
+        (out / "conv_call_overhead.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
