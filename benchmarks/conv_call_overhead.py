@@ -40,7 +40,7 @@ from sekron.torch import SeKronConv2d, _auto, _functional, conv2d
 from sekron.torch._checks import check_bias, check_conv_args, check_st, check_x
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conv_projection import median_ratio, time_round_robin  # noqa: E402
+from conv_projection import median_ratio, time_round_robin, warm_us  # noqa: E402
 from machine import describe  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -95,21 +95,6 @@ def variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
         "nn.Conv2d": lambda: dense_module(x),
         "SeKronConv2d": lambda: layer(x),
     }
-
-
-def warm_us(fns: dict[str, Callable[[], Any]], calls: int, rounds: int = 5) -> dict[str, float]:
-    """Median per-call µs of each function in a tight loop."""
-    out: dict[str, list[float]] = {n: [] for n in fns}
-    for fn in fns.values():
-        for _ in range(20):
-            fn()
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(calls):
-                fn()
-            out[name].append(1e6 * (time.perf_counter() - t0) / calls)
-    return {n: statistics.median(v) for n, v in out.items()}
 
 
 def run(reps: int, batch: int, warm_calls: int) -> dict[str, Any]:

@@ -415,17 +415,25 @@ def call_overhead(calls: int = 2000, rounds: int = 7) -> dict[str, float]:
         "reconstructed": lambda: conv2d(x, st, None, 1, 0, method="reconstructed"),
         "auto": lambda: conv2d(x, st, None, 1, 0, method="auto"),
     }
-    out: dict[str, list[float]] = {n: [] for n in fns}
     with torch.no_grad():
-        for fn in fns.values():
-            for _ in range(100):
+        return warm_us(fns, calls, rounds, warmup=100)
+
+
+def warm_us(
+    fns: dict[str, Callable[[], Any]], calls: int, rounds: int = 5, warmup: int = 20
+) -> dict[str, float]:
+    """Median per-call µs of each function in a tight loop (``rounds`` rounds of ``calls``
+    calls each, after ``warmup`` calls)."""
+    out: dict[str, list[float]] = {n: [] for n in fns}
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
                 fn()
-        for _ in range(rounds):
-            for name, fn in fns.items():
-                t0 = time.perf_counter()
-                for _ in range(calls):
-                    fn()
-                out[name].append(1e6 * (time.perf_counter() - t0) / calls)
+            out[name].append(1e6 * (time.perf_counter() - t0) / calls)
     return {n: statistics.median(v) for n, v in out.items()}
 
 

@@ -162,10 +162,11 @@ def check_input_shape(
     if not remember:
         return _check_input_shape(shape, kernel_shape, args, n_spatial, fn)
     key = (shape, kernel_shape, args, n_spatial)
-    if _exact(shape) and key in _SHAPES_MEMO:
+    exact = _exact(shape)
+    if exact and key in _SHAPES_MEMO:
         return None
     _check_input_shape(shape, kernel_shape, args, n_spatial, fn)
-    if _exact(shape):
+    if exact:
         _remember(_SHAPES_MEMO, key, True)
     return None
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .._conv_args import _exact
 from .._conv_choice import DENSE, Choice, candidates
 from .._conv_merge import merge_factors, merged_signature
 from .._conv_plan import ConvKey
@@ -59,12 +60,9 @@ def _key(x: torch.Tensor, st: SeKronTensor, args: ConvArgs) -> ConvKey:
     """The plan key of a call: the one place its eight parts are put together (with the
     layout, which :meth:`ConvKey.plan` takes)."""
     in_shape: Any = tuple(x.shape)
-    if not set(map(type, in_shape)) <= _INT:  # under torch.jit.trace: 0-d tensors
+    if not _exact(in_shape):  # under torch.jit.trace: 0-d tensors
         in_shape = tuple(int(v) for v in in_shape)
     return ConvKey(st._shapes, st._ranks, st._form, in_shape, args.stride, args.pad4, args.dilation)
-
-
-_INT = {int}
 
 
 def _run_choice(
