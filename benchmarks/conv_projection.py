@@ -30,11 +30,13 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from math import prod
 from pathlib import Path
 from typing import Any
 
+import tensorly as tl
 import torch
 import torch.nn.functional as F
 
@@ -47,6 +49,16 @@ from sekron.torch import conv2d
 sys.path.insert(0, str(Path(__file__).parent))
 from conv_regimes import choice_label, jax_times, regimes_markdown, torch_regimes  # noqa: E402
 from machine import describe  # noqa: E402
+
+# importing tltorch sets TensorLy's process-wide backend to pytorch: undone at once, so that a
+# caller's TensorLy code (this project's test suite runs this script in-process) keeps its own
+_BACKEND = tl.get_backend()
+try:
+    import tltorch
+except ImportError:
+    tltorch = None
+finally:
+    tl.set_backend(_BACKEND)
 
 RESULTS = Path(__file__).parent / "results"
 # layers whose rows are also run on sekron.jax (jit compiles every row: keep the run short)
@@ -195,9 +207,9 @@ def peak_activation_elems(
 
 
 def tltorch_layers(ch: int, k: int, stride: int, pad: int) -> dict[str, Any]:
-    try:
-        import tltorch
-    except ImportError:
+    """TensorLy-Torch's factorized convs (none without it), built and run under TensorLy's
+    pytorch backend for this thread only (:func:`run`)."""
+    if tltorch is None:
         return {}
     out = {}
     for fact in ("cp", "tucker", "tt"):
@@ -245,10 +257,24 @@ def run(
     called with each row as soon as it is measured (to save partial results)."""
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
-        rows += run_layer(
-            name, ch, size, k, stride, batch, reps, max_reps, regime_reps, skip, on_row
-        )
+        # TensorLy-Torch's layers need TensorLy's pytorch backend: set for this thread only
+        with _tensorly_backend("pytorch"):
+            rows += run_layer(
+                name, ch, size, k, stride, batch, reps, max_reps, regime_reps, skip, on_row
+            )
     return rows
+
+
+@contextmanager
+def _tensorly_backend(name: str) -> Iterator[None]:
+    """TensorLy's backend ``name`` for this thread only, the thread's own restored after
+    (``tl.backend_context`` restores it process-wide)."""
+    before = tl.get_backend()
+    tl.set_backend(name, local_threadsafe=True)
+    try:
+        yield
+    finally:
+        tl.set_backend(before, local_threadsafe=True)
 
 
 def run_layer(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -60,9 +61,22 @@ def test_call_overhead_benchmark_runs_and_records_every_variant(tmp_path: Path) 
 
 
 def test_conv_projection_quick_run(tmp_path: Path) -> None:
-    """One small layer, every structure, inference and the two autograd regimes."""
+    """One small layer, every structure, inference and the two autograd regimes; TensorLy's
+    backend, this thread's and the process-wide default, is the same after (importing
+    tltorch set it to pytorch for good: the rest of the suite's TensorLy tests then failed)."""
+    import tensorly as tl
+
+    def default_backend() -> str:  # a new thread sees the process-wide default
+        seen: list[str] = []
+        thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    before = tl.get_backend(), default_backend()
     bench = _load("conv_projection")
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert (tl.get_backend(), default_backend()) == before
     saved = json.loads((tmp_path / "conv_projection.json").read_text())
     assert saved["meta"]["max_reps"] == [0]
     rows = saved["rows"]
