@@ -280,3 +280,24 @@ def test_jobs_on_a_dask_cluster_give_the_local_results(dask_client) -> None:
     )
     with ThreadPoolExecutor(2) as pool:
         assert _untimed(harness.run([task], cfg, progress=False, executor=pool)) == local
+
+
+def test_plot_switches_no_matplotlib_backend(tmp_path: Path, monkeypatch) -> None:
+    """The figure is drawn on its own Agg canvas: ``matplotlib.use`` (a process-wide switch)
+    and pyplot (a process-wide figure registry) are never touched, so a program or test that
+    calls it in-process keeps its own (it called both before)."""
+    import matplotlib
+    from experiment import report
+
+    task = _toy_task(_toy_score)
+    cfg = harness.Config(families=("TT",), ratios=(2.0,), seeds=(0,), latency_reps=1)
+    results = harness.run([task], cfg, progress=False)
+
+    def switched(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("matplotlib.use called")
+
+    monkeypatch.setattr(matplotlib, "use", switched)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # importing it fails
+    path = tmp_path / "plot.png"
+    report.plot(results, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -84,14 +84,16 @@ def markdown(results: dict[str, Any]) -> str:
 def plot(results: dict[str, Any], path: Path) -> None:
     """Primary metric against the achieved compression, one line per family (mean ± std after
     fine-tuning, solid; before fine-tuning, dotted), one panel per task."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure on the Agg canvas, not pyplot: no process-wide backend switch (matplotlib.use)
+    # and no figure registry, whoever calls this
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     tasks = results["tasks"]
-    fig, axes = plt.subplots(1, max(len(tasks), 1), figsize=(6 * max(len(tasks), 1), 4.2))
+    fig = Figure(figsize=(6 * max(len(tasks), 1), 4.2))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(len(tasks), 1))
     axes = [axes] if len(tasks) <= 1 else list(axes)
     for ax, (name, res) in zip(axes, tasks.items(), strict=False):
         metric = res["metrics"][0]
@@ -123,7 +125,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write(results: dict[str, Any], out: Path, stem: str) -> list[Path]:
