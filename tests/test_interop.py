@@ -17,7 +17,7 @@ from tensorly.tt_tensor import TTTensor
 from tensorly.tucker_tensor import TuckerTensor
 
 import sekron
-from sekron._backend import backend_name_of, to_numpy
+from sekron._backend import _thread_backend, backend_name_of, to_numpy
 from sekron._embeddings import _one_mode_shapes as one_mode_shapes
 from sekron.testing import assert_close, tolerance
 
@@ -41,8 +41,10 @@ TO_TENSOR = {
 
 
 def reconstruct(obj: Any, backend: str) -> Any:
-    """TensorLy's own reconstruction, under the backend of obj's arrays (tests may switch)."""
-    with tl.backend_context(backend):
+    """TensorLy's own reconstruction, under the backend of obj's arrays, for this thread only
+    and without importing TensorLy's jax backend module (``tl.backend_context("jax")`` does,
+    which switches jax_enable_x64 on for the whole process)."""
+    with _thread_backend(backend):
         return TO_TENSOR[type(obj)](obj)
 
 
@@ -161,7 +163,7 @@ def test_chain_equals_tensorly_tensor_train(backend: Any, float_dtype: str, rank
     W = backend.asarray(np.random.default_rng(sum(ranks)).standard_normal((4, 5, 6)), float_dtype)
     ours = sekron.decompose(W, one_mode_shapes((4, 5, 6)), rank=ranks, form="chain")
     assert ours.ranks == ranks
-    with tl.backend_context(backend.name):
+    with _thread_backend(backend.name):
         theirs = tl.decomposition.tensor_train(W, rank=[1, *ranks, 1])
         expected = tl.tt_to_tensor(theirs)
     assert_close(ours.to_tensor(), expected)
