@@ -372,6 +372,39 @@ def test_reported_error_is_scale_free_float64(exponent, form, svd, rank, refine)
     assert 0.5 < st_.rel_error < 1.0  # a random tensor at these ranks is far from exact
 
 
+def _near_float32_max(base: np.ndarray, exponent: int) -> np.ndarray:
+    """``base`` scaled by a power of two so that max|W| is in [2**exponent, 2**(exponent+1))."""
+    return (base * np.ldexp(1.0, exponent - int(np.frexp(np.max(np.abs(base)))[1]) + 1)).astype(
+        np.float32
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    exponent=st.integers(100, 127),
+    constant=st.booleans(),
+    form=st.sampled_from(["nested", "chain"]),
+    rank=st.integers(1, 3),
+    refine=st.sampled_from([0, 2]),
+)
+def test_float32_near_its_largest_value(exponent, constant, form, rank, refine) -> None:
+    """Entries up to float32's 3.4e38: no factor overflows (the last factor once took the whole
+    scale: a constant 1.7e38 tensor came back with inf in it, and ``refine`` raised
+    OverflowError), and the error is the unit-scale one."""
+    base = np.ones((8, 6, 4)) if constant else SCALE_BASE
+    W = _near_float32_max(base, exponent)
+    kw = {"rank": rank, "form": form, "refine": refine, "random_state": 0}
+    st_ = sekron.decompose(W, SCALE_SHAPES, **kw)
+    ref = sekron.decompose(base.astype(np.float32), SCALE_SHAPES, **kw)
+    assert all(np.isfinite(f).all() for f in st_.factors) and np.isfinite(st_.to_tensor()).all()
+    tol32 = tolerance(np.float32)
+    assert abs(st_.rel_error - scale_free_rel_error(st_.to_tensor(), W)) <= tol32
+    assert abs(st_.rel_error - ref.rel_error) <= tol32
+    again = sekron.refine(W, st_, sweeps=2)
+    assert all(np.isfinite(f).all() for f in again.factors)
+    assert abs(again.rel_error - scale_free_rel_error(again.to_tensor(), W)) <= tol32
+
+
 @settings(max_examples=20, deadline=None)
 @given(
     exponent=st.integers(-300, 300),

@@ -411,3 +411,21 @@ def test_cp_mttkrp_equals_the_unfolding_times_the_khatri_rao_product(shape, rank
         got = _mttkrp(X, factors, mode)
         assert got.shape == (shape[mode], rank)
         np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * (1 + np.abs(want).max()))
+
+
+@pytest.mark.parametrize("name", ["tt", "tr", "cp", "tucker", "tucker2", "gkpd"])
+def test_fits_of_float32_near_its_largest_value_stay_finite(name: str) -> None:
+    """The fit runs on W scaled into [0.5, 1) and the scale goes back into the first factor;
+    near float32's 3.4e38 one factor cannot hold it (CP's came back with inf entries, its
+    reported error computed on the scaled fit: a silent wrong answer)."""
+    base = np.random.default_rng(0).standard_normal((8, 6, 3, 3))
+    W = (base / np.max(np.abs(base)) * 2.0**127).astype(np.float32)
+    fit = get_structure(name).fit_result(W, max_params=W.size // 2, random_state=0)
+    factors = fit.embedding.factors
+    assert all(np.isfinite(f).all() for f in factors)
+    # measured on the float64 embedding divided by 2**127 (CP's rank-one terms are larger than
+    # W where they cancel: in float32 at this scale they overflow however they are summed)
+    down = [f.astype(np.float64) * (2.0**-127 if k == 0 else 1.0) for k, f in enumerate(factors)]
+    approx = sekron.SeKronTensor(down, fit.embedding.form).to_tensor()
+    measured = rel_error(approx, W.astype(np.float64) * 2.0**-127)
+    assert abs(fit.rel_error - measured) <= tolerance(np.float32)

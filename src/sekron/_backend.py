@@ -22,10 +22,13 @@ __all__ = [
     "get_backend",
     "is_array",
     "like",
+    "max_abs",
     "numpy_dtype",
     "pow2_scale",
     "sq_norm",
+    "times_pow2",
     "to_numpy",
+    "unscaled",
 ]
 
 
@@ -157,18 +160,78 @@ def pow2_scale(x: Any) -> float:
     so callers normalize once at the boundary, work on ``s·x`` and divide ``s`` out of one
     factor at the end.
     """
-    name = backend_name_of(x)
-    if name == "pytorch":
-        m = float(x.detach().abs().max()) if x.numel() else 0.0
-    elif name == "jax":
-        import jax.numpy as jnp
-
-        m = float(jnp.max(jnp.abs(x))) if x.size else 0.0
-    else:
-        m = float(np.max(np.abs(x))) if x.size else 0.0
+    m = max_abs(x)
     if m == 0.0 or not np.isfinite(m):
         return 1.0
     return float(np.ldexp(1.0, -int(np.frexp(m)[1])))
+
+
+def max_abs(x: Any) -> float:
+    """``max |x|`` as a Python float (0.0 for an empty array)."""
+    name = backend_name_of(x)
+    if name == "pytorch":
+        return float(x.detach().abs().max()) if x.numel() else 0.0
+    if name == "jax":
+        import jax.numpy as jnp
+
+        return float(jnp.max(jnp.abs(x))) if x.size else 0.0
+    return float(np.max(np.abs(x))) if x.size else 0.0
+
+
+def _max_exp(x: Any) -> int:
+    """The largest binary exponent of ``x``'s floating dtype (128 for float32, 1024 float64)."""
+    name = backend_name_of(x)
+    if name == "pytorch":
+        import torch
+
+        largest = float(torch.finfo(x.dtype).max)
+    elif name == "jax":
+        import jax.numpy as jnp
+
+        largest = float(jnp.finfo(x.dtype).max)
+    else:
+        largest = float(np.finfo(x.dtype).max)
+    return int(np.frexp(largest)[1])
+
+
+def times_pow2(x: Any, e: int) -> Any:
+    """``x · 2**e`` exactly (barring underflow), in steps that stay within the float range."""
+    while e:
+        step = max(-1000, min(1000, e))
+        x = x * float(np.ldexp(1.0, step))
+        e -= step
+    return x
+
+
+def unscaled(factors: list[Any], scale: float, carrier: int) -> list[Any]:
+    """``factors`` of a fit of ``scale · W`` turned into factors of ``W`` (``scale`` an exact
+    power of two from :func:`pow2_scale`, so every step is exact).
+
+    ``factors[carrier]`` takes ``1 / scale`` when its entries stay finite. Near the dtype's
+    largest value (float32's 3.4e38) one factor cannot carry it: then ``1 / scale`` is spread
+    over all the factors by powers of two, so that their largest entries end up of about the
+    same size (the product, and so Ŵ, is the same). A factor that is all zero takes it all.
+    """
+    if scale == 1.0:
+        return list(factors)
+    extra = -int(np.frexp(scale)[1]) + 1  # 1 / scale == 2**extra
+    tops = [max_abs(f) for f in factors]
+    # m·2**e times 2**extra (m in [0.5, 1)) is finite iff e + extra <= the dtype's max exponent
+    if tops[carrier] == 0.0 or int(np.frexp(tops[carrier])[1]) + extra <= _max_exp(
+        factors[carrier]
+    ):
+        out = list(factors)
+        out[carrier] = out[carrier] / scale
+        return out
+    if 0.0 in tops:
+        out = list(factors)
+        out[tops.index(0.0)] = times_pow2(out[tops.index(0.0)], extra)
+        return out
+    exps = [int(np.frexp(m)[1]) for m in tops]
+    target = int(np.round((sum(exps) + extra) / len(exps)))
+    shifts = [target - e for e in exps[:-1]]
+    shifts.append(extra - sum(shifts))
+    return [times_pow2(f, k) for f, k in zip(factors, shifts, strict=True)]
 
 
 def numpy_dtype(dtype: Any) -> np.dtype:

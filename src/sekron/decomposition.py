@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import _ranks
-from ._backend import eps, get_backend, like, pow2_scale, sq_norm, to_numpy
+from ._backend import eps, get_backend, like, pow2_scale, sq_norm, to_numpy, unscaled
 from ._plan import als_equations, contraction, factor_sizes, full_ranks
 from ._rearrange import rearrange_unchecked
 from ._svd import METHODS
@@ -180,6 +180,9 @@ def decompose(
     [0.5, 1), and ``s`` is divided out of the last factor: squares of entries near the ends of
     the float range (1e±160 in float64, 1e±19 in float32) would otherwise overflow or
     underflow, and the error, the ``tol`` guarantee and the ranks do not depend on scale.
+    Where the last factor cannot hold ``1/s`` in its dtype (entries near float32's 3.4e38),
+    it is spread over all the factors by powers of two (then the earlier factors are
+    orthonormal up to those powers).
 
     For S = 2 (GKPD) this is globally optimal for the rank (Eckart-Young). For S >= 3 each level
     is optimal given the earlier ones, which is not joint optimality: ``refine`` can improve it.
@@ -240,7 +243,8 @@ def decompose(
         svd = "exact"  # the rank tables must resolve tiny singular values
     B = get_backend(backend)
     # squares of entries near 1e±160 (float64) or 1e±19 (float32) overflow or underflow: work
-    # on T = s·R(W) with s an exact power of two, and divide s out of the last factor
+    # on T = s·R(W) with s an exact power of two, and divide s out of the last factor (of all of
+    # them where one cannot hold it: sekron._backend.unscaled)
     scale = pow2_scale(t)
     T = rearrange_unchecked(B, t, checked)
     if scale != 1.0:
@@ -248,8 +252,7 @@ def decompose(
     factors, err2, norm2 = _factorize(
         B, T, checked, form_c, caps_user, tol_v, budget, svd, rng, int(refine)
     )
-    if scale != 1.0:
-        factors[-1] = factors[-1] / scale
+    factors = unscaled(factors, scale, -1)
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
     return SeKronTensor(factors, form_c, rel_error=rel)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import get_backend, like, pow2_scale, sq_norm, to_numpy
+from ._backend import get_backend, like, pow2_scale, sq_norm, times_pow2, to_numpy
 from ._plan import factor_sizes
 from ._rearrange import rearrange_unchecked
 from ._validation import _type_name, check_int, check_number, check_rank, check_tensor
@@ -137,45 +137,39 @@ def refine(
     shift = -int(np.frexp(scale)[1]) + 1  # scale == 2**-shift
     for k, f in enumerate(flat):
         e = -int(np.frexp(pow2_scale(f))[1]) + 1  # pow2_scale(f) == 2**-e
-        flat[k] = _times_pow2(f, -e)
+        flat[k] = times_pow2(f, -e)
         shift -= e
-    flat[-1] = _times_pow2(flat[-1], -shift)
+    flat[-1] = times_pow2(flat[-1], -shift)
     flat, err2 = _als(B, T, flat, st.form, n_sweeps, rtol)
-    flat[-1] = _times_pow2(flat[-1], -int(np.frexp(scale)[1]) + 1)
-    flat = _balanced(flat)
+    # 1/scale folded in while balancing: one factor alone may not hold it (float32 near 3.4e38)
+    flat = _balanced(flat, -int(np.frexp(scale)[1]) + 1)
     out = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, st.shapes, strict=True)]
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
     return SeKronTensor(out, st.form, rel_error=rel)
 
 
-def _balanced(flat: list[Any]) -> list[Any]:
-    """The factors with their root-mean-square entries within a factor of 2 of each other.
+def _balanced(flat: list[Any], extra: int = 0) -> list[Any]:
+    """The factors times powers of two whose product is ``2**extra``, with their root-mean-square
+    entries within a factor of 2 of each other.
 
     Every term of Ŵ holds one slice of every factor, so scaling factor k by c_k with
     ``prod c_k == 1`` leaves Ŵ unchanged; powers of two keep it exact. Balanced factors train
-    well as parameters (an optimizer's step is then of one size relative to every factor).
+    well as parameters (an optimizer's step is then of one size relative to every factor), and
+    ``2**extra`` (the fit's scale) spread over all of them stays within the dtype's range where
+    one factor alone would overflow. A factor that is all zero takes ``2**extra`` alone.
     """
     exps = []
-    for f in flat:
+    for k, f in enumerate(flat):
         a = np.asarray(to_numpy(f), dtype=np.float64)
         s = pow2_scale(a)  # log2 of the RMS without squaring entries near 1e±300
         rms = float(np.sqrt(np.mean(np.square(a * s))))
         if rms == 0.0:
-            return flat
+            return [times_pow2(g, extra) if j == k else g for j, g in enumerate(flat)]
         exps.append(int(np.round(np.log2(rms) - np.log2(s))))
-    target = int(np.round(np.mean(exps)))
+    target = int(np.round((sum(exps) + extra) / len(exps)))
     shifts = [target - e for e in exps[:-1]]
-    shifts.append(-sum(shifts))
-    return [_times_pow2(f, k) for f, k in zip(flat, shifts, strict=True)]
-
-
-def _times_pow2(x: Any, e: int) -> Any:
-    """``x · 2**e`` exactly, in steps that stay within the float range."""
-    while e:
-        step = max(-1000, min(1000, e))
-        x = x * float(np.ldexp(1.0, step))
-        e -= step
-    return x
+    shifts.append(extra - sum(shifts))
+    return [times_pow2(f, k) for f, k in zip(flat, shifts, strict=True)]
 
 
 def _with_ranks(

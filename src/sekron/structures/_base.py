@@ -17,7 +17,15 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from .._backend import backend_name_of, get_backend, like, pow2_scale, sq_norm, to_numpy
+from .._backend import (
+    backend_name_of,
+    get_backend,
+    like,
+    pow2_scale,
+    sq_norm,
+    to_numpy,
+    unscaled,
+)
 from .._embeddings import _one_mode_shapes
 from .._typing import Form, Ranks, Shapes
 from .._validation import (
@@ -313,13 +321,14 @@ class Structure:
             raise BudgetTooSmall(type(self).__name__, budget, self._smallest(shape))
         # squares of entries near 1e±160 (float64) or 1e±19 (float32) overflow or underflow:
         # fit s·t with s an exact power of two, and divide s out of the first factor at the end
+        # (of all of them where one cannot hold it: sekron._backend.unscaled)
         scale = pow2_scale(t)
         ts = t * scale
         fit = self._fit(ts, shape, rank, budget, ctx)
         scaled = SeKronTensor(fit.factors, fit.form)
         den = float(sq_norm(ts))
         rel = 0.0 if den == 0.0 else float(np.sqrt(float(sq_norm(scaled.to_tensor() - ts)) / den))
-        factors = [fit.factors[0] / scale, *fit.factors[1:]]
+        factors = unscaled(list(fit.factors), scale, 0)
         return FitResult(
             self,
             tuple(fit.ranks),
