@@ -40,7 +40,9 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> dict:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=600,
+        # a hang guard: the run takes 5 min alone on a 2-core AMD EPYC VM, more beside the
+        # other pytest-xdist worker
+        timeout=1200,
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
