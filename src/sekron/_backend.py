@@ -25,6 +25,7 @@ __all__ = [
     "max_abs",
     "numpy_dtype",
     "pow2_scale",
+    "scale_by",
     "sq_norm",
     "times_pow2",
     "to_numpy",
@@ -195,12 +196,25 @@ def _max_exp(x: Any) -> int:
 
 
 def times_pow2(x: Any, e: int) -> Any:
-    """``x · 2**e`` exactly (barring underflow), in steps that stay within the float range."""
+    """``x · 2**e`` exactly (barring underflow and overflow of the result), in steps of at most
+    ``2**±(max_exp - 2)`` of ``x``'s dtype (126 for float32, 1022 for float64): every step is a
+    normal number of that dtype (a multiplier cast to it stays finite and nonzero: jax on the
+    CPU flushes subnormal float32 to zero)."""
+    e = int(e)
+    if e == 0:
+        return x
+    cap = _max_exp(x) - 2
     while e:
-        step = max(-1000, min(1000, e))
+        step = max(-cap, min(cap, e))
         x = x * float(np.ldexp(1.0, step))
         e -= step
     return x
+
+
+def scale_by(x: Any, scale: float) -> Any:
+    """``x · scale`` for ``scale`` an exact power of two (such as :func:`pow2_scale`'s, which
+    may be subnormal or beyond the dtype's range), by :func:`times_pow2`."""
+    return times_pow2(x, int(np.frexp(scale)[1]) - 1)
 
 
 def unscaled(factors: list[Any], scale: float, carrier: int) -> list[Any]:
@@ -221,7 +235,7 @@ def unscaled(factors: list[Any], scale: float, carrier: int) -> list[Any]:
         factors[carrier]
     ):
         out = list(factors)
-        out[carrier] = out[carrier] / scale
+        out[carrier] = times_pow2(out[carrier], extra)
         return out
     if 0.0 in tops:
         out = list(factors)

@@ -13,7 +13,16 @@ from typing import Any, cast
 import numpy as np
 
 from . import _ranks
-from ._backend import eps, get_backend, like, pow2_scale, sq_norm, to_numpy, unscaled
+from ._backend import (
+    eps,
+    get_backend,
+    like,
+    pow2_scale,
+    scale_by,
+    sq_norm,
+    to_numpy,
+    unscaled,
+)
 from ._plan import als_equations, contraction, factor_sizes, full_ranks
 from ._rearrange import rearrange_unchecked
 from ._svd import METHODS
@@ -248,7 +257,7 @@ def decompose(
     scale = pow2_scale(t)
     T = rearrange_unchecked(B, t, checked)
     if scale != 1.0:
-        T = T * scale
+        T = scale_by(T, scale)
     factors, err2, norm2 = _factorize(
         B, T, checked, form_c, caps_user, tol_v, budget, svd, rng, int(refine)
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import get_backend, like, pow2_scale, sq_norm, times_pow2, to_numpy
+from ._backend import get_backend, like, pow2_scale, scale_by, sq_norm, times_pow2, to_numpy
 from ._plan import factor_sizes
 from ._rearrange import rearrange_unchecked
 from ._validation import _type_name, check_int, check_number, check_rank, check_tensor
@@ -125,7 +125,7 @@ def refine(
     if new_ranks is not None and new_ranks != st.ranks:
         factors = _with_ranks(factors, st, new_ranks, rng)
     scale = pow2_scale(t)
-    T = rearrange_unchecked(B, t * scale, st.shapes)
+    T = rearrange_unchecked(B, scale_by(t, scale), st.shapes)
     norm2 = float(sq_norm(T))
     n_modes = len(st.shapes[0])
     flat = [

@@ -35,7 +35,15 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import backend_name_of, get_backend, pow2_scale, sq_norm, to_numpy
+from .._backend import (
+    backend_name_of,
+    get_backend,
+    max_abs,
+    pow2_scale,
+    scale_by,
+    sq_norm,
+    to_numpy,
+)
 from .._embeddings import tucker2_chain
 from .._plan import full_ranks, n_params
 from .._typing import Form, Ranks, Shapes
@@ -309,8 +317,17 @@ def _measured(tensor: Any, st: SeKronTensor) -> SeKronTensor:
     if st.rel_error is not None:
         return st
     s = pow2_scale(tensor)
-    den = float(sq_norm(tensor * s))
-    num = float(sq_norm(tensor * s - st.to_tensor() * s))
+    scaled = scale_by(tensor, s)
+    # s goes into the largest factor before the product: terms of st may exceed the dtype's
+    # range where they cancel (a CP fit near float32's largest value)
+    tops = [max_abs(f) for f in st.factors]
+    k = tops.index(max(tops))
+    factors = [scale_by(f, s) if j == k else f for j, f in enumerate(st.factors)]
+    approx = SeKronTensor._trusted(
+        factors, st.form, st.shapes, st.ranks, backend=st.backend
+    ).to_tensor()
+    den = float(sq_norm(scaled))
+    num = float(sq_norm(scaled - approx))
     return st.with_rel_error(0.0 if den == 0.0 else float(np.sqrt(num / den)))
 
 

@@ -22,6 +22,7 @@ from .._backend import (
     get_backend,
     like,
     pow2_scale,
+    scale_by,
     sq_norm,
     to_numpy,
     unscaled,
@@ -323,7 +324,7 @@ class Structure:
         # fit s·t with s an exact power of two, and divide s out of the first factor at the end
         # (of all of them where one cannot hold it: sekron._backend.unscaled)
         scale = pow2_scale(t)
-        ts = t * scale
+        ts = scale_by(t, scale)
         fit = self._fit(ts, shape, rank, budget, ctx)
         scaled = SeKronTensor(fit.factors, fit.form)
         den = float(sq_norm(ts))
