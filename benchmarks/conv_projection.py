@@ -30,18 +30,17 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from math import prod
 from pathlib import Path
 from typing import Any
 
-import tensorly as tl
 import torch
 import torch.nn.functional as F
 
 import sekron
 from sekron import random_sekron
+from sekron._backend import _thread_backend
 from sekron._conv_macs import dense_macs
 from sekron._conv_plan import conv_plan, normalize_padding
 from sekron.torch import conv2d
@@ -50,15 +49,28 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conv_regimes import choice_label, jax_times, regimes_markdown, torch_regimes  # noqa: E402
 from machine import describe  # noqa: E402
 
-# importing tltorch sets TensorLy's process-wide backend to pytorch: undone at once, so that a
-# caller's TensorLy code (this project's test suite runs this script in-process) keeps its own
-_BACKEND = tl.get_backend()
-try:
-    import tltorch
-except ImportError:
-    tltorch = None
-finally:
-    tl.set_backend(_BACKEND)
+
+def _import_tltorch() -> Any:
+    """``tltorch``, or None. Importing it sets TensorLy's backend to pytorch, process-wide and
+    for this thread; both are put back as they were (TensorLy's ``set_backend`` cannot: it
+    writes the process-wide default too), so a caller's TensorLy code (this project's test
+    suite runs this script in-process) keeps its own."""
+    from tensorly.backend import BackendManager
+
+    local = BackendManager._THREAD_LOCAL_DATA.__dict__
+    saved = dict(local), BackendManager._default_backend, BackendManager._backend
+    try:
+        import tltorch
+    except ImportError:
+        return None
+    finally:
+        local.clear()
+        local.update(saved[0])
+        BackendManager._default_backend, BackendManager._backend = saved[1], saved[2]
+    return tltorch
+
+
+tltorch = _import_tltorch()
 
 RESULTS = Path(__file__).parent / "results"
 # layers whose rows are also run on sekron.jax (jit compiles every row: keep the run short)
@@ -258,23 +270,11 @@ def run(
     rows: list[dict] = []
     for name, ch, size, k, stride in layers:
         # TensorLy-Torch's layers need TensorLy's pytorch backend: set for this thread only
-        with _tensorly_backend("pytorch"):
+        with _thread_backend("pytorch"):
             rows += run_layer(
                 name, ch, size, k, stride, batch, reps, max_reps, regime_reps, skip, on_row
             )
     return rows
-
-
-@contextmanager
-def _tensorly_backend(name: str) -> Iterator[None]:
-    """TensorLy's backend ``name`` for this thread only, the thread's own restored after
-    (``tl.backend_context`` restores it process-wide)."""
-    before = tl.get_backend()
-    tl.set_backend(name, local_threadsafe=True)
-    try:
-        yield
-    finally:
-        tl.set_backend(before, local_threadsafe=True)
 
 
 def run_layer(

@@ -4,6 +4,7 @@ results hold."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import sys
@@ -56,8 +57,22 @@ def test_call_overhead_benchmark_runs_and_records_every_variant(tmp_path: Path) 
         assert r["ms"] > 0 and r["base_vs_this"] > 0
         assert (r["warm_us"] is None) == r["variant"].startswith("busy")
     assert next(r for r in result["rows"] if r["variant"] == "dense")["base_vs_this"] == 1.0
+    forward = [r["variant"] for r in result["forward_rows"]]
+    assert forward == ["dense", "reused", "nn.Conv2d", "SeKronConv2d"]
+    assert all(r["ms"] > 0 and r["warm_us"] > 0 for r in result["forward_rows"])
     text = (tmp_path / "conv_call_overhead.md").read_text()
-    assert all(f"| {n} |" in text for n in names)
+    assert all(f"| {n} |" in text for n in names) and 'The "forward" regime' in text
+
+
+def _default_backend() -> str:
+    """TensorLy's process-wide default backend: what a new thread sees."""
+    import tensorly as tl
+
+    seen: list[str] = []
+    thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
+    thread.start()
+    thread.join()
+    return seen[0]
 
 
 def test_conv_projection_quick_run(tmp_path: Path) -> None:
@@ -66,17 +81,10 @@ def test_conv_projection_quick_run(tmp_path: Path) -> None:
     tltorch set it to pytorch for good: the rest of the suite's TensorLy tests then failed)."""
     import tensorly as tl
 
-    def default_backend() -> str:  # a new thread sees the process-wide default
-        seen: list[str] = []
-        thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
-        thread.start()
-        thread.join()
-        return seen[0]
-
-    before = tl.get_backend(), default_backend()
+    before = tl.get_backend(), _default_backend()
     bench = _load("conv_projection")
     assert bench.main(["--quick", "--out", str(tmp_path)]) == 0
-    assert (tl.get_backend(), default_backend()) == before
+    assert (tl.get_backend(), _default_backend()) == before
     saved = json.loads((tmp_path / "conv_projection.json").read_text())
     assert saved["meta"]["max_reps"] == [0]
     rows = saved["rows"]
@@ -92,3 +100,25 @@ def test_conv_projection_quick_run(tmp_path: Path) -> None:
 def test_repetition_caps_of_resumed_runs(caps: list[int] | None, text: str) -> None:
     bench = _load("conv_projection")
     assert bench._caps({} if caps is None else {"max_reps": caps}) == text
+
+
+def test_importing_tltorch_leaves_tensorly_backends_alone(tmp_path: Path, monkeypatch) -> None:
+    """tltorch's import sets TensorLy's backend to pytorch for the process and the thread; the
+    benchmark puts both back, also when the thread's backend differs from the process default
+    (a stub tltorch that does what the real one's import does: CI does not install it)."""
+    import tensorly as tl
+
+    from sekron._backend import _thread_backend
+
+    (tmp_path / "tltorch.py").write_text('import tensorly\ntensorly.set_backend("pytorch")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for thread_backend in (None, "jax"):
+        monkeypatch.delitem(sys.modules, "tltorch", raising=False)
+        with contextlib.ExitStack() as stack:
+            if thread_backend is not None:
+                stack.enter_context(_thread_backend(thread_backend))
+            before = tl.get_backend(), _default_backend()
+            bench = _load("conv_projection")
+            assert bench.tltorch is not None and bench.tltorch.__file__.startswith(str(tmp_path))
+            assert (tl.get_backend(), _default_backend()) == before
+    assert (tl.get_backend(), _default_backend()) == ("numpy", "numpy")
