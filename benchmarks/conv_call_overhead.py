@@ -14,6 +14,15 @@ in an order rotating with the repetition:
 - ``auto``: ``sekron.torch.conv2d`` (the whole call);
 - ``nn.Conv2d`` and ``SeKronConv2d``: the two modules in eval mode.
 
+A second table times the "forward" regime (autograd recording, no backward: an eval-mode layer
+run without ``no_grad``; the factors and the dense weight require grad, the input does not):
+
+- ``dense``: ``F.conv2d`` on a dense weight that requires grad;
+- ``reused``: the factor check, then ``F.conv2d`` on the kept kernel put into the graph by the
+  function ``auto`` uses there (``_auto._Reused``: its backward, if one follows, rebuilds the
+  kernel);
+- ``nn.Conv2d`` and ``SeKronConv2d``: the two modules in eval mode.
+
 Each row gives the median time and the median over repetitions of ``dense / variant`` (the
 modules: ``nn.Conv2d / SeKronConv2d``), and the same pieces' warm per-call time in a tight loop
 on a tiny input (1x256x2x2), where the conv costs next to nothing. Results:
@@ -97,14 +106,35 @@ def variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
     }
 
 
-def run(reps: int, batch: int, warm_calls: int) -> dict[str, Any]:
-    torch.set_num_threads(2)
-    with torch.no_grad():
-        fns = variants(torch.randn(batch, 256, 14, 14))
-        times = time_round_robin(fns, reps)
-        tiny = variants(torch.randn(1, 256, 2, 2))
-        tiny = {n: f for n, f in tiny.items() if not n.startswith("busy")}
-        warm = warm_us(tiny, warm_calls)
+def forward_variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """The timed calls of the "forward" regime (see the module notes), to run with autograd
+    recording; the layer has measured and kept its kernel when this returns."""
+    layer = SeKronConv2d(
+        random_sekron(SHAPES, RANK, backend="pytorch", dtype="float32", random_state=0)
+    ).eval()
+    layer(x)  # measures the "forward" regime and caches the choice
+    st = layer.sekron
+    factors = st.factors
+    kept = _auto._kept(st)  # the kernel auto keeps (and reuses) when it runs the dense conv
+    ptrs = tuple(f.data_ptr() for f in factors)
+    copies = next(v for k, v in _auto._KERNELS.items() if k[-1] == ptrs)[0]
+    weight = (torch.randn(st.shape) / st.shape[1]).requires_grad_()
+
+    def reused() -> torch.Tensor:
+        if not all(torch.equal(a, b) for a, b in zip(copies, factors, strict=True)):
+            raise RuntimeError("the kept kernel's factors changed")
+        return F.conv2d(x, _auto._Reused.apply(kept, st, *factors))
+
+    dense_module = nn.Conv2d(st.shape[1], st.shape[0], 1, bias=False).eval()
+    return {
+        "dense": lambda: F.conv2d(x, weight),
+        "reused": reused,
+        "nn.Conv2d": lambda: dense_module(x),
+        "SeKronConv2d": lambda: layer(x),
+    }
+
+
+def _rows(times: dict[str, list[float]], warm: dict[str, float]) -> list[dict[str, Any]]:
     rows = []
     for name, ts in times.items():
         base = "nn.Conv2d" if name == "SeKronConv2d" else "dense"
@@ -117,8 +147,28 @@ def run(reps: int, batch: int, warm_calls: int) -> dict[str, Any]:
                 "warm_us": warm.get(name),
             }
         )
+    return rows
+
+
+def run(reps: int, batch: int, warm_calls: int) -> dict[str, Any]:
+    torch.set_num_threads(2)
+    with torch.no_grad():
+        fns = variants(torch.randn(batch, 256, 14, 14))
+        times = time_round_robin(fns, reps)
+        tiny = variants(torch.randn(1, 256, 2, 2))
+        tiny = {n: f for n, f in tiny.items() if not n.startswith("busy")}
+        warm = warm_us(tiny, warm_calls)
+    with torch.enable_grad():
+        fw_times = time_round_robin(forward_variants(torch.randn(batch, 256, 14, 14)), reps)
+        fw_warm = warm_us(forward_variants(torch.randn(1, 256, 2, 2)), warm_calls)
     return {
-        "rows": rows,
+        "rows": _rows(times, warm),
+        "forward_rows": _rows(fw_times, fw_warm),
+        "forward_choice": sorted(
+            f"{v.method}/{v.layout}"
+            for k, v in _auto.cached_choices().items()
+            if k[1] == "forward" and k[0].in_shape == (batch, 256, 14, 14)
+        ),
         "meta": {
             "machine": describe(),
             "torch": torch.__version__,
@@ -146,12 +196,30 @@ def to_markdown(result: dict[str, Any]) -> str:
         "| variant | ms | base | base/this | warm µs (tiny input) |",
         "|---|---|---|---|---|",
     ]
-    for r in result["rows"]:
+    lines += _table_rows(result["rows"])
+    if "forward_rows" in result:
+        lines += [
+            "",
+            'The "forward" regime: the same layer and input with autograd recording and no '
+            "backward (factors and dense weight require grad, the input does not; the layers in "
+            "eval mode), the same repetitions and warm loop. `SeKronConv2d`'s choice there: "
+            f"{', '.join(result.get('forward_choice', [])) or '-'}.",
+            "",
+            "| variant | ms | base | base/this | warm µs (tiny input) |",
+            "|---|---|---|---|---|",
+            *_table_rows(result["forward_rows"]),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _table_rows(rows: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for r in rows:
         warm = "-" if r["warm_us"] is None else f"{r['warm_us']:.1f}"
-        lines.append(
+        out.append(
             f"| {r['variant']} | {r['ms']:.3f} | {r['base']} | {r['base_vs_this']:.3f} | {warm} |"
         )
-    return "\n".join(lines) + "\n"
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
