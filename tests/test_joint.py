@@ -168,3 +168,14 @@ def test_starts_not_reached_by_the_deadline_stay_candidates_as_they_are() -> Non
     assert abs(out[0].st.rel_error - measured) <= TOL64
     res = sekron.search(W, max_params=budget, progress=False, warm_starts=[cp], max_seconds=1e-9)
     assert res.best.rel_error <= measured + TOL64
+
+
+@pytest.mark.parametrize("exponent", [-131, -100, 0, 126])
+def test_measured_error_at_both_ends_of_float32(exponent: int) -> None:
+    """The search's own error measurement scales the factors before their product: into one
+    factor where it holds the scale, else spread over all (at 2**-131 the orthonormal factor
+    times 2**131 was inf: the error came out NaN)."""
+    base = np.random.default_rng(0).standard_normal((4, 4))
+    W = (base / np.max(np.abs(base)) * 2.0**exponent).astype(np.float32)
+    st_ = sekron.decompose(W, [(2, 2), (2, 2)], rank=[2])
+    assert abs(_joint._measured(W, st_.with_rel_error(None)).rel_error - st_.rel_error) <= 1e-5

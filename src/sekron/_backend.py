@@ -26,6 +26,7 @@ __all__ = [
     "numpy_dtype",
     "pow2_scale",
     "scale_by",
+    "spread_pow2",
     "sq_norm",
     "times_pow2",
     "to_numpy",
@@ -226,9 +227,14 @@ def unscaled(factors: list[Any], scale: float, carrier: int) -> list[Any]:
     over all the factors by powers of two, so that their largest entries end up of about the
     same size (the product, and so Ŵ, is the same). A factor that is all zero takes it all.
     """
-    if scale == 1.0:
+    return spread_pow2(factors, -int(np.frexp(scale)[1]) + 1, carrier)  # 1/scale == 2**that
+
+
+def spread_pow2(factors: list[Any], extra: int, carrier: int) -> list[Any]:
+    """``factors`` whose product is multiplied by ``2**extra``: ``factors[carrier]`` takes it
+    when its entries stay finite, else it is spread over all of them (see :func:`unscaled`)."""
+    if extra == 0:
         return list(factors)
-    extra = -int(np.frexp(scale)[1]) + 1  # 1 / scale == 2**extra
     tops = [max_abs(f) for f in factors]
     # m·2**e times 2**extra (m in [0.5, 1)) is finite iff e + extra <= the dtype's max exponent
     if tops[carrier] == 0.0 or int(np.frexp(tops[carrier])[1]) + extra <= _max_exp(

@@ -41,6 +41,7 @@ from .._backend import (
     max_abs,
     pow2_scale,
     scale_by,
+    spread_pow2,
     sq_norm,
     to_numpy,
 )
@@ -318,11 +319,11 @@ def _measured(tensor: Any, st: SeKronTensor) -> SeKronTensor:
         return st
     s = pow2_scale(tensor)
     scaled = scale_by(tensor, s)
-    # s goes into the largest factor before the product: terms of st may exceed the dtype's
-    # range where they cancel (a CP fit near float32's largest value)
+    # s goes into the factors before the product (terms of st may exceed the dtype's range
+    # where they cancel: a CP fit near float32's largest value): into the largest one, or
+    # spread over all where that one cannot hold it (s > 1 for a tiny tensor)
     tops = [max_abs(f) for f in st.factors]
-    k = tops.index(max(tops))
-    factors = [scale_by(f, s) if j == k else f for j, f in enumerate(st.factors)]
+    factors = spread_pow2(list(st.factors), int(np.frexp(s)[1]) - 1, tops.index(max(tops)))
     approx = SeKronTensor._trusted(
         factors, st.form, st.shapes, st.ranks, backend=st.backend
     ).to_tensor()
