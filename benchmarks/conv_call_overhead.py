@@ -62,6 +62,14 @@ def _busy(us: float) -> None:
         pass
 
 
+def _kept(st: Any) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    """The factor copies and the kernel ``auto`` keeps for ``st`` (and reuses while the factors
+    equal the copies) when it runs the dense conv."""
+    kept = _auto._kept(st)
+    ptrs = tuple(f.data_ptr() for f in st.factors)
+    return next(v for k, v in _auto._KERNELS.items() if k[-1] == ptrs)[0], kept
+
+
 def variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
     """The timed calls on input ``x`` (see the module notes); ``auto`` has measured and kept
     its kernel when this returns."""
@@ -69,8 +77,7 @@ def variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
     weight = torch.randn(st.shape) / st.shape[1]
     conv2d(x, st)  # measures, caches the choice and keeps the kernel
     factors = st.factors
-    ptrs = tuple(f.data_ptr() for f in factors)
-    copies, kept = next(v for k, v in _auto._KERNELS.items() if k[-1] == ptrs)
+    copies, kept = _kept(st)
     args = check_conv_args(1, 0, 1, 1, "auto", st.shape[2:])
 
     def floor() -> torch.Tensor:
@@ -115,9 +122,7 @@ def forward_variants(x: torch.Tensor) -> dict[str, Callable[[], Any]]:
     layer(x)  # measures the "forward" regime and caches the choice
     st = layer.sekron
     factors = st.factors
-    kept = _auto._kept(st)  # the kernel auto keeps (and reuses) when it runs the dense conv
-    ptrs = tuple(f.data_ptr() for f in factors)
-    copies = next(v for k, v in _auto._KERNELS.items() if k[-1] == ptrs)[0]
+    copies, kept = _kept(st)
     weight = (torch.randn(st.shape) / st.shape[1]).requires_grad_()
 
     def reused() -> torch.Tensor:

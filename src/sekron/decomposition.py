@@ -256,8 +256,7 @@ def decompose(
     # them where one cannot hold it: sekron._backend.unscaled)
     scale = pow2_scale(t)
     T = rearrange_unchecked(B, t, checked)
-    if scale != 1.0:
-        T = scale_by(T, scale)
+    T = scale_by(T, scale)  # (x itself at scale 1)
     factors, err2, norm2 = _factorize(
         B, T, checked, form_c, caps_user, tol_v, budget, svd, rng, int(refine)
     )

@@ -134,7 +134,8 @@ def refine(
     ]
     # every factor O(1) (Grams of factors near 1e±200 overflow), the product matched to the
     # scaled target: exact powers of two throughout
-    shift = -int(np.frexp(scale)[1]) + 1  # scale == 2**-shift
+    extra = -int(np.frexp(scale)[1]) + 1  # scale == 2**-extra
+    shift = extra
     for k, f in enumerate(flat):
         e = -int(np.frexp(pow2_scale(f))[1]) + 1  # pow2_scale(f) == 2**-e
         flat[k] = times_pow2(f, -e)
@@ -142,7 +143,7 @@ def refine(
     flat[-1] = times_pow2(flat[-1], -shift)
     flat, err2 = _als(B, T, flat, st.form, n_sweeps, rtol)
     # 1/scale folded in while balancing: one factor alone may not hold it (float32 near 3.4e38)
-    flat = _balanced(flat, -int(np.frexp(scale)[1]) + 1)
+    flat = _balanced(flat, extra)
     out = [B.reshape(f, (*f.shape[:-1], *s)) for f, s in zip(flat, st.shapes, strict=True)]
     rel = 0.0 if norm2 == 0.0 else float(np.sqrt(max(err2, 0.0) / norm2))
     return SeKronTensor(out, st.form, rel_error=rel)

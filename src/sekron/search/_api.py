@@ -385,7 +385,7 @@ def run_greedy(
     assert backend is not None
     # errors are scale-free, squares are not: score s·W with s an exact power of two
     scale = pow2_scale(t)
-    scaled = scale_by(t, scale) if scale != 1.0 else t
+    scaled = scale_by(t, scale)  # (t itself at scale 1)
     tallies = [Tally(b, max_macs, sum(1 for j in jobs if j.caps[i])) for i, b in enumerate(budgets)]
     # the jobs not evaluated yet, in the order they will be: 2-factor ones first
     pending = deque(sorted(jobs, key=lambda j: len(j.d) > 2))
