@@ -132,7 +132,7 @@ def test_quick_reproduces_the_original_metrics_exactly(quick: dict) -> None:
 
 def test_quick_mode_is_one_seed_one_ratio_one_epoch() -> None:
     cfg = cli._config(cli.parse(["--quick"]), "quick")
-    assert (cfg.seeds, cfg.ratios, cfg.epochs) == ((0,), (4.0,), 1)
+    assert (cfg.seeds, cfg.ratios, cfg.epochs, cfg.latency_reps) == ((0,), (4.0,), 1, 7)
     assert cfg.families == tuple(harness.FAMILIES)
     cfg = cli._config(cli.parse(["--quick", "--families", "SeKron", "TT"]), "quick")
     assert cfg.families == ("SeKron", "TT")

@@ -65,3 +65,22 @@ def test_readme_docs_command_installs_what_the_api_pages_import() -> None:
     assert '".[docs,torch,jax]"' in line and "sphinx-build -W" in line
     conf = (ROOT / "docs" / "conf.py").read_text()
     assert "find_spec(m) is None" in conf and "torch==2.13.0" in conf
+
+
+def test_the_slow_first_files_exist_and_ci_keeps_their_order() -> None:
+    """The root conftest's SLOW_FIRST names test files that exist (a renamed file would fall
+    back to xdist's order silently), and the test command turns xdist's reorder off, without
+    which the list orders nothing."""
+    import ast
+
+    tree = ast.parse((ROOT / "conftest.py").read_text(encoding="utf-8"))
+    (names,) = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and [getattr(t, "id", None) for t in node.targets] == ["SLOW_FIRST"]
+    ]
+    assert names and len(set(names)) == len(names)
+    assert all((ROOT / "tests" / name).is_file() for name in names), names
+    command = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "--dist loadfile --no-loadscope-reorder" in command

@@ -232,7 +232,7 @@ def test_time_limit_counts_the_configurations_that_could_still_win() -> None:
 def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> None:
     import importlib
 
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     # split every stack and single Gram across the workers, however small
     monkeypatch.setattr(importlib.import_module("sekron.search._parallel"), "PARALLEL_MIN_SIZE", 0)
@@ -240,14 +240,16 @@ def test_worker_threads_give_the_same_search_and_restore_blas(monkeypatch) -> No
     def blas() -> list[tuple[str, int]]:
         return [(i["prefix"], i["num_threads"]) for i in threadpool_info()]
 
-    before = blas()
     W = np.random.default_rng(5).standard_normal((32, 16, 3, 3))
-    one = search(W, compression=4, threads=1, exhaustive=True, progress=False)
-    three = search(W, compression=4, threads=3, exhaustive=True, progress=False)
-    # spectra one at a time when a copy of the tensor per worker would not fit the budget
-    monkeypatch.setattr(importlib.import_module("sekron.search._kernels"), "SPECTRA_BYTES", 0)
-    lean = search(W, compression=4, threads=3, exhaustive=True, progress=False)
-    assert blas() == before
+    # two BLAS threads to start from (the suite's xdist workers start with one; see conftest)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas()
+        one = search(W, compression=4, threads=1, exhaustive=True, progress=False)
+        three = search(W, compression=4, threads=3, exhaustive=True, progress=False)
+        # spectra one at a time when a copy of the tensor per worker would not fit the budget
+        monkeypatch.setattr(importlib.import_module("sekron.search._kernels"), "SPECTRA_BYTES", 0)
+        lean = search(W, compression=4, threads=3, exhaustive=True, progress=False)
+        assert blas() == before
     for other in (three, lean):
         assert [(x.shapes, x.form, x.ranks) for x in one.all] == [
             (x.shapes, x.form, x.ranks) for x in other.all
@@ -461,16 +463,26 @@ def test_a_torch_search_runs_numpy_blas_on_one_thread_and_restores_it() -> None:
     # the Grams' eigenvalue problems of a torch search are numpy's: with numpy's default BLAS
     # threads a busy 2-core machine compressed the digits CNN's largest layer 5x slower
     torch = pytest.importorskip("torch")
-    from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     def blas() -> list[tuple[str, int]]:
         return [
             (i["prefix"], i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"
         ]
 
-    before = blas()
     during: list[list[tuple[str, int]]] = []
     W = torch.from_numpy(np.random.default_rng(5).standard_normal((16, 8, 3, 3)))
-    search(W, compression=4, refine=0, progress=lambda done, total: during.append(blas()))
-    assert during and all(n == 1 for seen in during for _, n in seen)
-    assert blas() == before
+
+    def progress(done: int, total: int) -> None:
+        # every 20th report and the last (threadpool_info walks every loaded library: calling it
+        # on each of about 1,500 reports took 10 of the test's 11 s)
+        if done % 20 == 0 or done == total:
+            during.append(blas())
+
+    # two BLAS threads to start from (the suite's xdist workers start with one; see conftest)
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas()
+        assert before and all(n == 2 for _, n in before)
+        search(W, compression=4, refine=0, progress=progress)
+        assert blas() == before
+    assert len(during) > 5 and all(n == 1 for seen in during for _, n in seen)

@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 #: mode -> (Config, task sizes); ``--families`` etc. override the mode's choices.
 MODES: dict[str, Config] = {
     "full": Config(),
-    "quick": Config(ratios=(4.0,), seeds=(0,), epochs=1),
+    "quick": Config(ratios=(4.0,), seeds=(0,), epochs=1, latency_reps=7),
     "smoke": Config(families=("TT",), ratios=(4.0,), seeds=(0,), epochs=1, latency_reps=3),
 }
 
@@ -34,7 +34,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Compress, fine-tune and measure every family at equal compression.",
     )
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--quick", action="store_true", help="one seed, ratio 4, one epoch")
+    mode.add_argument(
+        "--quick", action="store_true", help="one seed, ratio 4, one epoch, 7 latency repetitions"
+    )
     mode.add_argument(
         "--smoke", action="store_true", help="TT only, a tiny fine-tuning set (seconds)"
     )
