@@ -54,21 +54,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _process_state() -> dict[str, Any]:
-    """What no test may leave changed: TensorLy's backend (this thread's, and the process-wide
-    default a new thread sees); torch's thread count, default dtype, grad mode and deterministic
-    mode; jax's x64 flag. (Importing tltorch in-process once set TensorLy's default to pytorch for
-    the rest of the suite, and 20 later tests failed far from the cause.)"""
+    """What no test may leave changed: TensorLy's backend and its tenalg backend (this thread's,
+    and the process-wide default a new thread sees); torch's thread count, default dtype, grad
+    mode and deterministic mode; matplotlib's backend; jax's x64 flag. (Importing tltorch
+    in-process once set TensorLy's default to pytorch for the rest of the suite, and 20 later
+    tests failed far from the cause.)"""
     seen: list[str] = []
-    thread = threading.Thread(target=lambda: seen.append(tl.get_backend()))
+    thread = threading.Thread(
+        target=lambda: seen.extend((tl.get_backend(), tl.tenalg.get_backend()))
+    )
     thread.start()
     thread.join()
-    state: dict[str, Any] = {"TensorLy backend": tl.get_backend(), "TensorLy default": seen[0]}
+    state: dict[str, Any] = {
+        "TensorLy backend": tl.get_backend(),
+        "TensorLy default": seen[0],
+        "TensorLy tenalg backend": tl.tenalg.get_backend(),
+        "TensorLy tenalg default": seen[1],
+    }
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "get_num_threads"):
         state["torch threads"] = torch.get_num_threads()
         state["torch default dtype"] = torch.get_default_dtype()
         state["torch grad mode"] = torch.is_grad_enabled()
         state["torch deterministic"] = torch.are_deterministic_algorithms_enabled()
+    mpl = sys.modules.get("matplotlib")
+    if mpl is not None and isinstance(getattr(mpl, "rcParams", None), dict):
+        # read without resolving it (rcParams["backend"] would pick one and import pyplot):
+        # a name, or matplotlib's not-yet-chosen sentinel
+        state["matplotlib backend"] = dict.__getitem__(mpl.rcParams, "backend")
     jax = sys.modules.get("jax")
     if jax is not None and hasattr(jax, "config"):
         state["jax_enable_x64"] = bool(jax.config.read("jax_enable_x64"))
