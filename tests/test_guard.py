@@ -52,5 +52,5 @@ def test_the_guard_fails_every_kind_of_leak_and_passes_a_clean_test(
     parts = re.split(r"_+ ERROR at teardown of (test_\d+) _+", result.stdout.str())
     errors = dict(zip(parts[1::2], parts[2::2], strict=True))
     for i, name in enumerate(LEAKS):
-        (line,) = [ln for ln in errors[f"test_{i}"].splitlines() if ln.startswith("E   ")][:1]
+        line = next(ln for ln in errors[f"test_{i}"].splitlines() if ln.startswith("E   "))
         assert "changed process-wide state" in line and f"'{name}'" in line, (name, line)

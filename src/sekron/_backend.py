@@ -25,6 +25,7 @@ __all__ = [
     "max_abs",
     "numpy_dtype",
     "pow2_scale",
+    "pow2_shifts",
     "scale_by",
     "spread_pow2",
     "sq_norm",
@@ -244,14 +245,20 @@ def spread_pow2(factors: list[Any], extra: int, carrier: int) -> list[Any]:
         out[carrier] = times_pow2(out[carrier], extra)
         return out
     if 0.0 in tops:
-        out = list(factors)
-        out[tops.index(0.0)] = times_pow2(out[tops.index(0.0)], extra)
-        return out
-    exps = [int(np.frexp(m)[1]) for m in tops]
+        zero = tops.index(0.0)
+        return [times_pow2(f, extra) if k == zero else f for k, f in enumerate(factors)]
+    shifts = pow2_shifts([int(np.frexp(m)[1]) for m in tops], extra)
+    return [times_pow2(f, k) for f, k in zip(factors, shifts, strict=True)]
+
+
+def pow2_shifts(exps: list[int], extra: int) -> list[int]:
+    """Exponents ``k_i`` summing to ``extra`` that bring the binary exponents ``exps`` of the
+    factors' sizes to one value, the rounded mean of ``exps`` plus ``extra`` (the last factor
+    takes what rounding leaves): the factors times ``2**k_i`` have the product times
+    ``2**extra``, balanced. Shared by :func:`spread_pow2` and ``sekron.refine``'s balancing."""
     target = int(np.round((sum(exps) + extra) / len(exps)))
     shifts = [target - e for e in exps[:-1]]
-    shifts.append(extra - sum(shifts))
-    return [times_pow2(f, k) for f, k in zip(factors, shifts, strict=True)]
+    return [*shifts, extra - sum(shifts)]
 
 
 def numpy_dtype(dtype: Any) -> np.dtype:

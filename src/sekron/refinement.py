@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from ._backend import get_backend, like, pow2_scale, scale_by, sq_norm, times_pow2, to_numpy
+from ._backend import (
+    get_backend,
+    like,
+    pow2_scale,
+    pow2_shifts,
+    scale_by,
+    sq_norm,
+    times_pow2,
+    to_numpy,
+)
 from ._plan import factor_sizes
 from ._rearrange import rearrange_unchecked
 from ._validation import _type_name, check_int, check_number, check_rank, check_tensor
@@ -167,10 +176,7 @@ def _balanced(flat: list[Any], extra: int = 0) -> list[Any]:
         if rms == 0.0:
             return [times_pow2(g, extra) if j == k else g for j, g in enumerate(flat)]
         exps.append(int(np.round(np.log2(rms) - np.log2(s))))
-    target = int(np.round((sum(exps) + extra) / len(exps)))
-    shifts = [target - e for e in exps[:-1]]
-    shifts.append(extra - sum(shifts))
-    return [times_pow2(f, k) for f, k in zip(flat, shifts, strict=True)]
+    return [times_pow2(f, k) for f, k in zip(flat, pow2_shifts(exps, extra), strict=True)]
 
 
 def _with_ranks(
